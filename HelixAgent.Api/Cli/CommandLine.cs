@@ -1,0 +1,111 @@
+using HelixAgent.Data;
+using Npgsql;
+
+namespace HelixAgent.Api.Cli;
+
+/// <summary>
+/// The <c>helixagent</c> command line: the API's own binary run with a verb (<c>helixagent migrate up</c>).
+/// It talks to the database directly, so it works inside the pod and on a developer machine alike.
+/// </summary>
+internal static class CommandLine
+{
+    private static readonly HashSet<string> Verbs = ["migrate", "help", "--help", "-h", "version", "--version"];
+
+    public static bool IsCommand(string[] args) => args.Length > 0 && Verbs.Contains(args[0]);
+
+    public static async Task<int> RunAsync(string[] args, TextWriter? stdout = null, TextWriter? stderr = null)
+    {
+        var @out = stdout ?? Console.Out;
+        var err = stderr ?? Console.Error;
+        try
+        {
+            return args[0] switch
+            {
+                "migrate" => await MigrateAsync(args[1..], @out, err),
+                "version" or "--version" => Print(@out, Health.HealthReporter.Version),
+                _ => Print(@out, Usage),
+            };
+        }
+        catch (NpgsqlException ex)
+        {
+            await err.WriteLineAsync($"helixagent: database error: {ex.Message}");
+            return 3;
+        }
+        catch (CommandLineException ex)
+        {
+            await err.WriteLineAsync($"helixagent: {ex.Message}");
+            return 2;
+        }
+    }
+
+    private const string Usage = """
+        usage: helixagent [command]
+
+          (no command)            run the gateway
+          migrate up              apply every pending schema migration
+          migrate down            revert the newest applied migration (one step)
+          migrate status          list migrations and when they were applied
+          version                 print the version
+
+        The database comes from ConnectionStrings__helixagent-db, else from the file the AppHost writes
+        for local development (see README).
+        """;
+
+    private static async Task<int> MigrateAsync(string[] args, TextWriter @out, TextWriter err)
+    {
+        if (args.Length != 1 || args[0] is not ("up" or "down" or "status"))
+        {
+            throw new CommandLineException("usage: helixagent migrate up|down|status");
+        }
+        await using var dataSource = NpgsqlDataSource.Create(ResolveConnectionString());
+        var migrator = new SchemaMigrator(dataSource);
+        switch (args[0])
+        {
+            case "up":
+                var applied = await migrator.UpAsync();
+                await @out.WriteLineAsync(applied.Count == 0
+                    ? $"schema is up to date at version {SchemaMigrator.ExpectedVersion}"
+                    : $"applied {string.Join(", ", applied)}; schema at version {SchemaMigrator.ExpectedVersion}");
+                break;
+            case "down":
+                var reverted = await migrator.DownAsync();
+                await @out.WriteLineAsync(reverted is null ? "nothing to revert: no migration is applied" : $"reverted {reverted}");
+                break;
+            default:
+                foreach (var s in await migrator.StatusAsync())
+                {
+                    await @out.WriteLineAsync($"{s.Version,6}  {s.Name,-30} {(s.AppliedAt is { } at ? at.ToString("u") : "pending")}");
+                }
+                break;
+        }
+        return 0;
+    }
+
+    internal static string ResolveConnectionString()
+    {
+        var config = new ConfigurationBuilder()
+            .SetBasePath(AppContext.BaseDirectory)
+            .AddJsonFile("appsettings.json", optional: true)
+            .AddEnvironmentVariables()
+            .Build();
+        var cs = config.GetConnectionString(KnownResourceNames.Database);
+        if (!string.IsNullOrWhiteSpace(cs))
+        {
+            return cs;
+        }
+        if (LocalDevEnvironment.ReadEnvFile().TryGetValue("ConnectionStrings__" + KnownResourceNames.Database, out var local))
+        {
+            return local;
+        }
+        throw new CommandLineException(
+            $"no database configured: set ConnectionStrings__{KnownResourceNames.Database}, or start the AppHost once so it writes {LocalDevEnvironment.EnvFile}");
+    }
+
+    private static int Print(TextWriter w, string text)
+    {
+        w.WriteLine(text);
+        return 0;
+    }
+}
+
+internal sealed class CommandLineException(string message) : Exception(message);

@@ -1,0 +1,71 @@
+using System.Runtime;
+using HelixAgent.Api.Infrastructure;
+using HelixAgent.Data;
+using Microsoft.AspNetCore.Http.HttpResults;
+
+namespace HelixAgent.Api.Health;
+
+/// <summary><c>/health</c>, <c>/health/detailed</c> and <c>/ready</c> as the runbook and Kubernetes use them.</summary>
+internal static class HealthApi
+{
+    public static IEndpointRouteBuilder MapHealthApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/health", GetHealth).ExcludeFromDescription();
+        app.MapGet("/health/detailed", GetDetailed).ExcludeFromDescription();
+        app.MapGet("/ready", GetReady).ExcludeFromDescription();
+        return app;
+    }
+
+    /// <summary>200 when healthy or degraded, 503 when unhealthy (PostgreSQL unreachable).</summary>
+    internal static async Task<JsonHttpResult<HealthResponse>> GetHealth(HealthReporter reporter)
+    {
+        var s = await reporter.GetAsync();
+        var body = new HealthResponse(s.Status, Components(s), reporter.Uptime, HealthReporter.Version);
+        return TypedResults.Json(body, ApiJsonContext.Default.HealthResponse, statusCode: StatusOf(s));
+    }
+
+    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool)
+    {
+        var s = await reporter.GetAsync();
+        var gc = GC.GetGCMemoryInfo();
+        var process = new ProcessStats(
+            Environment.WorkingSet,
+            gc.HeapSizeBytes,
+            GC.GetTotalAllocatedBytes(),
+            GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2),
+            System.Diagnostics.Process.GetCurrentProcess().Threads.Count,
+            ThreadPool.PendingWorkItemCount);
+        var body = new DetailedHealthResponse(
+            s.Status, Components(s), reporter.Uptime, HealthReporter.Version,
+            IsReady(reporter), reporter.IsDraining,
+            new SchemaHealth(s.SchemaVersion, SchemaMigrator.ExpectedVersion, s.SchemaVersion == SchemaMigrator.ExpectedVersion),
+            pool.Snapshot(), process, s.CheckedAt);
+        return TypedResults.Json(body, ApiJsonContext.Default.DetailedHealthResponse, statusCode: StatusOf(s));
+    }
+
+    /// <summary>200 only when the schema is at the version this build expects and the process is not draining.</summary>
+    internal static async Task<IResult> GetReady(HttpContext ctx, HealthReporter reporter)
+    {
+        if (!reporter.IsDraining)
+        {
+            await reporter.GetAsync();
+        }
+        var ready = IsReady(reporter);
+        var body = new ReadyResponse(ready ? "ready" : "not_ready", reporter.IsDraining,
+            reporter.LastKnownSchemaVersion, SchemaMigrator.ExpectedVersion);
+        if (!ready)
+        {
+            ctx.Response.Headers.RetryAfter = "5";
+        }
+        return TypedResults.Json(body, ApiJsonContext.Default.ReadyResponse,
+            statusCode: ready ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
+    }
+
+    private static bool IsReady(HealthReporter reporter) =>
+        !reporter.IsDraining && reporter.LastKnownSchemaVersion == SchemaMigrator.ExpectedVersion;
+
+    private static HealthComponents Components(HealthSnapshot s) => new(s.Database, s.Redis, s.Providers);
+
+    private static int StatusOf(HealthSnapshot s) =>
+        s.Status == HealthStatus.Unhealthy ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status200OK;
+}

@@ -1,0 +1,46 @@
+namespace HelixAgent.Api.Health;
+
+internal static class HealthStatus
+{
+    public const string Healthy = "healthy";
+    public const string Degraded = "degraded";
+    public const string Unhealthy = "unhealthy";
+}
+
+/// <summary>The runbook's <c>/health</c> shape.</summary>
+internal sealed record HealthResponse(string Status, HealthComponents Components, string Uptime, string Version);
+
+internal sealed record HealthComponents(ComponentHealth Database, ComponentHealth Redis, ProvidersHealth Providers);
+
+internal sealed record ComponentHealth(string Status, double LatencyMs, string? Error = null);
+
+internal sealed record ProvidersHealth(string Status, int Active);
+
+/// <summary><c>/health/detailed</c>: the basic report plus what an operator needs to dig in. No secrets.</summary>
+internal sealed record DetailedHealthResponse(
+    string Status,
+    HealthComponents Components,
+    string Uptime,
+    string Version,
+    bool Ready,
+    bool Draining,
+    SchemaHealth Schema,
+    PoolStats DatabasePool,
+    ProcessStats Process,
+    DateTimeOffset CheckedAt);
+
+internal sealed record SchemaHealth(long Version, long ExpectedVersion, bool UpToDate);
+
+internal sealed record PoolStats(long Idle, long Used, long Pending, long Max);
+
+internal sealed record ProcessStats(
+    long WorkingSetBytes,
+    long GcHeapBytes,
+    long TotalAllocatedBytes,
+    int Gen0Collections,
+    int Gen1Collections,
+    int Gen2Collections,
+    int ThreadCount,
+    long ThreadPoolQueueLength);
+
+internal sealed record ReadyResponse(string Status, bool Draining, long SchemaVersion, long ExpectedSchemaVersion);

@@ -1,0 +1,61 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Diagnostics;
+
+namespace HelixAgent.Api.Infrastructure;
+
+/// <summary>The OpenAI error shape every failure is answered with: never a stack trace, never an HTML page.</summary>
+internal static class OpenAiErrors
+{
+    public static IResult Result(int status, string message, string type, string? code = null, string? param = null) =>
+        TypedResults.Json(new ErrorEnvelope(new ErrorBody(message, type, param, code)),
+            ApiJsonContext.Default.ErrorEnvelope, statusCode: status);
+
+    public static Task WriteAsync(HttpContext ctx, int status, string message, string type, string? code = null, string? param = null)
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(ctx.Response.Body,
+            new ErrorEnvelope(new ErrorBody(message, type, param, code)), ApiJsonContext.Default.ErrorEnvelope);
+    }
+
+    public static string TypeFor(int status) => status switch
+    {
+        400 or 404 or 405 or 413 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        503 => "service_unavailable",
+        _ => "server_error",
+    };
+}
+
+internal sealed record ErrorBody(string Message, string Type, string? Param, string? Code);
+internal sealed record ErrorEnvelope(ErrorBody Error);
+
+internal static class ErrorHandlingExtensions
+{
+    /// <summary>Unhandled exceptions and bare status codes (404, 405, 413...) become OpenAI-shaped JSON errors.</summary>
+    public static WebApplication UseApplicationErrors(this WebApplication app)
+    {
+        app.UseExceptionHandler(errorApp => errorApp.Run(ctx =>
+        {
+            var feature = ctx.Features.Get<IExceptionHandlerFeature>();
+            var status = feature?.Error is BadHttpRequestException bad ? bad.StatusCode : StatusCodes.Status500InternalServerError;
+            var message = status == 500 ? "The server had an error while processing your request." : feature?.Error.Message ?? "Bad request.";
+            return OpenAiErrors.WriteAsync(ctx, status, message, OpenAiErrors.TypeFor(status));
+        }));
+        app.UseStatusCodePages(ctx =>
+        {
+            var status = ctx.HttpContext.Response.StatusCode;
+            var message = status switch
+            {
+                404 => $"Unknown route: {ctx.HttpContext.Request.Method} {ctx.HttpContext.Request.Path}",
+                405 => $"Method {ctx.HttpContext.Request.Method} is not allowed on {ctx.HttpContext.Request.Path}.",
+                413 => "Request body too large.",
+                _ => $"HTTP {status}",
+            };
+            return OpenAiErrors.WriteAsync(ctx.HttpContext, status, message, OpenAiErrors.TypeFor(status));
+        });
+        return app;
+    }
+}
