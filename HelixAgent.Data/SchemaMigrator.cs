@@ -118,10 +118,15 @@ public sealed partial class SchemaMigrator(NpgsqlDataSource dataSource)
     /// <summary>The newest applied version, 0 when the schema is empty.</summary>
     public static async Task<long> CurrentVersionAsync(NpgsqlConnection conn, CancellationToken ct = default)
     {
-        await using var cmd = new NpgsqlCommand(
-            "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE (SELECT coalesce(max(version), 0) FROM schema_migrations) END",
-            conn);
-        return Convert.ToInt64(await cmd.ExecuteScalarAsync(ct));
+        await using var cmd = new NpgsqlCommand("SELECT coalesce(max(version), 0) FROM schema_migrations", conn);
+        try
+        {
+            return Convert.ToInt64(await cmd.ExecuteScalarAsync(ct), System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
+        {
+            return 0; // a database no migrator has touched yet
+        }
     }
 
     private static async Task LockAsync(NpgsqlConnection conn, CancellationToken ct)

@@ -93,9 +93,17 @@ internal static class CommandLine
         {
             return cs;
         }
-        if (LocalDevEnvironment.ReadEnvFile().TryGetValue("ConnectionStrings__" + KnownResourceNames.Database, out var local))
+        var local = LocalDevEnvironment.ReadEnvFile();
+        if (local.TryGetValue("PGPORT", out var port) && local.TryGetValue("PGPASSWORD", out var password))
         {
-            return local;
+            return new NpgsqlConnectionStringBuilder
+            {
+                Host = local.GetValueOrDefault("PGHOST", "localhost"),
+                Port = int.Parse(port, System.Globalization.CultureInfo.InvariantCulture),
+                Username = local.GetValueOrDefault("PGUSER", KnownResourceNames.DatabaseUser),
+                Password = password,
+                Database = local.GetValueOrDefault("PGDATABASE", KnownResourceNames.DatabaseName),
+            }.ConnectionString;
         }
         throw new CommandLineException(
             $"no database configured: set ConnectionStrings__{KnownResourceNames.Database}, or start the AppHost once so it writes {LocalDevEnvironment.EnvFile}");

@@ -12,7 +12,11 @@ internal sealed record HealthResponse(string Status, HealthComponents Components
 
 internal sealed record HealthComponents(ComponentHealth Database, ComponentHealth Redis, ProvidersHealth Providers);
 
-internal sealed record ComponentHealth(string Status, double LatencyMs, string? Error = null);
+internal sealed record ComponentHealth(
+    string Status,
+    double LatencyMs,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    string? Error = null);
 
 internal sealed record ProvidersHealth(string Status, int Active);
 

@@ -1,0 +1,24 @@
+# Operator shortcuts used by the runbook. The database comes from ConnectionStrings__helixagent-db, or from the
+# file the AppHost writes in local mode (see README).
+DOTNET ?= dotnet
+CLI = $(DOTNET) run --project HelixAgent.Api --verbosity quiet --
+
+.PHONY: build test run migrate-up migrate-down migrate-status
+
+build:
+	$(DOTNET) build HelixAgent.sln
+
+test:
+	$(DOTNET) test HelixAgent.sln
+
+run:
+	$(DOTNET) run --project HelixAgent.AppHost
+
+migrate-up:
+	$(CLI) migrate up
+
+migrate-down:
+	$(CLI) migrate down
+
+migrate-status:
+	$(CLI) migrate status

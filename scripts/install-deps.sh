@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what HelixAgent needs on Debian/Ubuntu when it is missing: PostgreSQL and Redis (run by the AppHost as
+# local processes when no container runtime answers, and by the tests). Idempotent and quiet when all is present.
+set -euo pipefail
+
+have_postgres() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; }
+have_redis() { command -v redis-server >/dev/null 2>&1; }
+
+missing=()
+have_postgres || missing+=(postgresql)
+have_redis || missing+=(redis-server)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: please install ${missing[*]} with your package manager (no apt-get here)" >&2
+  exit 1
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "install-deps: installing ${missing[*]} from Debian's packages"
+export DEBIAN_FRONTEND=noninteractive
+if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/helixagent-apt.log 2>&1; then
+  $sudo apt-get update >/tmp/helixagent-apt.log 2>&1
+  $sudo apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/helixagent-apt.log 2>&1 \
+    || { echo "install-deps: apt-get failed, see /tmp/helixagent-apt.log" >&2; exit 1; }
+fi
+# The packages may start their own system-wide servers; HelixAgent runs its own on free ports and does not need them.
+have_postgres && have_redis

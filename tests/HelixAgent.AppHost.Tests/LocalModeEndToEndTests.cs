@@ -1,0 +1,89 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using Npgsql;
+
+namespace HelixAgent.AppHost.Tests;
+
+[Collection(LocalAppHostCollection.Name)]
+public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
+{
+    [Theory]
+    [InlineData(KnownResourceNames.Postgres)]
+    [InlineData(KnownResourceNames.Redis)]
+    [InlineData(KnownResourceNames.Worker)]
+    [InlineData(KnownResourceNames.Api)]
+    public async Task Every_resource_becomes_healthy_without_a_container_runtime(string resource)
+    {
+        using var cts = new CancellationTokenSource(LocalAppHostFixture.StartTimeout);
+        await fixture.App.ResourceNotifications.WaitForResourceHealthyAsync(resource, cts.Token);
+    }
+
+    [Fact]
+    public async Task Health_through_the_apphost_reports_real_database_and_redis()
+    {
+        using var client = fixture.App.CreateHttpClient(KnownResourceNames.Api);
+        var response = await client.GetAsync("/health");
+
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var components = doc.RootElement.GetProperty("components");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("healthy", components.GetProperty("database").GetProperty("status").GetString());
+        Assert.Equal("healthy", components.GetProperty("redis").GetProperty("status").GetString());
+        Assert.True(components.GetProperty("database").GetProperty("latency_ms").GetDouble() > 0);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/ready")).StatusCode);
+    }
+
+    [Fact]
+    public async Task The_api_is_served_on_port_8080_like_the_runbook_expects()
+    {
+        var endpoint = fixture.App.GetEndpoint(KnownResourceNames.Api, "http");
+        Assert.Equal(KnownResourceNames.ApiPort, endpoint.Port);
+        using var client = new HttpClient();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync($"http://localhost:{KnownResourceNames.ApiPort}/alive")).StatusCode);
+    }
+
+    [Fact]
+    public async Task The_env_file_lets_psql_and_the_cli_reach_the_migrated_database_as_helixagent()
+    {
+        var env = LocalDevEnvironment.ReadEnvFile();
+        var cs = new NpgsqlConnectionStringBuilder
+        {
+            Host = env["PGHOST"], Port = int.Parse(env["PGPORT"]), Username = env["PGUSER"],
+            Password = env["PGPASSWORD"], Database = env["PGDATABASE"], Pooling = false,
+        };
+        Assert.Equal(("helixagent", "helixagent_db"), (cs.Username, cs.Database));
+        Assert.Equal(env["PGPASSWORD"], File.ReadAllText(Path.Combine(fixture.DataDirectory, "postgres-password")).Trim());
+
+        await using var conn = new NpgsqlConnection(cs.ConnectionString);
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand("SELECT max(version) FROM schema_migrations", conn);
+        Assert.Equal(1L, await cmd.ExecuteScalarAsync());
+
+        // `make migrate-status` runs the CLI with no connection string: it must find the AppHost's database.
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(RepoRoot(), "HelixAgent.Api", "bin", Configuration(), "net10.0", "helixagent.dll"));
+        psi.ArgumentList.Add("migrate");
+        psi.ArgumentList.Add("status");
+        psi.Environment["HELIXAGENT_DATA_DIR"] = fixture.DataDirectory;
+        using var p = Process.Start(psi)!;
+        var stdout = await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        Assert.Equal(0, p.ExitCode);
+        Assert.Contains("initial", stdout);
+        Assert.DoesNotContain("pending", stdout);
+    }
+
+    private static string Configuration() =>
+        AppContext.BaseDirectory.Contains("/Release/") ? "Release" : "Debug";
+
+    private static string RepoRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (!File.Exists(Path.Combine(dir!.FullName, "HelixAgent.sln")))
+        {
+            dir = dir.Parent;
+        }
+        return dir.FullName;
+    }
+}

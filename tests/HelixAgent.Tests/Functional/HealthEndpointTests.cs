@@ -1,0 +1,206 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using HelixAgent.Data;
+using HelixAgent.Tests.Infrastructure;
+using Npgsql;
+
+namespace HelixAgent.Tests.Functional;
+
+/// <summary>
+/// <c>/health</c>, <c>/health/detailed</c> and <c>/ready</c> against real PostgreSQL and Redis that this class owns
+/// (it stops and restarts them).
+/// </summary>
+public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+{
+    private static readonly Dictionary<string, string?> OneProvider = new() { ["Providers:upstream:Type"] = "openai" };
+
+    private async Task<string> MigratedDatabaseAsync()
+    {
+        var cs = await postgres.CreateDatabaseAsync("health");
+        await using var ds = NpgsqlDataSource.Create(cs);
+        await new SchemaMigrator(ds).UpAsync();
+        return cs;
+    }
+
+    private static async Task<(HttpStatusCode Status, JsonElement Body)> GetJsonAsync(HttpClient client, string path)
+    {
+        var response = await client.GetAsync(path);
+        Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        return (response.StatusCode, doc.RootElement.Clone());
+    }
+
+    [Fact]
+    public async Task Health_answers_the_runbook_shape_with_measured_latencies()
+    {
+        await using var factory = new GatewayFactory(await MigratedDatabaseAsync(), redis.ConnectionString, OneProvider);
+        var (status, body) = await GetJsonAsync(factory.CreateClient(), "/health");
+
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("healthy", body.GetProperty("status").GetString());
+        var components = body.GetProperty("components");
+        foreach (var name in new[] { "database", "redis" })
+        {
+            Assert.Equal("healthy", components.GetProperty(name).GetProperty("status").GetString());
+            Assert.True(components.GetProperty(name).GetProperty("latency_ms").GetDouble() > 0, $"{name} latency was not measured");
+        }
+        Assert.Equal("healthy", components.GetProperty("providers").GetProperty("status").GetString());
+        Assert.Equal(1, components.GetProperty("providers").GetProperty("active").GetInt32());
+        Assert.Matches(new Regex(@"^\d+h\d+m\d+s$"), body.GetProperty("uptime").GetString());
+        Assert.Equal("1.0.0", body.GetProperty("version").GetString());
+        Assert.Equal(["status", "components", "uptime", "version"], body.EnumerateObject().Select(p => p.Name));
+    }
+
+    [Fact]
+    public async Task Health_is_degraded_but_200_without_providers()
+    {
+        await using var factory = new GatewayFactory(await MigratedDatabaseAsync(), redis.ConnectionString);
+        var (status, body) = await GetJsonAsync(factory.CreateClient(), "/health");
+
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("degraded", body.GetProperty("status").GetString());
+        Assert.Equal(0, body.GetProperty("components").GetProperty("providers").GetProperty("active").GetInt32());
+    }
+
+    [Fact]
+    public async Task Redis_outage_makes_health_degraded_with_200_and_recovery_makes_it_healthy_again()
+    {
+        await using var factory = new GatewayFactory(await MigratedDatabaseAsync(), redis.ConnectionString, OneProvider);
+        var client = factory.CreateClient();
+        Assert.Equal("healthy", (await GetJsonAsync(client, "/health")).Body.GetProperty("status").GetString());
+
+        await redis.StopAsync();
+        try
+        {
+            var (status, body) = await GetJsonAsync(client, "/health");
+            Assert.Equal(HttpStatusCode.OK, status);
+            Assert.Equal("degraded", body.GetProperty("status").GetString());
+            Assert.Equal("unhealthy", body.GetProperty("components").GetProperty("redis").GetProperty("status").GetString());
+            Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/ready")).StatusCode);
+        }
+        finally
+        {
+            await redis.StartAsync();
+        }
+
+        await Eventually(async () => (await GetJsonAsync(client, "/health")).Body.GetProperty("status").GetString() == "healthy");
+    }
+
+    [Fact]
+    public async Task Postgres_outage_makes_health_unhealthy_with_503_and_recovery_makes_it_healthy_again()
+    {
+        await using var factory = new GatewayFactory(await MigratedDatabaseAsync(), redis.ConnectionString, OneProvider);
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/health")).StatusCode);
+
+        await postgres.StopAsync();
+        try
+        {
+            var (status, body) = await GetJsonAsync(client, "/health");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
+            Assert.Equal("unhealthy", body.GetProperty("status").GetString());
+            Assert.Equal("unhealthy", body.GetProperty("components").GetProperty("database").GetProperty("status").GetString());
+            Assert.Equal("healthy", body.GetProperty("components").GetProperty("redis").GetProperty("status").GetString());
+        }
+        finally
+        {
+            await postgres.StartAsync();
+        }
+
+        await Eventually(async () => (await client.GetAsync("/health")).StatusCode == HttpStatusCode.OK);
+    }
+
+    [Fact]
+    public async Task Ready_is_503_until_the_schema_reaches_the_expected_version()
+    {
+        var cs = await postgres.CreateDatabaseAsync("ready");
+        await using var factory = new GatewayFactory(cs, redis.ConnectionString, OneProvider);
+        var client = factory.CreateClient();
+
+        var before = await client.GetAsync("/ready");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, before.StatusCode);
+        Assert.True(before.Headers.Contains("Retry-After"));
+        using (var doc = JsonDocument.Parse(await before.Content.ReadAsStringAsync()))
+        {
+            Assert.Equal(0, doc.RootElement.GetProperty("schema_version").GetInt64());
+            Assert.Equal(SchemaMigrator.ExpectedVersion, doc.RootElement.GetProperty("expected_schema_version").GetInt64());
+        }
+
+        await using (var ds = NpgsqlDataSource.Create(cs))
+        {
+            await new SchemaMigrator(ds).UpAsync();
+        }
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/ready")).StatusCode);
+
+        await using (var ds = NpgsqlDataSource.Create(cs))
+        {
+            await new SchemaMigrator(ds).DownAsync();
+        }
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/ready")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Detailed_health_adds_schema_pool_and_process_state_without_secrets()
+    {
+        var cs = await MigratedDatabaseAsync();
+        await using var factory = new GatewayFactory(cs, redis.ConnectionString, OneProvider);
+        var (status, body) = await GetJsonAsync(factory.CreateClient(), "/health/detailed");
+
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal(SchemaMigrator.ExpectedVersion, body.GetProperty("schema").GetProperty("version").GetInt64());
+        Assert.True(body.GetProperty("schema").GetProperty("up_to_date").GetBoolean());
+        Assert.True(body.GetProperty("ready").GetBoolean());
+        Assert.False(body.GetProperty("draining").GetBoolean());
+        Assert.True(body.GetProperty("database_pool").GetProperty("max").GetInt64() > 0);
+        Assert.True(body.GetProperty("database_pool").GetProperty("idle").GetInt64() + body.GetProperty("database_pool").GetProperty("used").GetInt64() >= 1);
+        Assert.True(body.GetProperty("process").GetProperty("working_set_bytes").GetInt64() > 0);
+        Assert.DoesNotContain("Password", body.GetRawText(), StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain(redis.Port.ToString(), body.GetRawText());
+    }
+
+    [Fact]
+    public async Task A_probe_storm_within_the_cache_interval_sends_no_query_to_the_database()
+    {
+        var cs = await MigratedDatabaseAsync();
+        var database = new NpgsqlConnectionStringBuilder(cs).Database;
+        await using var factory = new GatewayFactory(cs, redis.ConnectionString,
+            new Dictionary<string, string?>(OneProvider) { ["Health:CacheSeconds"] = "30" });
+        var client = factory.CreateClient();
+        var queries = 0;
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == "Npgsql",
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllData,
+            ActivityStopped = a =>
+            {
+                if (a.TagObjects.Any(t => t.Value as string == database))
+                {
+                    Interlocked.Increment(ref queries);
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+
+        await client.GetAsync("/health");
+        Assert.True(Volatile.Read(ref queries) >= 1, "the first probe should have queried the database");
+        var afterFirst = Volatile.Read(ref queries);
+
+        var storm = await Task.WhenAll(Enumerable.Range(0, 200).Select(_ => client.GetAsync("/health")));
+
+        Assert.All(storm, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        Assert.Equal(afterFirst, Volatile.Read(ref queries));
+    }
+
+    private static async Task Eventually(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not reached within 20 s");
+            await Task.Delay(200);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace HelixAgent.Tests.Infrastructure;
+
+/// <summary>The built <c>helixagent</c> binary as a real OS process: for signals, exit codes and the CLI.</summary>
+internal sealed class ApiProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    public StringBuilder Log { get; } = new();
+    public int Port { get; }
+    public Uri BaseAddress => new($"http://127.0.0.1:{Port}");
+    public int Id => _process.Id;
+    public bool HasExited => _process.HasExited;
+    public int ExitCode => _process.ExitCode;
+
+    private ApiProcess(Process process, int port)
+    {
+        _process = process;
+        Port = port;
+    }
+
+    public static async Task<ApiProcess> StartAsync(IDictionary<string, string> env)
+    {
+        var port = ServerProcess.FreePort();
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(RepoPaths.ApiDll);
+        psi.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
+        psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Testing";
+        psi.Environment["Health__CacheSeconds"] = "0";
+        foreach (var (k, v) in env)
+        {
+            psi.Environment[k] = v;
+        }
+        var p = new Process { StartInfo = psi };
+        var api = new ApiProcess(p, port);
+        p.OutputDataReceived += (_, e) => { lock (api.Log) { api.Log.AppendLine(e.Data); } };
+        p.ErrorDataReceived += (_, e) => { lock (api.Log) { api.Log.AppendLine(e.Data); } };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        await ServerProcess.WaitForPortAsync(port, p, api.Log, TimeSpan.FromSeconds(60));
+        return api;
+    }
+
+    public void Signal(string signal) => ServerProcess.Run("kill", [$"-{signal}", _process.Id.ToString()]);
+
+    public Task WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(new CancellationTokenSource(timeout).Token);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+        _process.Dispose();
+    }
+
+    /// <summary>Runs <c>helixagent &lt;args&gt;</c> to completion; returns exit code and output.</summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunCliAsync(IDictionary<string, string> env, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(RepoPaths.ApiDll);
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        // Never fall back to a developer's local AppHost database from a test.
+        psi.Environment["HELIXAGENT_DATA_DIR"] = Path.Combine(Path.GetTempPath(), "helixagent-no-local-" + Guid.NewGuid().ToString("N"));
+        foreach (var (k, v) in env)
+        {
+            psi.Environment[k] = v;
+        }
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token);
+        return (p.ExitCode, await stdout, await stderr);
+    }
+}

@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace HelixAgent.Tests.Infrastructure;
+
+/// <summary>Helpers to run Debian's server binaries as child processes of the test run.</summary>
+internal static class ServerProcess
+{
+    public static bool IsRoot => Environment.UserName == "root";
+
+    public static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    /// <summary>A temp folder the <c>postgres</c> user can use when the tests run as root.</summary>
+    public static string TempDir(string prefix)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"{prefix}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        if (IsRoot)
+        {
+            Run("chown", ["postgres:postgres", dir]);
+        }
+        return dir;
+    }
+
+    public static string Run(string file, IEnumerable<string> args, string? stdin = null)
+    {
+        var psi = Info(file, args);
+        psi.RedirectStandardInput = stdin is not null;
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+        {
+            p.StandardInput.Write(stdin);
+            p.StandardInput.Close();
+        }
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {p.ExitCode}: {stderr.Result}{stdout.Result}");
+        }
+        return stdout.Result;
+    }
+
+    /// <summary>Runs a PostgreSQL binary, dropping root privileges (postgres refuses to run as root).</summary>
+    public static string[] AsPostgres(string exe, params string[] args) =>
+        IsRoot ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", exe, .. args] : [exe, .. args];
+
+    public static Process Start(string[] command, StringBuilder log)
+    {
+        var psi = Info(command[0], command[1..]);
+        var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        p.OutputDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        p.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+    }
+
+    public static async Task WaitForPortAsync(int port, Process process, StringBuilder log, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (process.HasExited)
+            {
+                throw new InvalidOperationException($"{process.StartInfo.FileName} exited {process.ExitCode}: {log}");
+            }
+            try
+            {
+                using var c = new TcpClient();
+                await c.ConnectAsync(IPAddress.Loopback, port);
+                return;
+            }
+            catch (SocketException)
+            {
+                await Task.Delay(50);
+            }
+        }
+        throw new TimeoutException($"{process.StartInfo.FileName} did not listen on {port}: {log}");
+    }
+
+    public static string PostgresBin()
+    {
+        const string debian = "/usr/lib/postgresql";
+        var dir = Directory.Exists(debian)
+            ? Directory.GetDirectories(debian).Select(d => Path.Combine(d, "bin")).Where(d => File.Exists(Path.Combine(d, "initdb")))
+                .OrderByDescending(d => d, StringComparer.Ordinal).FirstOrDefault()
+            : null;
+        return dir ?? throw new InvalidOperationException("PostgreSQL is not installed: apt-get install -y postgresql");
+    }
+
+    private static ProcessStartInfo Info(string file, IEnumerable<string> args)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = Path.GetTempPath(),
+        };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        return psi;
+    }
+}
