@@ -1,0 +1,135 @@
+using System.Text.Json.Nodes;
+
+namespace HelixAgent.Api.Gateway;
+
+/// <summary>
+/// One upstream LLM provider speaking its own wire protocol. The gateway's canonical format is OpenAI's: adapters take
+/// an OpenAI request body and return OpenAI-shaped responses and chunks, translating only where the upstream differs.
+/// Every failure is reported as an <see cref="UpstreamException"/> so the router can decide whether to fail over.
+/// </summary>
+public interface IChatProvider
+{
+    /// <summary>Configured name (the key under <c>Providers</c>), e.g. <c>anthropic</c>.</summary>
+    string Name { get; }
+
+    /// <summary>Protocol type: <c>openai</c>, <c>anthropic</c>, <c>gemini</c>, <c>ollama</c>, <c>simulator</c>.</summary>
+    string Type { get; }
+
+    /// <summary>True for the built-in simulator: labelled as simulated everywhere it is listed.</summary>
+    bool IsSimulated => false;
+
+    bool SupportsEmbeddings { get; }
+
+    /// <summary>Non-streaming chat completion. The result is an OpenAI <c>chat.completion</c> object.</summary>
+    Task<ChatResult> CompleteAsync(ChatCall call, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Streaming chat completion as OpenAI <c>chat.completion.chunk</c> objects. The upstream request is sent on the
+    /// first <c>MoveNextAsync</c>; HTTP errors surface there, mid-stream failures on a later one.
+    /// </summary>
+    IAsyncEnumerable<ChatChunk> StreamAsync(ChatCall call, CancellationToken cancellationToken);
+
+    /// <summary>Embeddings; the result is an OpenAI embeddings list object.</summary>
+    Task<EmbeddingResult> EmbedAsync(EmbeddingCall call, CancellationToken cancellationToken);
+
+    /// <summary>A cheap liveness probe that never spends tokens (a list-models style call).</summary>
+    Task ProbeAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// A chat call: the client's OpenAI request body (already validated; <c>model</c> set to <see cref="UpstreamModel"/>,
+/// <c>stream</c> set to match the call). Adapters must not mutate <see cref="Request"/>; clone what they change.
+/// </summary>
+public sealed record ChatCall(JsonObject Request, string UpstreamModel, string RequestId);
+
+/// <summary>An OpenAI <c>chat.completion</c> object and the usage it reports.</summary>
+public sealed record ChatResult(JsonObject Response, TokenUsage Usage);
+
+/// <summary>
+/// One OpenAI <c>chat.completion.chunk</c>. <see cref="HasContent"/> is true when the chunk carries content the client
+/// sees (text or tool-call deltas): until the first such chunk is sent the gateway may still fail over.
+/// <see cref="Usage"/> is set on the chunk that reports token usage (which may have empty <c>choices</c>).
+/// </summary>
+public sealed record ChatChunk(JsonObject Chunk, bool HasContent, TokenUsage? Usage = null);
+
+/// <summary>An embeddings call: the client's OpenAI request body with <c>model</c> set to the upstream model.</summary>
+public sealed record EmbeddingCall(JsonObject Request, string UpstreamModel, string RequestId);
+
+/// <summary>An OpenAI embeddings <c>list</c> object and its usage.</summary>
+public sealed record EmbeddingResult(JsonObject Response, TokenUsage Usage);
+
+public readonly record struct TokenUsage(int PromptTokens, int CompletionTokens)
+{
+    public int TotalTokens => PromptTokens + CompletionTokens;
+}
+
+/// <summary>How an upstream call failed: decides failover (see <see cref="UpstreamException.IsRetryable"/>).</summary>
+public enum UpstreamFailure
+{
+    /// <summary>Could not connect (DNS, refused, reset before a response).</summary>
+    Connect,
+    /// <summary>No answer (or no first token) within the budget.</summary>
+    Timeout,
+    /// <summary>429 (or a provider's equivalent, e.g. Gemini RESOURCE_EXHAUSTED).</summary>
+    RateLimited,
+    /// <summary>5xx, Anthropic 529 overloaded, an error event inside a stream.</summary>
+    ServerError,
+    /// <summary>400/404/422: the request itself is wrong; not retried.</summary>
+    BadRequest,
+    /// <summary>401/403: the gateway's upstream credentials are wrong; not retried.</summary>
+    Unauthorized,
+    /// <summary>The upstream answered something that does not follow its protocol, or the stream broke off.</summary>
+    Protocol,
+}
+
+public sealed class UpstreamException(
+    UpstreamFailure kind,
+    string message,
+    int? statusCode = null,
+    TimeSpan? retryAfter = null,
+    Exception? inner = null) : Exception(message, inner)
+{
+    public UpstreamFailure Kind { get; } = kind;
+
+    /// <summary>HTTP status the upstream answered, when it answered one.</summary>
+    public int? StatusCode { get; } = statusCode;
+
+    /// <summary>The upstream's <c>Retry-After</c>, when it sent one.</summary>
+    public TimeSpan? RetryAfter { get; } = retryAfter;
+
+    /// <summary>Connect errors, timeouts, 429, 5xx and broken streams fail over; 400/401/403/404/422 do not.</summary>
+    public bool IsRetryable => Kind is not (UpstreamFailure.BadRequest or UpstreamFailure.Unauthorized);
+}
+
+/// <summary>Configuration of one provider (<c>Providers:&lt;name&gt;</c>).</summary>
+public sealed class ProviderOptions
+{
+    /// <summary><c>openai</c> (any OpenAI-compatible server), <c>anthropic</c>, <c>gemini</c>, <c>ollama</c>, <c>simulator</c>.</summary>
+    public string Type { get; set; } = "";
+
+    /// <summary>Base URL including the API version path where the protocol has one, e.g. <c>https://api.openai.com/v1</c>.</summary>
+    public string? BaseUrl { get; set; }
+
+    public string? ApiKey { get; set; }
+
+    /// <summary>Upstream model names this provider serves; each is routable under its own name.</summary>
+    public List<string> Models { get; set; } = [];
+
+    /// <summary>Share of traffic when a route uses the weighted strategy.</summary>
+    public int Weight { get; set; } = 1;
+
+    /// <summary>Whole-call timeout for one attempt (a stream may run this long).</summary>
+    public double TimeoutSeconds { get; set; } = 300;
+
+    /// <summary>Time-to-first-token budget of one attempt; beyond it a stream fails over before anything was sent.</summary>
+    public double FirstTokenTimeoutSeconds { get; set; } = 30;
+
+    /// <summary>Extra headers sent with every upstream request (e.g. OpenRouter's HTTP-Referer).</summary>
+    public Dictionary<string, string> Headers { get; set; } = [];
+
+    /// <summary>Simulator only: delay before the first byte.</summary>
+    public double LatencyMs { get; set; } = 20;
+
+    /// <summary>Simulator only: streaming pace.</summary>
+    public double TokensPerSecond { get; set; } = 200;
+}
