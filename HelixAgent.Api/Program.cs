@@ -1,5 +1,6 @@
 using HelixAgent.Api.Cli;
 using HelixAgent.Api.Extensions;
+using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Health;
 using HelixAgent.Api.Infrastructure;
 
@@ -15,9 +16,22 @@ builder.AddApplicationServices();
 
 var app = builder.Build();
 
+try
+{
+    // Build the provider registry now: an invalid configuration stops the start with a clear message.
+    app.Services.GetRequiredService<ProviderRegistry>();
+}
+catch (GatewayConfigurationException ex)
+{
+    await Console.Error.WriteLineAsync($"helixagent: invalid configuration: {ex.Message}");
+    return 78; // EX_CONFIG
+}
+
 app.UseApplicationErrors();
 app.MapDefaultEndpoints(mapHealthAndReady: false);
 app.MapHealthApi();
+app.MapGatewayApi();
+app.MapProvidersApi();
 
 await app.RunAsync();
 return 0;

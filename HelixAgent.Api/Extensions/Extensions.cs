@@ -1,4 +1,8 @@
+using System.Net;
+using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Health;
+using HelixAgent.Api.Ledger;
+using Microsoft.Extensions.Options;
 using HelixAgent.Api.Infrastructure;
 using StackExchange.Redis;
 
@@ -19,11 +23,45 @@ internal static class Extensions
         builder.Services.AddSingleton<NpgsqlPoolMetrics>();
         builder.Services.AddOptions<HealthOptions>().BindConfiguration(HealthOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
-        builder.Services.AddSingleton<IProviderHealthSource, ConfiguredProviders>();
+        builder.Services.AddSingleton<IProviderHealthSource, RegistryProviderHealth>();
         builder.Services.AddSingleton<HealthReporter>();
 
+        builder.AddGateway();
         builder.AddGracefulDrain();
         builder.Services.AddProblemDetails();
+        return builder;
+    }
+
+    /// <summary>Providers, routing, the ledger and the provider probes.</summary>
+    public static IHostApplicationBuilder AddGateway(this IHostApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<GatewayOptions>().BindConfiguration(GatewayOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<LedgerOptions>().BindConfiguration(LedgerOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
+
+        // One pooled client for every upstream: no overall timeout (streams run long; the router cancels per attempt).
+        builder.Services.AddSingleton(_ => new HttpClient(new SocketsHttpHandler
+        {
+            PooledConnectionLifetime = TimeSpan.FromMinutes(2),
+            ConnectTimeout = TimeSpan.FromSeconds(10),
+            AutomaticDecompression = DecompressionMethods.GZip | DecompressionMethods.Deflate,
+            MaxConnectionsPerServer = 1024,
+        })
+        {
+            Timeout = Timeout.InfiniteTimeSpan,
+        });
+        builder.Services.AddSingleton(sp => new ProviderRegistry(
+            sp.GetRequiredService<IConfiguration>(),
+            sp.GetRequiredService<IHostEnvironment>(),
+            sp.GetRequiredService<IOptions<GatewayOptions>>().Value,
+            sp.GetRequiredService<HttpClient>(),
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILogger<ProviderRegistry>>()));
+        builder.Services.AddSingleton<GatewayRouter>();
+        builder.Services.AddSingleton<CompletionLedger>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<CompletionLedger>());
+        builder.Services.AddHostedService<ProviderProbeService>();
         return builder;
     }
 

@@ -73,7 +73,8 @@ internal static class GracefulDrainExtensions
         builder.Services.AddHostedService<DrainService>();
         var shutdown = builder.Configuration.GetSection(ShutdownOptions.Section).Get<ShutdownOptions>() ?? new();
         builder.Services.Configure<HostOptions>(o =>
-            o.ShutdownTimeout = TimeSpan.FromSeconds(shutdown.DrainDelaySeconds + shutdown.TimeoutSeconds));
+            // + a margin for the ledger to flush after the last request finished
+            o.ShutdownTimeout = TimeSpan.FromSeconds(shutdown.DrainDelaySeconds + shutdown.TimeoutSeconds + 10));
         return builder;
     }
 }

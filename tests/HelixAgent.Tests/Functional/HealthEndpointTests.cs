@@ -15,7 +15,12 @@ namespace HelixAgent.Tests.Functional;
 public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer redis)
     : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
 {
-    private static readonly Dictionary<string, string?> OneProvider = new() { ["Providers:upstream:Type"] = "openai" };
+    private static readonly Dictionary<string, string?> OneProvider = new()
+    {
+        ["Providers:upstream:Type"] = "simulator",
+        ["Providers:upstream:Models:0"] = "sim-small",
+        ["Gateway:ProbeIntervalSeconds"] = "0",
+    };
 
     private async Task<string> MigratedDatabaseAsync()
     {

@@ -1,0 +1,391 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using HelixAgent.Api.Infrastructure;
+using HelixAgent.Api.Ledger;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Options;
+
+namespace HelixAgent.Api.Gateway;
+
+/// <summary>Dependencies of the client API handlers.</summary>
+internal sealed record GatewayServices(
+    ProviderRegistry Registry,
+    GatewayRouter Router,
+    CompletionLedger Ledger,
+    IOptions<GatewayOptions> Options,
+    TimeProvider Time);
+
+/// <summary>
+/// The OpenAI-compatible client API: <c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/embeddings</c>,
+/// <c>/v1/models</c>. Every request that reaches routing ends as one row in <c>completions</c>.
+/// </summary>
+internal static class GatewayApi
+{
+    public static IEndpointRouteBuilder MapGatewayApi(this IEndpointRouteBuilder app)
+    {
+        var v1 = app.MapGroup("/v1");
+        v1.MapPost("/chat/completions", (HttpContext ctx, [AsParameters] GatewayServices s) => HandleChatAsync(ctx, s, legacy: false));
+        v1.MapPost("/completions", (HttpContext ctx, [AsParameters] GatewayServices s) => HandleChatAsync(ctx, s, legacy: true));
+        v1.MapPost("/embeddings", HandleEmbeddingsAsync);
+        v1.MapGet("/models", ListModels);
+        v1.MapGet("/models/{**id}", GetModel);
+        return app;
+    }
+
+    private static async Task HandleChatAsync(HttpContext ctx, GatewayServices s, bool legacy)
+    {
+        var body = await ReadBodyAsync(ctx, s.Options.Value.MaxRequestBodyBytes);
+        if (body is null)
+        {
+            return;
+        }
+        var invalid = legacy ? RequestValidation.Completion(body) : RequestValidation.Chat(body);
+        if (invalid is not null)
+        {
+            await WriteErrorAsync(ctx, invalid.Status, invalid.Message, "invalid_request_error", invalid.Code, invalid.Param);
+            return;
+        }
+        var model = body["model"]!.GetValue<string>();
+        if (!s.Registry.TryGetRoute(model, out var route))
+        {
+            await WriteModelNotFoundAsync(ctx, model);
+            return;
+        }
+        var stream = body["stream"] is JsonValue sv && sv.GetValue<bool>();
+        var includeUsage = stream && body["stream_options"]?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
+        var chatBody = legacy ? LegacyCompletions.ToChatRequest(body) : body;
+        var trace = new RequestTrace(NewRequestId(), model, legacy ? "completions" : "chat.completions", stream, s.Time.GetTimestamp());
+        ctx.Response.Headers["x-request-id"] = trace.RequestId;
+        try
+        {
+            if (stream)
+            {
+                await StreamChatAsync(ctx, s, route, chatBody, trace, includeUsage, legacy);
+            }
+            else
+            {
+                await CompleteChatAsync(ctx, s, route, chatBody, trace, legacy);
+            }
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+            trace.Status = 499;
+            trace.ErrorType = "client_disconnected";
+        }
+        finally
+        {
+            s.Ledger.Record(ToRecord(trace, s.Time));
+        }
+    }
+
+    private static async Task CompleteChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, bool legacy)
+    {
+        var (success, error) = await s.Router.RunAsync(
+            route, trace,
+            t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
+            (t, cts) => t.Provider.Adapter.CompleteAsync(new ChatCall(body, t.UpstreamModel, trace.RequestId), cts.Token),
+            eligible: null,
+            ctx.RequestAborted);
+        if (error is not null)
+        {
+            await FailAsync(ctx, trace, error);
+            return;
+        }
+        using var cancellation = success!.Cancellation;
+        trace.Usage = success.Value.Usage;
+        trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
+        SetRouteHeaders(ctx, trace);
+        var response = legacy ? LegacyCompletions.FromChatResponse(success.Value.Response, trace.RequestId) : success.Value.Response;
+        await WriteJsonAsync(ctx, response, StatusCodes.Status200OK);
+    }
+
+    /// <summary>An attempt's stream, opened up to (and including) its first content chunk.</summary>
+    private sealed record OpenStream(IAsyncEnumerator<ChatChunk> Chunks, List<ChatChunk> Buffered, bool Ended);
+
+    private static async Task StreamChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, bool includeUsage, bool legacy)
+    {
+        var (success, error) = await s.Router.RunAsync(
+            route, trace,
+            t => TimeSpan.FromSeconds(Math.Min(t.Provider.Options.FirstTokenTimeoutSeconds, t.Provider.Options.TimeoutSeconds)),
+            async (t, cts) =>
+            {
+                // Hold back only what precedes the first content (the role chunk): until then we can still fail over.
+                var chunks = t.Provider.Adapter.StreamAsync(new ChatCall(body, t.UpstreamModel, trace.RequestId), cts.Token)
+                    .GetAsyncEnumerator(cts.Token);
+                var buffered = new List<ChatChunk>(2);
+                try
+                {
+                    while (await chunks.MoveNextAsync())
+                    {
+                        buffered.Add(chunks.Current);
+                        if (chunks.Current.HasContent)
+                        {
+                            return new OpenStream(chunks, buffered, Ended: false);
+                        }
+                    }
+                    return new OpenStream(chunks, buffered, Ended: true);
+                }
+                catch
+                {
+                    await chunks.DisposeAsync();
+                    throw;
+                }
+            },
+            eligible: null,
+            ctx.RequestAborted);
+        if (error is not null)
+        {
+            await FailAsync(ctx, trace, error);
+            return;
+        }
+
+        using var cancellation = success!.Cancellation;
+        var open = success.Value;
+        var provider = success.Target.Provider;
+        await using var chunks = open.Chunks;
+        trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
+        cancellation.CancelAfter(Min(TimeSpan.FromSeconds(provider.Options.TimeoutSeconds), s.Router.Remaining(trace)));
+        SetRouteHeaders(ctx, trace);
+        using var sse = new SseWriter(ctx.Response);
+        var ct = ctx.RequestAborted;
+        var converter = legacy ? new LegacyCompletions.ChunkConverter(trace.RequestId) : null;
+
+        async ValueTask Emit(ChatChunk chunk)
+        {
+            if (chunk.Usage is { } usage)
+            {
+                trace.Usage = usage;
+            }
+            var node = chunk.Chunk;
+            if (chunk.Usage is not null && !includeUsage)
+            {
+                if (node["choices"] is JsonArray { Count: 0 })
+                {
+                    return;
+                }
+                node.Remove("usage");
+            }
+            var outgoing = converter is null ? node : converter.Convert(node);
+            if (outgoing is not null)
+            {
+                await sse.WriteAsync(outgoing, ct);
+            }
+        }
+
+        foreach (var chunk in open.Buffered)
+        {
+            await Emit(chunk);
+        }
+        if (!open.Ended)
+        {
+            try
+            {
+                while (await chunks.MoveNextAsync())
+                {
+                    await Emit(chunks.Current);
+                }
+            }
+            catch (UpstreamException ex)
+            {
+                provider.State.RecordFailure(ex.Kind, ex.Message, ex.RetryAfter);
+                await InterruptAsync(sse, trace, 502, "upstream_error", "stream_interrupted",
+                    $"The upstream stream from {provider.Name} failed after it started: {ex.Message}", ct);
+                return;
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                provider.State.RecordFailure(UpstreamFailure.Timeout, $"{provider.Name}: stream exceeded its timeout", null);
+                await InterruptAsync(sse, trace, 504, "timeout_error", "upstream_timeout",
+                    $"The upstream stream from {provider.Name} did not finish in time.", ct);
+                return;
+            }
+        }
+        await sse.WriteDoneAsync(ct);
+    }
+
+    /// <summary>After the first byte there is no failover: end with an OpenAI-style error event, never a silent cut.</summary>
+    private static async Task InterruptAsync(SseWriter sse, RequestTrace trace, int status, string type, string code, string message, CancellationToken ct)
+    {
+        trace.Status = status;
+        trace.ErrorType = code;
+        var error = new JsonObject
+        {
+            ["error"] = new JsonObject { ["message"] = message, ["type"] = type, ["param"] = null, ["code"] = code },
+        };
+        await sse.WriteAsync(error, ct);
+    }
+
+    private static async Task HandleEmbeddingsAsync(HttpContext ctx, [AsParameters] GatewayServices s)
+    {
+        var body = await ReadBodyAsync(ctx, s.Options.Value.MaxRequestBodyBytes);
+        if (body is null)
+        {
+            return;
+        }
+        if (RequestValidation.Embeddings(body) is { } invalid)
+        {
+            await WriteErrorAsync(ctx, invalid.Status, invalid.Message, "invalid_request_error", invalid.Code, invalid.Param);
+            return;
+        }
+        var model = body["model"]!.GetValue<string>();
+        if (!s.Registry.TryGetRoute(model, out var route) || !route.Targets.Any(t => t.Provider.Adapter.SupportsEmbeddings))
+        {
+            await WriteModelNotFoundAsync(ctx, model);
+            return;
+        }
+        var trace = new RequestTrace(NewRequestId(), model, "embeddings", false, s.Time.GetTimestamp());
+        ctx.Response.Headers["x-request-id"] = trace.RequestId;
+        try
+        {
+            var (success, error) = await s.Router.RunAsync(
+                route, trace,
+                t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
+                (t, cts) => t.Provider.Adapter.EmbedAsync(new EmbeddingCall(body, t.UpstreamModel, trace.RequestId), cts.Token),
+                t => t.Provider.Adapter.SupportsEmbeddings,
+                ctx.RequestAborted);
+            if (error is not null)
+            {
+                await FailAsync(ctx, trace, error);
+                return;
+            }
+            using var cancellation = success!.Cancellation;
+            trace.Usage = success.Value.Usage;
+            SetRouteHeaders(ctx, trace);
+            await WriteJsonAsync(ctx, success.Value.Response, StatusCodes.Status200OK);
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+            trace.Status = 499;
+            trace.ErrorType = "client_disconnected";
+        }
+        finally
+        {
+            s.Ledger.Record(ToRecord(trace, s.Time));
+        }
+    }
+
+    private static readonly long ModelsCreated = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    private static IResult ListModels(ProviderRegistry registry)
+    {
+        var data = new JsonArray();
+        foreach (var route in registry.Models)
+        {
+            data.Add(ModelJson(route, route.Id));
+            foreach (var alias in route.Aliases)
+            {
+                data.Add(ModelJson(route, alias));
+            }
+        }
+        return Json(new JsonObject { ["object"] = "list", ["data"] = data });
+    }
+
+    private static IResult GetModel(string id, ProviderRegistry registry) =>
+        registry.TryGetRoute(id, out var route)
+            ? Json(ModelJson(route, id))
+            : OpenAiErrors.Result(404, $"The model '{id}' does not exist or you do not have access to it.", "invalid_request_error", "model_not_found", "model");
+
+    private static JsonObject ModelJson(ModelRoute route, string id) => new()
+    {
+        ["id"] = id,
+        ["object"] = "model",
+        ["created"] = ModelsCreated,
+        ["owned_by"] = route.IsSimulated ? "helixagent-simulator" : route.Targets[0].Provider.Name,
+        ["helixagent"] = new JsonObject
+        {
+            ["route"] = route.Id,
+            ["providers"] = new JsonArray([.. route.Targets.Select(t => (JsonNode)JsonValue.Create(t.Provider.Name + "/" + t.UpstreamModel))]),
+            ["simulated"] = route.IsSimulated,
+        },
+    };
+
+    internal static IResult Json(JsonNode node, int status = 200) =>
+        Results.Text(node.ToJsonString(), "application/json", System.Text.Encoding.UTF8, status);
+
+    private static Task FailAsync(HttpContext ctx, RequestTrace trace, GatewayError error)
+    {
+        trace.Status = error.Status;
+        trace.ErrorType = error.Code;
+        if (error.RetryAfter is { } retry)
+        {
+            ctx.Response.Headers.RetryAfter = ((int)Math.Ceiling(retry.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        SetRouteHeaders(ctx, trace);
+        return WriteErrorAsync(ctx, error.Status, error.Message, error.Type, error.Code, null);
+    }
+
+    private static void SetRouteHeaders(HttpContext ctx, RequestTrace trace)
+    {
+        if (trace.Provider is not null)
+        {
+            ctx.Response.Headers["x-helixagent-provider"] = trace.Provider;
+        }
+        ctx.Response.Headers["x-helixagent-attempts"] = trace.Attempts.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private static Task WriteModelNotFoundAsync(HttpContext ctx, string model) =>
+        WriteErrorAsync(ctx, 404, $"The model '{model}' does not exist or you do not have access to it.", "invalid_request_error", "model_not_found", "model");
+
+    private static Task WriteErrorAsync(HttpContext ctx, int status, string message, string type, string? code, string? param) =>
+        OpenAiErrors.WriteAsync(ctx, status, message, type, code, param);
+
+    private static async Task WriteJsonAsync(HttpContext ctx, JsonNode node, int status)
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        await using (var writer = new Utf8JsonWriter(ctx.Response.BodyWriter, new JsonWriterOptions { SkipValidation = true }))
+        {
+            node.WriteTo(writer);
+        }
+        await ctx.Response.BodyWriter.FlushAsync(ctx.RequestAborted);
+    }
+
+    /// <summary>Reads a JSON object body, answering 413/400 itself (and returning null) when it is not acceptable.</summary>
+    private static async Task<JsonObject?> ReadBodyAsync(HttpContext ctx, long maxBytes)
+    {
+        if (ctx.Request.ContentLength > maxBytes)
+        {
+            await WriteErrorAsync(ctx, 413, $"Request body too large: the limit is {maxBytes} bytes.", "invalid_request_error", "request_too_large", null);
+            return null;
+        }
+        if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+        {
+            limit.MaxRequestBodySize = maxBytes;
+        }
+        if (!ctx.Request.HasJsonContentType())
+        {
+            await WriteErrorAsync(ctx, 400, "Content-Type must be application/json.", "invalid_request_error", "invalid_content_type", null);
+            return null;
+        }
+        try
+        {
+            var node = await JsonNode.ParseAsync(ctx.Request.Body, cancellationToken: ctx.RequestAborted);
+            if (node is JsonObject obj)
+            {
+                return obj;
+            }
+            await WriteErrorAsync(ctx, 400, "The request body must be a JSON object.", "invalid_request_error", "invalid_json", null);
+            return null;
+        }
+        catch (JsonException ex)
+        {
+            await WriteErrorAsync(ctx, 400, $"We could not parse the JSON body of your request: {ex.Message}", "invalid_request_error", "invalid_json", null);
+            return null;
+        }
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            await WriteErrorAsync(ctx, 413, $"Request body too large: the limit is {maxBytes} bytes.", "invalid_request_error", "request_too_large", null);
+            return null;
+        }
+    }
+
+    private static string NewRequestId() => Guid.CreateVersion7().ToString("N");
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private static CompletionRecord ToRecord(RequestTrace t, TimeProvider time) => new(
+        t.RequestId, null, null, t.Model, t.Provider, t.Endpoint, t.Status, t.ErrorType,
+        t.Usage.PromptTokens, t.Usage.CompletionTokens,
+        time.GetElapsedTime(t.StartTimestamp).TotalMilliseconds, t.TtftMs,
+        CacheHit: false, t.Stream, t.Attempts, time.GetUtcNow());
+}

@@ -1,0 +1,100 @@
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json.Nodes;
+using HelixAgent.Data;
+using Npgsql;
+
+namespace HelixAgent.Tests.Infrastructure;
+
+/// <summary>A gateway (in-process, real HTTP pipeline) on its own migrated database, plus ledger queries.</summary>
+public sealed class GatewayHarness : IAsyncDisposable
+{
+    /// <summary>The simulator under several model names, no pacing, tiny latency, quick backoff.</summary>
+    public static Dictionary<string, string?> SimulatorSettings() => new()
+    {
+        ["Providers:sim:Type"] = "simulator",
+        ["Providers:sim:Models:0"] = "sim-small",
+        ["Providers:sim:Models:1"] = "sim-error",
+        ["Providers:sim:Models:2"] = "sim-ratelimit",
+        ["Providers:sim:Models:3"] = "sim-stall",
+        ["Providers:sim:Models:4"] = "sim-cut",
+        ["Providers:sim:Models:5"] = "sim-badrequest",
+        ["Providers:sim:LatencyMs"] = "1",
+        ["Providers:sim:TokensPerSecond"] = "0",
+        ["Providers:sim:FirstTokenTimeoutSeconds"] = "0.5",
+        ["Gateway:BackoffMs"] = "1",
+        ["Gateway:ProbeIntervalSeconds"] = "0",
+        ["Ledger:FlushIntervalMs"] = "10",
+    };
+
+    public GatewayFactory Factory { get; }
+    public HttpClient Client { get; }
+    public string DatabaseConnectionString { get; }
+
+    private GatewayHarness(GatewayFactory factory, string cs)
+    {
+        Factory = factory;
+        DatabaseConnectionString = cs;
+        Client = factory.CreateClient();
+    }
+
+    public static async Task<GatewayHarness> StartAsync(PostgresServer postgres, RedisServer redis, IDictionary<string, string?> settings)
+    {
+        var cs = await postgres.CreateDatabaseAsync("gw");
+        await using (var ds = NpgsqlDataSource.Create(cs))
+        {
+            await new SchemaMigrator(ds).UpAsync();
+        }
+        return new GatewayHarness(new GatewayFactory(cs, redis.ConnectionString, settings), cs);
+    }
+
+    public Task<HttpResponseMessage> PostJsonAsync(string path, JsonObject body) =>
+        Client.PostAsync(path, new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json"));
+
+    public static JsonObject Chat(string model, string text = "hello there gateway", bool stream = false) => new()
+    {
+        ["model"] = model,
+        ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }),
+        ["stream"] = stream,
+    };
+
+    /// <summary>Rows in <c>completions</c>, once the ledger has written everything it holds.</summary>
+    public async Task<List<LedgerRow>> LedgerRowsAsync(int expected, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            var rows = await ReadRowsAsync();
+            if (rows.Count >= expected || DateTime.UtcNow > deadline)
+            {
+                return rows;
+            }
+            await Task.Delay(50);
+        }
+    }
+
+    private async Task<List<LedgerRow>> ReadRowsAsync()
+    {
+        await using var conn = new NpgsqlConnection(DatabaseConnectionString + ";Pooling=false");
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand(
+            "SELECT request_id, model, provider, endpoint, status, error_type, prompt_tokens, completion_tokens, stream, attempts, ttft_ms FROM completions ORDER BY id", conn);
+        await using var r = await cmd.ExecuteReaderAsync();
+        var rows = new List<LedgerRow>();
+        while (await r.ReadAsync())
+        {
+            rows.Add(new LedgerRow(r.GetString(0), r.GetString(1), r.IsDBNull(2) ? null : r.GetString(2), r.GetString(3), r.GetInt16(4),
+                r.IsDBNull(5) ? null : r.GetString(5), r.GetInt32(6), r.GetInt32(7), r.GetBoolean(8), r.GetInt16(9), r.IsDBNull(10) ? null : r.GetDouble(10)));
+        }
+        return rows;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Client.Dispose();
+        await Factory.DisposeAsync();
+    }
+}
+
+public sealed record LedgerRow(string RequestId, string Model, string? Provider, string Endpoint, short Status, string? ErrorType,
+    int PromptTokens, int CompletionTokens, bool Stream, short Attempts, double? TtftMs);
