@@ -15,6 +15,7 @@ builder.AddProject<Projects.HelixAgent_Api>(KnownResourceNames.Api)
     .WithReference(infra.Database, KnownResourceNames.Database).WaitFor(infra.DatabaseServer)
     .WithReference(infra.Redis, KnownResourceNames.Redis).WaitFor(infra.Redis)
     .WaitFor(worker) // the worker owns migrations; it is healthy once the schema is current
+    .WithUpstreamKeys() // ANTHROPIC_API_KEY, OPENAI_API_KEY, ... as secret parameters, where set
     .WithHttpHealthCheck("/health");
 
 builder.Build().Run();

@@ -30,6 +30,8 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("healthy", components.GetProperty("database").GetProperty("status").GetString());
         Assert.Equal("healthy", components.GetProperty("redis").GetProperty("status").GetString());
+        Assert.Equal("healthy", doc.RootElement.GetProperty("status").GetString());
+        Assert.True(components.GetProperty("providers").GetProperty("active").GetInt32() >= 1);
         Assert.True(components.GetProperty("database").GetProperty("latency_ms").GetDouble() > 0);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/ready")).StatusCode);
     }
@@ -72,6 +74,37 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
         Assert.Equal(0, p.ExitCode);
         Assert.Contains("initial", stdout);
         Assert.DoesNotContain("pending", stdout);
+    }
+
+    [Fact]
+    public async Task A_chat_completion_through_the_apphost_is_served_by_the_simulator_and_lands_in_the_ledger()
+    {
+        using var client = fixture.App.CreateHttpClient(KnownResourceNames.Api);
+        var content = new StringContent("""{"model":"sim-small","messages":[{"role":"user","content":"hello aspire"}]}""",
+            System.Text.Encoding.UTF8, "application/json");
+        var response = await client.PostAsync("/v1/chat/completions", content);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal("Simulated answer to: hello aspire",
+            doc.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        var requestId = response.Headers.GetValues("x-request-id").Single();
+
+        var env = LocalDevEnvironment.ReadEnvFile();
+        var cs = $"Host={env["PGHOST"]};Port={env["PGPORT"]};Username={env["PGUSER"]};Password={env["PGPASSWORD"]};Database={env["PGDATABASE"]};Pooling=false";
+        await using var conn = new NpgsqlConnection(cs);
+        await conn.OpenAsync();
+        for (var i = 0; ; i++)
+        {
+            await using var cmd = new NpgsqlCommand("SELECT count(*) FROM completions WHERE request_id = $1", conn);
+            cmd.Parameters.AddWithValue(requestId);
+            if ((long)(await cmd.ExecuteScalarAsync())! == 1)
+            {
+                break;
+            }
+            Assert.True(i < 100, "the ledger row did not arrive within 10 s");
+            await Task.Delay(100);
+        }
     }
 
     private static string Configuration() =>
