@@ -1,0 +1,219 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.RegularExpressions;
+using Npgsql;
+
+namespace HelixAgent.Data;
+
+/// <summary>A stored key, without its secret.</summary>
+public sealed record ApiKeyInfo(
+    Guid Id,
+    string Name,
+    string Prefix,
+    string Scope,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset? ExpiresAt,
+    DateTimeOffset? RevokedAt,
+    Guid? RotatedFrom,
+    int? RpmLimit,
+    int? TpmLimit,
+    string[]? AllowedModels)
+{
+    /// <summary><c>active</c>, <c>expiring</c> (rotated, in its grace period), <c>expired</c> or <c>revoked</c>.</summary>
+    public string StatusAt(DateTimeOffset now) =>
+        RevokedAt is not null ? "revoked"
+        : ExpiresAt is { } e && e <= now ? "expired"
+        : ExpiresAt is not null ? "expiring"
+        : "active";
+
+    public bool IsUsableAt(DateTimeOffset now) => RevokedAt is null && (ExpiresAt is null || ExpiresAt > now);
+}
+
+/// <summary>A key just issued: the secret is shown once and never stored.</summary>
+public sealed record IssuedKey(string Secret, ApiKeyInfo Info);
+
+public sealed class ApiKeyException(string message) : Exception(message);
+
+/// <summary>
+/// API keys in <c>api_keys</c>. A key is <c>hxa_</c> + 43 characters of base64url randomness (256 bits); only its
+/// SHA-256 is stored (high-entropy secrets need no slow hash), with a short prefix for people to recognise it.
+/// Used by the <c>helixagent keys</c> CLI, the admin API and the API's authentication.
+/// </summary>
+public sealed partial class ApiKeyStore(NpgsqlDataSource db)
+{
+    public const string SecretPrefix = "hxa_";
+    public static readonly string[] Scopes = ["client", "admin"];
+
+    public static string NewSecret() =>
+        SecretPrefix + Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+
+    public static byte[] Hash(string secret) => SHA256.HashData(Encoding.UTF8.GetBytes(secret));
+
+    /// <summary>Shape check before any lookup: <c>hxa_</c> plus base64url characters, bounded length.</summary>
+    public static bool LooksLikeKey(string? presented) => presented is not null && KeyShape().IsMatch(presented);
+
+    public static void ValidateName(string name)
+    {
+        if (!NameShape().IsMatch(name))
+        {
+            throw new ApiKeyException($"invalid key name '{name}': use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+        }
+    }
+
+    public async Task<IssuedKey> CreateAsync(string name, string scope, int? rpm, int? tpm, string[]? models, DateTimeOffset? expiresAt,
+        DateTimeOffset now, CancellationToken ct = default)
+    {
+        ValidateName(name);
+        if (!Scopes.Contains(scope))
+        {
+            throw new ApiKeyException($"invalid scope '{scope}': use client or admin");
+        }
+        if (rpm is <= 0 || tpm is <= 0)
+        {
+            throw new ApiKeyException("limits must be positive numbers");
+        }
+        await using var conn = await db.OpenConnectionAsync(ct);
+        return await InsertAsync(conn, null, name, scope, rpm, tpm, models, expiresAt, null, now, ct);
+    }
+
+    /// <summary>
+    /// Issues a new key for <paramref name="name"/> with the same scope and limits; every usable key of that name keeps
+    /// working until now + <paramref name="grace"/> (or its own earlier expiry), then stops.
+    /// </summary>
+    public async Task<(IssuedKey New, IReadOnlyList<ApiKeyInfo> Retiring)> RotateAsync(string name, TimeSpan grace, DateTimeOffset now, CancellationToken ct = default)
+    {
+        ValidateName(name);
+        if (grace < TimeSpan.Zero)
+        {
+            throw new ApiKeyException("grace must not be negative");
+        }
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        var usable = new List<ApiKeyInfo>();
+        await using (var cmd = new NpgsqlCommand(
+            $"SELECT {Columns} FROM api_keys WHERE name = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC FOR UPDATE", conn, tx))
+        {
+            cmd.Parameters.AddWithValue(name);
+            cmd.Parameters.AddWithValue(now);
+            await using var r = await cmd.ExecuteReaderAsync(ct);
+            while (await r.ReadAsync(ct))
+            {
+                usable.Add(Read(r));
+            }
+        }
+        if (usable.Count == 0)
+        {
+            throw new ApiKeyException($"no usable key named '{name}' to rotate (create one with: helixagent keys create --name {name})");
+        }
+        var newest = usable[0];
+        var until = now + grace;
+        await using (var cmd = new NpgsqlCommand(
+            "UPDATE api_keys SET expires_at = LEAST(coalesce(expires_at, 'infinity'::timestamptz), $2) WHERE id = ANY($1)", conn, tx))
+        {
+            cmd.Parameters.AddWithValue(usable.Select(k => k.Id).ToArray());
+            cmd.Parameters.AddWithValue(until);
+            await cmd.ExecuteNonQueryAsync(ct);
+        }
+        var issued = await InsertAsync(conn, tx, name, newest.Scope, newest.RpmLimit, newest.TpmLimit, newest.AllowedModels, null, newest.Id, now, ct);
+        await tx.CommitAsync(ct);
+        var retiring = usable.Select(k => k with { ExpiresAt = k.ExpiresAt is { } e && e < until ? e : until }).ToList();
+        return (issued, retiring);
+    }
+
+    /// <summary>Revokes every unrevoked key of that name (or the one with that id); returns their hashes for cache eviction.</summary>
+    public async Task<IReadOnlyList<(ApiKeyInfo Key, byte[] Hash)>> RevokeAsync(string nameOrId, DateTimeOffset now, CancellationToken ct = default)
+    {
+        var byId = Guid.TryParse(nameOrId, out var id);
+        if (!byId)
+        {
+            ValidateName(nameOrId);
+        }
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var cmd = new NpgsqlCommand(
+            $"UPDATE api_keys SET revoked_at = $2 WHERE {(byId ? "id = $1" : "name = $1")} AND revoked_at IS NULL RETURNING {Columns}, key_hash", conn);
+        if (byId)
+        {
+            cmd.Parameters.AddWithValue(id);
+        }
+        else
+        {
+            cmd.Parameters.AddWithValue(nameOrId);
+        }
+        cmd.Parameters.AddWithValue(now);
+        var list = new List<(ApiKeyInfo, byte[])>();
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        while (await r.ReadAsync(ct))
+        {
+            list.Add((Read(r), r.GetFieldValue<byte[]>(11)));
+        }
+        if (list.Count == 0)
+        {
+            throw new ApiKeyException($"no unrevoked key '{nameOrId}'");
+        }
+        return list;
+    }
+
+    public async Task<IReadOnlyList<ApiKeyInfo>> ListAsync(CancellationToken ct = default)
+    {
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var cmd = new NpgsqlCommand($"SELECT {Columns} FROM api_keys ORDER BY name, created_at", conn);
+        var list = new List<ApiKeyInfo>();
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        while (await r.ReadAsync(ct))
+        {
+            list.Add(Read(r));
+        }
+        return list;
+    }
+
+    public async Task<ApiKeyInfo?> FindByHashAsync(byte[] hash, CancellationToken ct = default)
+    {
+        await using var cmd = db.CreateCommand($"SELECT {Columns} FROM api_keys WHERE key_hash = $1");
+        cmd.Parameters.AddWithValue(hash);
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        return await r.ReadAsync(ct) ? Read(r) : null;
+    }
+
+    private const string Columns = "id, name, key_prefix, scope, created_at, expires_at, revoked_at, rotated_from, rpm_limit, tpm_limit, allowed_models";
+
+    private static async Task<IssuedKey> InsertAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, string name, string scope, int? rpm, int? tpm,
+        string[]? models, DateTimeOffset? expiresAt, Guid? rotatedFrom, DateTimeOffset now, CancellationToken ct)
+    {
+        var secret = NewSecret();
+        var info = new ApiKeyInfo(Guid.CreateVersion7(), name, secret[..12], scope, now, expiresAt, null, rotatedFrom, rpm, tpm,
+            models is { Length: > 0 } ? models : null);
+        await using var cmd = new NpgsqlCommand("""
+            INSERT INTO api_keys (id, name, key_prefix, key_hash, scope, created_at, expires_at, rotated_from, rpm_limit, tpm_limit, allowed_models)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            """, conn, tx);
+        cmd.Parameters.AddWithValue(info.Id);
+        cmd.Parameters.AddWithValue(info.Name);
+        cmd.Parameters.AddWithValue(info.Prefix);
+        cmd.Parameters.AddWithValue(Hash(secret));
+        cmd.Parameters.AddWithValue(info.Scope);
+        cmd.Parameters.AddWithValue(now);
+        cmd.Parameters.Add(new NpgsqlParameter<DateTimeOffset?> { TypedValue = expiresAt, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.TimestampTz });
+        cmd.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = rotatedFrom, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
+        cmd.Parameters.Add(new NpgsqlParameter<int?> { TypedValue = rpm, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Integer });
+        cmd.Parameters.Add(new NpgsqlParameter<int?> { TypedValue = tpm, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Integer });
+        cmd.Parameters.Add(new NpgsqlParameter<string[]?> { TypedValue = info.AllowedModels, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Array | NpgsqlTypes.NpgsqlDbType.Text });
+        await cmd.ExecuteNonQueryAsync(ct);
+        return new IssuedKey(secret, info);
+    }
+
+    private static ApiKeyInfo Read(NpgsqlDataReader r) => new(
+        r.GetGuid(0), r.GetString(1), r.GetString(2), r.GetString(3),
+        r.GetFieldValue<DateTimeOffset>(4),
+        r.IsDBNull(5) ? null : r.GetFieldValue<DateTimeOffset>(5),
+        r.IsDBNull(6) ? null : r.GetFieldValue<DateTimeOffset>(6),
+        r.IsDBNull(7) ? null : r.GetGuid(7),
+        r.IsDBNull(8) ? null : r.GetInt32(8),
+        r.IsDBNull(9) ? null : r.GetInt32(9),
+        r.IsDBNull(10) ? null : r.GetFieldValue<string[]>(10));
+
+    [GeneratedRegex("^hxa_[A-Za-z0-9_-]{20,100}$")]
+    private static partial Regex KeyShape();
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    private static partial Regex NameShape();
+}
