@@ -66,7 +66,7 @@ public sealed class AnthropicProvider : IChatProvider
     }
 
     public Task<EmbeddingResult> EmbedAsync(EmbeddingCall call, CancellationToken cancellationToken) =>
-        throw new UpstreamException(UpstreamFailure.BadRequest, "anthropic does not serve embeddings", 400);
+        Task.FromException<EmbeddingResult>(new UpstreamException(UpstreamFailure.BadRequest, "anthropic does not serve embeddings", 400));
 
     public Task ProbeAsync(CancellationToken cancellationToken) =>
         ProviderSupport.ProbeAsync(_http, NewRequest(HttpMethod.Get, _apiRoot + "/models?limit=1", null), Name, cancellationToken);
