@@ -177,9 +177,9 @@ public sealed class ProviderRegistry
     private static IChatProvider Create(string name, ProviderOptions options, HttpClient http, TimeProvider time) => options.Type switch
     {
         "openai" => new OpenAiCompatibleProvider(name, options, http),
-        //TMP "anthropic" => new AnthropicProvider(name, options, http),
-        //TMP "gemini" => new GeminiProvider(name, options, http),
-        //TMP "ollama" => new OllamaProvider(name, options, http),
+        "anthropic" => new AnthropicProvider(name, options, http),
+        "gemini" => new GeminiProvider(name, options, http),
+        "ollama" => new OllamaProvider(name, options, http),
         "simulator" => new SimulatorProvider(name, options, time),
         _ => throw new GatewayConfigurationException($"Providers:{name}:Type '{options.Type}' is not supported."),
     };

@@ -10,7 +10,7 @@ public sealed class AnthropicProviderTests
 {
     private const string Model = "claude-sonnet-4-5";
 
-    private static AnthropicProvider Provider(FakeUpstream upstream, string? baseUrl = null) => new("claude", new ProviderOptions
+    private static AnthropicProvider Provider(CapturingHandler upstream, string? baseUrl = null) => new("claude", new ProviderOptions
     {
         Type = "anthropic",
         ApiKey = "sk-ant-test",
@@ -147,7 +147,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_request_moves_system_to_top_level_and_translates_images_tools_tool_calls_and_merged_tool_results()
     {
-        var upstream = FakeUpstream.Json(TextResponse);
+        var upstream = CapturingHandler.Json(TextResponse);
         var call = Call(ConversationRequest, Model);
         var before = call.Request.ToJsonString();
 
@@ -211,7 +211,7 @@ public sealed class AnthropicProviderTests
     [InlineData("""{"type":"function","function":{"name":"get_weather"}}""", """{"type":"tool","name":"get_weather"}""")]
     public async Task Anthropic_tool_choice_maps_to_anthropic_tool_choice(string openAi, string anthropic)
     {
-        var upstream = FakeUpstream.Json(TextResponse);
+        var upstream = CapturingHandler.Json(TextResponse);
         await Provider(upstream).CompleteAsync(Call($$"""
             {"messages":[{"role":"user","content":"hi"}],
              "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{} } } }],
@@ -223,7 +223,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_max_completion_tokens_and_stop_array_are_translated_and_stream_flag_is_set_for_streams()
     {
-        var upstream = FakeUpstream.Sse(ToolUseStream);
+        var upstream = CapturingHandler.Sse(ToolUseStream);
         await CollectAsync(Provider(upstream).StreamAsync(Call("""
             {"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":256,"stop":["a","b"],"stream":true}
             """, Model), CancellationToken.None));
@@ -238,7 +238,7 @@ public sealed class AnthropicProviderTests
     [InlineData("https://proxy.example/anthropic/", "https://proxy.example/anthropic/v1/messages")]
     public async Task Anthropic_base_url_gets_v1_once(string baseUrl, string expected)
     {
-        var upstream = FakeUpstream.Json(TextResponse);
+        var upstream = CapturingHandler.Json(TextResponse);
         await Provider(upstream, baseUrl).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
         Assert.Equal(expected, upstream.Last.Uri.ToString());
     }
@@ -246,7 +246,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_response_text_and_tool_use_become_an_openai_message_with_tool_calls()
     {
-        var result = await Provider(FakeUpstream.Json(ToolUseResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None);
+        var result = await Provider(CapturingHandler.Json(ToolUseResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None);
 
         var r = result.Response;
         Assert.Equal("chat.completion", (string?)r["object"]);
@@ -276,7 +276,7 @@ public sealed class AnthropicProviderTests
     public async Task Anthropic_stop_reason_maps_to_openai_finish_reason(string stopReason, string finishReason)
     {
         var body = TextResponse.Replace("\"end_turn\"", $"\"{stopReason}\"", StringComparison.Ordinal);
-        var result = await Provider(FakeUpstream.Json(body)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
+        var result = await Provider(CapturingHandler.Json(body)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
         Assert.Equal(finishReason, (string?)result.Response["choices"]![0]!["finish_reason"]);
         Assert.Equal("Hi! My name is Claude.", (string?)result.Response["choices"]![0]!["message"]!["content"]);
     }
@@ -284,7 +284,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_stream_text_becomes_role_chunk_then_content_deltas_then_finish_and_usage_chunks()
     {
-        var chunks = await CollectAsync(Provider(FakeUpstream.Sse(TextStreamStart + TextStreamEnd))
+        var chunks = await CollectAsync(Provider(CapturingHandler.Sse(TextStreamStart + TextStreamEnd))
             .StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}],"stream":true}""", Model), CancellationToken.None));
 
         Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", (string?)c.Chunk["object"]));
@@ -314,7 +314,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_stream_tool_use_becomes_openai_tool_call_deltas()
     {
-        var chunks = await CollectAsync(Provider(FakeUpstream.Sse(ToolUseStream))
+        var chunks = await CollectAsync(Provider(CapturingHandler.Sse(ToolUseStream))
             .StreamAsync(Call("""{"messages":[{"role":"user","content":"weather?"}],"stream":true}""", Model), CancellationToken.None));
 
         var toolStart = chunks.Single(c => c.Chunk["choices"]!.AsArray().Count > 0 && Delta(c)["tool_calls"]?[0]?["id"] is not null);
@@ -339,7 +339,7 @@ public sealed class AnthropicProviderTests
         var chunks = new List<ChatChunk>();
         var ex = await Assert.ThrowsAsync<UpstreamException>(async () =>
         {
-            await foreach (var chunk in Provider(FakeUpstream.Sse(TextStreamStart))
+            await foreach (var chunk in Provider(CapturingHandler.Sse(TextStreamStart))
                 .StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None))
             {
                 chunks.Add(chunk);
@@ -354,7 +354,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_stream_cut_by_a_connection_reset_is_a_protocol_failure()
     {
-        var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(FakeUpstream.Broken(TextStreamStart, "text/event-stream"))
+        var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(CapturingHandler.Broken(TextStreamStart, "text/event-stream"))
             .StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None)));
         Assert.Equal(UpstreamFailure.Protocol, ex.Kind);
     }
@@ -368,7 +368,7 @@ public sealed class AnthropicProviderTests
 
 
             """;
-        var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(FakeUpstream.Sse(stream))
+        var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(CapturingHandler.Sse(stream))
             .StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None)));
         Assert.Equal(UpstreamFailure.ServerError, ex.Kind);
         Assert.True(ex.IsRetryable);
@@ -378,7 +378,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_429_with_retry_after_is_rate_limited_with_its_retry_after()
     {
-        var upstream = FakeUpstream.Json("""{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}""",
+        var upstream = CapturingHandler.Json("""{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}""",
             HttpStatusCode.TooManyRequests, r => r.Headers.Add("Retry-After", "17"));
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => Provider(upstream)
             .CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None));
@@ -391,7 +391,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_429_on_a_stream_surfaces_on_the_first_move_next()
     {
-        var upstream = FakeUpstream.Json("""{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}""",
+        var upstream = CapturingHandler.Json("""{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}""",
             HttpStatusCode.TooManyRequests, r => r.Headers.Add("Retry-After", "3"));
         await using var enumerator = Provider(upstream)
             .StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None).GetAsyncEnumerator();
@@ -404,7 +404,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_529_overloaded_is_a_retryable_server_error()
     {
-        var upstream = FakeUpstream.Json("""{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}""", (HttpStatusCode)529);
+        var upstream = CapturingHandler.Json("""{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}""", (HttpStatusCode)529);
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => Provider(upstream)
             .CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None));
         Assert.Equal(UpstreamFailure.ServerError, ex.Kind);
@@ -415,7 +415,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_400_is_a_bad_request_that_is_not_retried()
     {
-        var upstream = FakeUpstream.Json("""{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}""", HttpStatusCode.BadRequest);
+        var upstream = CapturingHandler.Json("""{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}""", HttpStatusCode.BadRequest);
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => Provider(upstream)
             .CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None));
         Assert.Equal(UpstreamFailure.BadRequest, ex.Kind);
@@ -428,14 +428,14 @@ public sealed class AnthropicProviderTests
     {
         using var cts = new CancellationTokenSource();
         await cts.CancelAsync();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Provider(FakeUpstream.Json(TextResponse))
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Provider(CapturingHandler.Json(TextResponse))
             .CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), cts.Token));
     }
 
     [Fact]
     public async Task Anthropic_embeddings_are_refused_as_a_bad_request()
     {
-        var provider = Provider(FakeUpstream.Json("{}"));
+        var provider = Provider(CapturingHandler.Json("{}"));
         Assert.False(provider.SupportsEmbeddings);
         Assert.Equal("anthropic", provider.Type);
         Assert.Equal("claude", provider.Name);
@@ -448,7 +448,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_probe_lists_one_model_with_the_api_key()
     {
-        var upstream = FakeUpstream.Json("""{"data":[{"type":"model","id":"claude-sonnet-4-5-20250929"}],"has_more":true}""");
+        var upstream = CapturingHandler.Json("""{"data":[{"type":"model","id":"claude-sonnet-4-5-20250929"}],"has_more":true}""");
         await Provider(upstream).ProbeAsync(CancellationToken.None);
         Assert.Equal(HttpMethod.Get, upstream.Last.Method);
         Assert.Equal("https://api.anthropic.com/v1/models?limit=1", upstream.Last.Uri.ToString());
@@ -458,7 +458,7 @@ public sealed class AnthropicProviderTests
     [Fact]
     public async Task Anthropic_probe_with_a_bad_key_is_unauthorized()
     {
-        var upstream = FakeUpstream.Json("""{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}""", HttpStatusCode.Unauthorized);
+        var upstream = CapturingHandler.Json("""{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}""", HttpStatusCode.Unauthorized);
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => Provider(upstream).ProbeAsync(CancellationToken.None));
         Assert.Equal(UpstreamFailure.Unauthorized, ex.Kind);
     }

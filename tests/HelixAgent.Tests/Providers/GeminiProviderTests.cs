@@ -10,7 +10,7 @@ public sealed class GeminiProviderTests
 {
     private const string Model = "gemini-2.0-flash";
 
-    private static GeminiProvider Provider(FakeUpstream upstream) => new("gemini", new ProviderOptions
+    private static GeminiProvider Provider(CapturingHandler upstream) => new("gemini", new ProviderOptions
     {
         Type = "gemini",
         ApiKey = "AIza-test",
@@ -96,7 +96,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_request_puts_system_in_systemInstruction_and_maps_roles_images_tool_calls_and_function_responses()
     {
-        var upstream = FakeUpstream.Json(TextResponse);
+        var upstream = CapturingHandler.Json(TextResponse);
         var call = Call(ConversationRequest, Model);
         var before = call.Request.ToJsonString();
 
@@ -139,7 +139,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_max_completion_tokens_becomes_maxOutputTokens_and_a_single_stop_string_a_list()
     {
-        var upstream = FakeUpstream.Json(TextResponse);
+        var upstream = CapturingHandler.Json(TextResponse);
         await Provider(upstream).CompleteAsync(Call("""
             {"messages":[{"role":"developer","content":"Be brief."},{"role":"user","content":"hi"}],"max_completion_tokens":64,"stop":"END"}
             """, Model), CancellationToken.None);
@@ -153,7 +153,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_response_text_parts_become_openai_message_content_with_usage()
     {
-        var result = await Provider(FakeUpstream.Json(TextResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
+        var result = await Provider(CapturingHandler.Json(TextResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
         var r = result.Response;
         Assert.Equal("chat.completion", (string?)r["object"]);
         Assert.Equal("chatcmpl-mkN0aJ-5EoOqnvgPv8ncoAM", (string?)r["id"]);
@@ -168,7 +168,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_function_calls_become_openai_tool_calls_with_finish_reason_tool_calls()
     {
-        var result = await Provider(FakeUpstream.Json(FunctionCallResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None);
+        var result = await Provider(CapturingHandler.Json(FunctionCallResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None);
         var choice = result.Response["choices"]![0]!;
         Assert.Equal("tool_calls", (string?)choice["finish_reason"]);
         Assert.Null(choice["message"]!["content"]);
@@ -191,14 +191,14 @@ public sealed class GeminiProviderTests
     public async Task Gemini_finish_reason_maps_to_openai_finish_reason(string gemini, string openAi)
     {
         var body = TextResponse.Replace("\"STOP\"", $"\"{gemini}\"", StringComparison.Ordinal);
-        var result = await Provider(FakeUpstream.Json(body)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
+        var result = await Provider(CapturingHandler.Json(body)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
         Assert.Equal(openAi, (string?)result.Response["choices"]![0]!["finish_reason"]);
     }
 
     [Fact]
     public async Task Gemini_stream_becomes_role_chunk_then_text_deltas_then_finish_and_usage_chunks()
     {
-        var upstream = FakeUpstream.Sse(TextStream);
+        var upstream = CapturingHandler.Sse(TextStream);
         var chunks = await CollectAsync(Provider(upstream).StreamAsync(Call("""{"messages":[{"role":"user","content":"sky?"}],"stream":true}""", Model), CancellationToken.None));
 
         Assert.Equal("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", upstream.Last.Uri.ToString());
@@ -221,7 +221,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_stream_function_call_becomes_a_complete_tool_call_delta()
     {
-        var chunks = await CollectAsync(Provider(FakeUpstream.Sse(FunctionCallStream)).StreamAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None));
+        var chunks = await CollectAsync(Provider(CapturingHandler.Sse(FunctionCallStream)).StreamAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None));
         var tool = chunks.Single(c => Delta2(c)?["tool_calls"] is not null);
         Assert.True(tool.HasContent);
         var call = Delta(tool)["tool_calls"]![0]!;
@@ -237,7 +237,7 @@ public sealed class GeminiProviderTests
     public async Task Gemini_stream_that_ends_without_a_finish_reason_is_a_protocol_failure()
     {
         var cut = TextStream[..TextStream.LastIndexOf("data:", StringComparison.Ordinal)];
-        var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(FakeUpstream.Sse(cut))
+        var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(CapturingHandler.Sse(cut))
             .StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None)));
         Assert.Equal(UpstreamFailure.Protocol, ex.Kind);
         Assert.True(ex.IsRetryable);
@@ -246,7 +246,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_429_resource_exhausted_is_rate_limited_with_retry_after()
     {
-        var upstream = FakeUpstream.Json("""
+        var upstream = CapturingHandler.Json("""
             {"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}
             """, HttpStatusCode.TooManyRequests, r => r.Headers.Add("Retry-After", "30"));
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(upstream)
@@ -259,7 +259,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_503_unavailable_is_a_retryable_server_error()
     {
-        var upstream = FakeUpstream.Json("""{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}""", HttpStatusCode.ServiceUnavailable);
+        var upstream = CapturingHandler.Json("""{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}""", HttpStatusCode.ServiceUnavailable);
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => Provider(upstream)
             .CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None));
         Assert.Equal(UpstreamFailure.ServerError, ex.Kind);
@@ -269,7 +269,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_400_invalid_argument_is_a_bad_request_that_is_not_retried()
     {
-        var upstream = FakeUpstream.Json("""{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT"}}""", HttpStatusCode.BadRequest);
+        var upstream = CapturingHandler.Json("""{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT"}}""", HttpStatusCode.BadRequest);
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => Provider(upstream)
             .CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None));
         Assert.Equal(UpstreamFailure.BadRequest, ex.Kind);
@@ -279,7 +279,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_embeddings_use_batchEmbedContents_and_return_an_openai_list_with_estimated_tokens()
     {
-        var upstream = FakeUpstream.Json("""{"embeddings":[{"values":[0.1,-0.2,0.3]},{"values":[0.4,0.5,-0.6]}]}""");
+        var upstream = CapturingHandler.Json("""{"embeddings":[{"values":[0.1,-0.2,0.3]},{"values":[0.4,0.5,-0.6]}]}""");
         var provider = Provider(upstream);
         Assert.True(provider.SupportsEmbeddings);
 
@@ -308,7 +308,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_embedding_of_a_single_string_sends_one_request()
     {
-        var upstream = FakeUpstream.Json("""{"embeddings":[{"values":[1.0,2.0]}]}""");
+        var upstream = CapturingHandler.Json("""{"embeddings":[{"values":[1.0,2.0]}]}""");
         var result = await Provider(upstream).EmbedAsync(new EmbeddingCall(Request("""{"input":"hi"}"""), "gemini-embedding-001", "req1"), CancellationToken.None);
         Assert.Single(upstream.Last.Json["requests"]!.AsArray());
         Assert.Single(result.Response["data"]!.AsArray());
@@ -318,7 +318,7 @@ public sealed class GeminiProviderTests
     [Fact]
     public async Task Gemini_probe_lists_one_model()
     {
-        var upstream = FakeUpstream.Json("""{"models":[{"name":"models/gemini-2.0-flash"}],"nextPageToken":"x"}""");
+        var upstream = CapturingHandler.Json("""{"models":[{"name":"models/gemini-2.0-flash"}],"nextPageToken":"x"}""");
         await Provider(upstream).ProbeAsync(CancellationToken.None);
         Assert.Equal(HttpMethod.Get, upstream.Last.Method);
         Assert.Equal("https://generativelanguage.googleapis.com/v1beta/models?pageSize=1", upstream.Last.Uri.ToString());

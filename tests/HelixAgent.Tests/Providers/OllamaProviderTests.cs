@@ -10,7 +10,7 @@ public sealed class OllamaProviderTests
 {
     private const string Model = "llama3.2";
 
-    private static OllamaProvider Provider(FakeUpstream upstream, string? apiKey = null) => new("local", new ProviderOptions
+    private static OllamaProvider Provider(CapturingHandler upstream, string? apiKey = null) => new("local", new ProviderOptions
     {
         Type = "ollama",
         BaseUrl = "http://ollama.internal:11434/",
@@ -48,7 +48,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_request_translates_messages_images_tool_calls_options_format_and_tools()
     {
-        var upstream = FakeUpstream.Json(TextResponse);
+        var upstream = CapturingHandler.Json(TextResponse);
         var call = Call("""
             {
               "model": "llama3.2",
@@ -105,7 +105,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_json_schema_response_format_is_sent_as_the_format_schema_and_streams_say_stream_true()
     {
-        var upstream = FakeUpstream.Ndjson(TextStream);
+        var upstream = CapturingHandler.Ndjson(TextStream);
         await CollectAsync(Provider(upstream).StreamAsync(Call("""
             {"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":9,"stream":true,
              "response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"a":{"type":"integer"}}}}}}
@@ -119,7 +119,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_http_image_urls_are_a_bad_request_because_ollama_fetches_no_urls()
     {
-        var upstream = FakeUpstream.Json(TextResponse);
+        var upstream = CapturingHandler.Json(TextResponse);
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => Provider(upstream).CompleteAsync(Call("""
             {"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}
             """, Model), CancellationToken.None));
@@ -130,7 +130,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_response_becomes_an_openai_completion_with_usage_and_created_time()
     {
-        var result = await Provider(FakeUpstream.Json(TextResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
+        var result = await Provider(CapturingHandler.Json(TextResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
         var r = result.Response;
         Assert.Equal("chat.completion", (string?)r["object"]);
         Assert.Equal("chatcmpl-req1", (string?)r["id"]);
@@ -145,7 +145,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_tool_calls_get_ids_and_json_string_arguments_with_finish_reason_tool_calls()
     {
-        var result = await Provider(FakeUpstream.Json(ToolCallResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None);
+        var result = await Provider(CapturingHandler.Json(ToolCallResponse)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None);
         var choice = result.Response["choices"]![0]!;
         Assert.Equal("tool_calls", (string?)choice["finish_reason"]);
         Assert.Null(choice["message"]!["content"]);
@@ -160,14 +160,14 @@ public sealed class OllamaProviderTests
     public async Task Ollama_done_reason_length_maps_to_finish_reason_length()
     {
         var body = TextResponse.Replace("\"done_reason\":\"stop\"", "\"done_reason\":\"length\"", StringComparison.Ordinal);
-        var result = await Provider(FakeUpstream.Json(body)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
+        var result = await Provider(CapturingHandler.Json(body)).CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None);
         Assert.Equal("length", (string?)result.Response["choices"]![0]!["finish_reason"]);
     }
 
     [Fact]
     public async Task Ollama_ndjson_stream_becomes_role_chunk_then_content_deltas_then_finish_and_usage_chunks()
     {
-        var chunks = await CollectAsync(Provider(FakeUpstream.Ndjson(TextStream)).StreamAsync(Call("""{"messages":[{"role":"user","content":"sky?"}],"stream":true}""", Model), CancellationToken.None));
+        var chunks = await CollectAsync(Provider(CapturingHandler.Ndjson(TextStream)).StreamAsync(Call("""{"messages":[{"role":"user","content":"sky?"}],"stream":true}""", Model), CancellationToken.None));
 
         Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", (string?)c.Chunk["object"]));
         Assert.All(chunks, c => Assert.Equal("chatcmpl-req1", (string?)c.Chunk["id"]));
@@ -185,7 +185,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_stream_tool_call_becomes_a_tool_call_delta_and_finish_reason_tool_calls()
     {
-        var chunks = await CollectAsync(Provider(FakeUpstream.Ndjson(ToolCallStream)).StreamAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None));
+        var chunks = await CollectAsync(Provider(CapturingHandler.Ndjson(ToolCallStream)).StreamAsync(Call("""{"messages":[{"role":"user","content":"weather?"}]}""", Model), CancellationToken.None));
         var tool = chunks.Single(c => c.Chunk["choices"]!.AsArray().Count > 0 && Delta(c)["tool_calls"] is not null);
         Assert.True(tool.HasContent);
         var call = Delta(tool)["tool_calls"]![0]!;
@@ -201,7 +201,7 @@ public sealed class OllamaProviderTests
     public async Task Ollama_stream_that_ends_without_done_true_is_a_protocol_failure()
     {
         var cut = string.Join('\n', TextStream.Split('\n').Take(2));
-        var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(FakeUpstream.Ndjson(cut))
+        var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(CapturingHandler.Ndjson(cut))
             .StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None)));
         Assert.Equal(UpstreamFailure.Protocol, ex.Kind);
     }
@@ -213,7 +213,7 @@ public sealed class OllamaProviderTests
         var chunks = new List<ChatChunk>();
         var ex = await Assert.ThrowsAsync<UpstreamException>(async () =>
         {
-            await foreach (var chunk in Provider(FakeUpstream.Ndjson(stream)).StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None))
+            await foreach (var chunk in Provider(CapturingHandler.Ndjson(stream)).StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None))
             {
                 chunks.Add(chunk);
             }
@@ -227,7 +227,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_404_model_not_found_is_a_bad_request_that_is_not_retried()
     {
-        var upstream = FakeUpstream.Json("""{"error":"model \"llama9\" not found, try pulling it first"}""", HttpStatusCode.NotFound);
+        var upstream = CapturingHandler.Json("""{"error":"model \"llama9\" not found, try pulling it first"}""", HttpStatusCode.NotFound);
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => Provider(upstream)
             .CompleteAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", "llama9"), CancellationToken.None));
         Assert.Equal(UpstreamFailure.BadRequest, ex.Kind);
@@ -238,7 +238,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_refused_connection_is_a_connect_failure()
     {
-        var upstream = new FakeUpstream(() => throw new HttpRequestException("Connection refused (ollama.internal:11434)"));
+        var upstream = new CapturingHandler(() => throw new HttpRequestException("Connection refused (ollama.internal:11434)"));
         var ex = await Assert.ThrowsAsync<UpstreamException>(() => CollectAsync(Provider(upstream)
             .StreamAsync(Call("""{"messages":[{"role":"user","content":"hi"}]}""", Model), CancellationToken.None)));
         Assert.Equal(UpstreamFailure.Connect, ex.Kind);
@@ -248,7 +248,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_embeddings_use_api_embed_and_report_prompt_eval_count()
     {
-        var upstream = FakeUpstream.Json("""
+        var upstream = CapturingHandler.Json("""
             {"model":"all-minilm","embeddings":[[0.010071029,-0.0017594862,0.05007221],[-0.0098027075,0.06042469,0.025104341]],
              "total_duration":14143917,"load_duration":1019500,"prompt_eval_count":8}
             """);
@@ -271,7 +271,7 @@ public sealed class OllamaProviderTests
     [Fact]
     public async Task Ollama_probe_lists_tags()
     {
-        var upstream = FakeUpstream.Json("""{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","size":2019393189}]}""");
+        var upstream = CapturingHandler.Json("""{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","size":2019393189}]}""");
         var provider = Provider(upstream);
         await provider.ProbeAsync(CancellationToken.None);
         Assert.Equal(HttpMethod.Get, upstream.Last.Method);

@@ -17,7 +17,7 @@ internal sealed record CapturedRequest(HttpMethod Method, Uri Uri, Dictionary<st
 /// An <see cref="HttpMessageHandler"/> answering with canned upstream bodies and recording what was sent, so adapter
 /// tests can check both directions of the translation without a server.
 /// </summary>
-internal sealed class FakeUpstream(Func<HttpResponseMessage> respond) : HttpMessageHandler
+internal sealed class CapturingHandler(Func<HttpResponseMessage> respond) : HttpMessageHandler
 {
     public List<CapturedRequest> Requests { get; } = [];
 
@@ -25,7 +25,7 @@ internal sealed class FakeUpstream(Func<HttpResponseMessage> respond) : HttpMess
 
     public HttpClient Client() => new(this, disposeHandler: false);
 
-    public static FakeUpstream Json(string body, HttpStatusCode status = HttpStatusCode.OK, Action<HttpResponseMessage>? configure = null) =>
+    public static CapturingHandler Json(string body, HttpStatusCode status = HttpStatusCode.OK, Action<HttpResponseMessage>? configure = null) =>
         new(() =>
         {
             var response = new HttpResponseMessage(status) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
@@ -33,14 +33,14 @@ internal sealed class FakeUpstream(Func<HttpResponseMessage> respond) : HttpMess
             return response;
         });
 
-    public static FakeUpstream Sse(string body) =>
+    public static CapturingHandler Sse(string body) =>
         new(() => new HttpResponseMessage(HttpStatusCode.OK) { Content = new StringContent(body, Encoding.UTF8, "text/event-stream") });
 
-    public static FakeUpstream Ndjson(string body) =>
+    public static CapturingHandler Ndjson(string body) =>
         new(() => new HttpResponseMessage(HttpStatusCode.OK) { Content = new StringContent(body, Encoding.UTF8, "application/x-ndjson") });
 
     /// <summary>Sends <paramref name="prefix"/> and then fails the read, like a connection reset mid-stream.</summary>
-    public static FakeUpstream Broken(string prefix, string mediaType) =>
+    public static CapturingHandler Broken(string prefix, string mediaType) =>
         new(() => new HttpResponseMessage(HttpStatusCode.OK) { Content = new StreamContent(new BreakingStream(Encoding.UTF8.GetBytes(prefix))) { Headers = { { "Content-Type", mediaType } } } });
 
     protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
