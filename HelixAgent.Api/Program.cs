@@ -1,3 +1,4 @@
+using HelixAgent.Api.Access;
 using HelixAgent.Api.Cli;
 using HelixAgent.Api.Extensions;
 using HelixAgent.Api.Gateway;
@@ -28,10 +29,12 @@ catch (GatewayConfigurationException ex)
 }
 
 app.UseApplicationErrors();
+app.UseMiddleware<AccessMiddleware>();
 app.MapDefaultEndpoints(mapHealthAndReady: false);
 app.MapHealthApi();
 app.MapGatewayApi();
 app.MapProvidersApi();
+app.MapAdminApi();
 
 await app.RunAsync();
 return 0;

@@ -1,5 +1,6 @@
 using HelixAgent.Data;
 using Npgsql;
+using StackExchange.Redis;
 
 namespace HelixAgent.Api.Cli;
 
@@ -9,7 +10,7 @@ namespace HelixAgent.Api.Cli;
 /// </summary>
 internal static class CommandLine
 {
-    private static readonly HashSet<string> Verbs = ["migrate", "help", "--help", "-h", "version", "--version"];
+    private static readonly HashSet<string> Verbs = ["migrate", "keys", "maintenance", "help", "--help", "-h", "version", "--version"];
 
     public static bool IsCommand(string[] args) => args.Length > 0 && Verbs.Contains(args[0]);
 
@@ -22,6 +23,8 @@ internal static class CommandLine
             return args[0] switch
             {
                 "migrate" => await MigrateAsync(args[1..], @out, err),
+                "keys" => await AccessCommands.KeysAsync(args[1..], @out, err, TimeProvider.System),
+                "maintenance" => await AccessCommands.MaintenanceAsync(args[1..], @out),
                 "version" or "--version" => Print(@out, Health.HealthReporter.Version),
                 _ => Print(@out, Usage),
             };
@@ -29,6 +32,11 @@ internal static class CommandLine
         catch (NpgsqlException ex)
         {
             await err.WriteLineAsync($"helixagent: database error: {ex.Message}");
+            return 3;
+        }
+        catch (RedisException ex)
+        {
+            await err.WriteLineAsync($"helixagent: redis error: {ex.Message}");
             return 3;
         }
         catch (CommandLineException ex)
@@ -45,6 +53,11 @@ internal static class CommandLine
           migrate up              apply every pending schema migration
           migrate down            revert the newest applied migration (one step)
           migrate status          list migrations and when they were applied
+          keys create --name N    issue a key (--scope client|admin, --rpm, --tpm, --models a,b, --expires 30d)
+          keys rotate --name N    issue a new key; the old one works for --grace (24h), then gets 401
+          keys revoke --name N    revoke every key of that name now (or --id ID)
+          keys list               list keys (never their secrets)
+          maintenance on|off      client routes answer 503 on every replica (status: show it)
           version                 print the version
 
         The database comes from ConnectionStrings__helixagent-db, else from the file the AppHost writes
@@ -83,12 +96,7 @@ internal static class CommandLine
 
     internal static string ResolveConnectionString()
     {
-        var config = new ConfigurationBuilder()
-            .SetBasePath(AppContext.BaseDirectory)
-            .AddJsonFile("appsettings.json", optional: true)
-            .AddEnvironmentVariables()
-            .Build();
-        var cs = config.GetConnectionString(KnownResourceNames.Database);
+        var cs = Configuration().GetConnectionString(KnownResourceNames.Database);
         if (!string.IsNullOrWhiteSpace(cs))
         {
             return cs;
@@ -108,6 +116,12 @@ internal static class CommandLine
         throw new CommandLineException(
             $"no database configured: set ConnectionStrings__{KnownResourceNames.Database}, or start the AppHost once so it writes {LocalDevEnvironment.EnvFile}");
     }
+
+    internal static IConfiguration Configuration() => new ConfigurationBuilder()
+        .SetBasePath(AppContext.BaseDirectory)
+        .AddJsonFile("appsettings.json", optional: true)
+        .AddEnvironmentVariables()
+        .Build();
 
     private static int Print(TextWriter w, string text)
     {

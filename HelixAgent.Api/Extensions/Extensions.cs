@@ -1,5 +1,7 @@
 using System.Net;
+using HelixAgent.Api.Access;
 using HelixAgent.Api.Gateway;
+using HelixAgent.Data;
 using HelixAgent.Api.Health;
 using HelixAgent.Api.Ledger;
 using Microsoft.Extensions.Options;
@@ -27,6 +29,7 @@ internal static class Extensions
         builder.Services.AddSingleton<HealthReporter>();
 
         builder.AddGateway();
+        builder.AddAccess();
         builder.AddGracefulDrain();
         builder.Services.AddProblemDetails();
         return builder;
@@ -62,6 +65,19 @@ internal static class Extensions
         builder.Services.AddSingleton<CompletionLedger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CompletionLedger>());
         builder.Services.AddHostedService<ProviderProbeService>();
+        return builder;
+    }
+
+    /// <summary>API keys, maintenance mode.</summary>
+    public static IHostApplicationBuilder AddAccess(this IHostApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<AuthOptions>().BindConfiguration(AuthOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<ApiKeyStore>();
+        builder.Services.AddSingleton<KeyAuthenticator>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<KeyAuthenticator>());
+        builder.Services.AddSingleton<MaintenanceMode>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<MaintenanceMode>());
         return builder;
     }
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using HelixAgent.Api.Access;
 using HelixAgent.Api.Infrastructure;
 using HelixAgent.Api.Ledger;
 using Microsoft.AspNetCore.Http.Features;
@@ -51,10 +52,20 @@ internal static class GatewayApi
             await WriteModelNotFoundAsync(ctx, model);
             return;
         }
+        var key = AuthenticatedKey.Of(ctx);
+        if (!ModelAllowed(key, model, route))
+        {
+            await WriteErrorAsync(ctx, 403, $"This API key may not use model '{model}'.", "permission_error", "model_not_allowed", "model");
+            return;
+        }
         var stream = body["stream"] is JsonValue sv && sv.GetValue<bool>();
         var includeUsage = stream && body["stream_options"]?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
         var chatBody = legacy ? LegacyCompletions.ToChatRequest(body) : body;
-        var trace = new RequestTrace(NewRequestId(), model, legacy ? "completions" : "chat.completions", stream, s.Time.GetTimestamp());
+        var trace = new RequestTrace(NewRequestId(), model, legacy ? "completions" : "chat.completions", stream, s.Time.GetTimestamp())
+        {
+            KeyId = key?.Id,
+            KeyName = key?.Name,
+        };
         ctx.Response.Headers["x-request-id"] = trace.RequestId;
         try
         {
@@ -233,7 +244,13 @@ internal static class GatewayApi
             await WriteModelNotFoundAsync(ctx, model);
             return;
         }
-        var trace = new RequestTrace(NewRequestId(), model, "embeddings", false, s.Time.GetTimestamp());
+        var key = AuthenticatedKey.Of(ctx);
+        if (!ModelAllowed(key, model, route))
+        {
+            await WriteErrorAsync(ctx, 403, $"This API key may not use model '{model}'.", "permission_error", "model_not_allowed", "model");
+            return;
+        }
+        var trace = new RequestTrace(NewRequestId(), model, "embeddings", false, s.Time.GetTimestamp()) { KeyId = key?.Id, KeyName = key?.Name };
         ctx.Response.Headers["x-request-id"] = trace.RequestId;
         try
         {
@@ -379,12 +396,16 @@ internal static class GatewayApi
         }
     }
 
+    /// <summary>A key with an allow-list may use the listed models (by the name asked for, or the route it resolves to).</summary>
+    private static bool ModelAllowed(HelixAgent.Data.ApiKeyInfo? key, string model, ModelRoute route) =>
+        key?.AllowedModels is not { Length: > 0 } allowed || allowed.Contains(model) || allowed.Contains(route.Id);
+
     private static string NewRequestId() => Guid.CreateVersion7().ToString("N");
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
     private static CompletionRecord ToRecord(RequestTrace t, TimeProvider time) => new(
-        t.RequestId, null, null, t.Model, t.Provider, t.Endpoint, t.Status, t.ErrorType,
+        t.RequestId, t.KeyId, t.KeyName, t.Model, t.Provider, t.Endpoint, t.Status, t.ErrorType,
         t.Usage.PromptTokens, t.Usage.CompletionTokens,
         time.GetElapsedTime(t.StartTimestamp).TotalMilliseconds, t.TtftMs,
         CacheHit: false, t.Stream, t.Attempts, time.GetUtcNow());

@@ -12,6 +12,8 @@ public sealed class RequestTrace(string requestId, string model, string endpoint
     public bool Stream { get; } = stream;
     public long StartTimestamp { get; } = startTimestamp;
     public string? Provider { get; set; }
+    public Guid? KeyId { get; set; }
+    public string? KeyName { get; set; }
     public int Attempts { get; set; }
     public TokenUsage Usage { get; set; }
     public double? TtftMs { get; set; }

@@ -1,4 +1,5 @@
 using System.Runtime;
+using HelixAgent.Api.Access;
 using HelixAgent.Api.Infrastructure;
 using HelixAgent.Data;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -24,7 +25,7 @@ internal static class HealthApi
         return TypedResults.Json(body, ApiJsonContext.Default.HealthResponse, statusCode: StatusOf(s));
     }
 
-    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool)
+    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool, MaintenanceMode maintenance)
     {
         var s = await reporter.GetAsync();
         var gc = GC.GetGCMemoryInfo();
@@ -37,21 +38,22 @@ internal static class HealthApi
             ThreadPool.PendingWorkItemCount);
         var body = new DetailedHealthResponse(
             s.Status, Components(s), reporter.Uptime, HealthReporter.Version,
-            IsReady(reporter), reporter.IsDraining,
+            IsReady(reporter), reporter.IsDraining, maintenance.IsOn,
             new SchemaHealth(s.SchemaVersion, SchemaMigrator.ExpectedVersion, s.SchemaVersion == SchemaMigrator.ExpectedVersion),
             pool.Snapshot(), process, s.CheckedAt);
         return TypedResults.Json(body, ApiJsonContext.Default.DetailedHealthResponse, statusCode: StatusOf(s));
     }
 
     /// <summary>200 only when the schema is at the version this build expects and the process is not draining.</summary>
-    internal static async Task<IResult> GetReady(HttpContext ctx, HealthReporter reporter)
+    internal static async Task<IResult> GetReady(HttpContext ctx, HealthReporter reporter, MaintenanceMode maintenance)
     {
         if (!reporter.IsDraining)
         {
             await reporter.GetAsync();
         }
         var ready = IsReady(reporter);
-        var body = new ReadyResponse(ready ? "ready" : "not_ready", reporter.IsDraining,
+        // Maintenance mode is reported, not failed: pods stay in the load balancer so admin and health keep answering.
+        var body = new ReadyResponse(ready ? "ready" : "not_ready", reporter.IsDraining, maintenance.IsOn,
             reporter.LastKnownSchemaVersion, SchemaMigrator.ExpectedVersion);
         if (!ready)
         {

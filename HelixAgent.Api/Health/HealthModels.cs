@@ -28,6 +28,7 @@ internal sealed record DetailedHealthResponse(
     string Version,
     bool Ready,
     bool Draining,
+    bool Maintenance,
     SchemaHealth Schema,
     PoolStats DatabasePool,
     ProcessStats Process,
@@ -47,4 +48,4 @@ internal sealed record ProcessStats(
     int ThreadCount,
     long ThreadPoolQueueLength);
 
-internal sealed record ReadyResponse(string Status, bool Draining, long SchemaVersion, long ExpectedSchemaVersion);
+internal sealed record ReadyResponse(string Status, bool Draining, bool Maintenance, long SchemaVersion, long ExpectedSchemaVersion);

@@ -63,15 +63,8 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
         Assert.Equal(1L, await cmd.ExecuteScalarAsync());
 
         // `make migrate-status` runs the CLI with no connection string: it must find the AppHost's database.
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Path.Combine(RepoRoot(), "HelixAgent.Api", "bin", Configuration(), "net10.0", "helixagent.dll"));
-        psi.ArgumentList.Add("migrate");
-        psi.ArgumentList.Add("status");
-        psi.Environment["HELIXAGENT_DATA_DIR"] = fixture.DataDirectory;
-        using var p = Process.Start(psi)!;
-        var stdout = await p.StandardOutput.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        Assert.Equal(0, p.ExitCode);
+        var (exit, stdout) = await RunCliAsync("migrate", "status");
+        Assert.Equal(0, exit);
         Assert.Contains("initial", stdout);
         Assert.DoesNotContain("pending", stdout);
     }
@@ -79,7 +72,11 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
     [Fact]
     public async Task A_chat_completion_through_the_apphost_is_served_by_the_simulator_and_lands_in_the_ledger()
     {
+        // The first key comes from the CLI, as the README tells a new user.
+        var (exit, key) = await RunCliAsync("keys", "create", "--name", "e2e-" + Guid.NewGuid().ToString("N")[..8], "--quiet");
+        Assert.Equal(0, exit);
         using var client = fixture.App.CreateHttpClient(KnownResourceNames.Api);
+        client.DefaultRequestHeaders.Add("X-API-Key", key.Trim());
         var content = new StringContent("""{"model":"sim-small","messages":[{"role":"user","content":"hello aspire"}]}""",
             System.Text.Encoding.UTF8, "application/json");
         var response = await client.PostAsync("/v1/chat/completions", content);
@@ -105,6 +102,21 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
             Assert.True(i < 100, "the ledger row did not arrive within 10 s");
             await Task.Delay(100);
         }
+    }
+
+    private async Task<(int ExitCode, string Stdout)> RunCliAsync(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(RepoRoot(), "HelixAgent.Api", "bin", Configuration(), "net10.0", "helixagent.dll"));
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        psi.Environment["HELIXAGENT_DATA_DIR"] = fixture.DataDirectory;
+        using var p = Process.Start(psi)!;
+        var stdout = await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        return (p.ExitCode, stdout);
     }
 
     private static string Configuration() =>

@@ -45,9 +45,11 @@ public sealed class GracefulShutdownTests(PostgresServer postgres, RedisServer r
     public async Task Sigterm_lets_an_in_flight_stream_finish_and_flushes_its_ledger_row_before_exit()
     {
         var cs = await postgres.CreateDatabaseAsync("drainstream");
+        string key;
         await using (var ds = NpgsqlDataSource.Create(cs))
         {
             await new SchemaMigrator(ds).UpAsync();
+            key = (await new ApiKeyStore(ds).CreateAsync("drain", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
         }
         await using var api = await ApiProcess.StartAsync(new Dictionary<string, string>
         {
@@ -60,6 +62,7 @@ public sealed class GracefulShutdownTests(PostgresServer postgres, RedisServer r
             ["Ledger__FlushIntervalMs"] = "1000",
         });
         using var http = new HttpClient { BaseAddress = api.BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        http.DefaultRequestHeaders.Add("X-API-Key", key);
         var words = string.Join(' ', Enumerable.Range(1, 20).Select(i => $"w{i}"));
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
         {

@@ -11,7 +11,7 @@ namespace HelixAgent.Tests.Gateway;
 public sealed class OpenAiSdkTests(PostgresServer postgres, RedisServer redis)
     : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
 {
-    internal static OpenAIClient Sdk(GatewayHarness gw) => new(new ApiKeyCredential("sk-test"), new OpenAIClientOptions
+    internal static OpenAIClient Sdk(GatewayHarness gw) => new(new ApiKeyCredential(gw.ClientKey), new OpenAIClientOptions
     {
         Endpoint = new Uri(gw.Client.BaseAddress!, "/v1"),
         Transport = new HttpClientPipelineTransport(gw.Factory.CreateClient()),

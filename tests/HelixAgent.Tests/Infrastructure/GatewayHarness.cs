@@ -31,21 +31,45 @@ public sealed class GatewayHarness : IAsyncDisposable
     public HttpClient Client { get; }
     public string DatabaseConnectionString { get; }
 
-    private GatewayHarness(GatewayFactory factory, string cs)
+    /// <summary>A client key created for this harness; <see cref="Client"/> sends it.</summary>
+    public string ClientKey { get; }
+
+    /// <summary>An admin key created for this harness.</summary>
+    public string AdminKey { get; }
+
+    private GatewayHarness(GatewayFactory factory, string cs, string clientKey, string adminKey)
     {
         Factory = factory;
         DatabaseConnectionString = cs;
+        ClientKey = clientKey;
+        AdminKey = adminKey;
         Client = factory.CreateClient();
+        Client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", clientKey);
+    }
+
+    /// <summary>A client without any key.</summary>
+    public HttpClient Anonymous() => Factory.CreateClient();
+
+    /// <summary>A client sending <paramref name="key"/> in X-API-Key.</summary>
+    public HttpClient WithKey(string key)
+    {
+        var client = Factory.CreateClient();
+        client.DefaultRequestHeaders.Add("X-API-Key", key);
+        return client;
     }
 
     public static async Task<GatewayHarness> StartAsync(PostgresServer postgres, RedisServer redis, IDictionary<string, string?> settings)
     {
         var cs = await postgres.CreateDatabaseAsync("gw");
+        string clientKey, adminKey;
         await using (var ds = NpgsqlDataSource.Create(cs))
         {
             await new SchemaMigrator(ds).UpAsync();
+            var store = new ApiKeyStore(ds);
+            clientKey = (await store.CreateAsync("harness-client", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
+            adminKey = (await store.CreateAsync("harness-admin", "admin", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
         }
-        return new GatewayHarness(new GatewayFactory(cs, redis.ConnectionString, settings), cs);
+        return new GatewayHarness(new GatewayFactory(cs, redis.ConnectionString, settings), cs, clientKey, adminKey);
     }
 
     public Task<HttpResponseMessage> PostJsonAsync(string path, JsonObject body) =>

@@ -1,0 +1,100 @@
+using HelixAgent.Api.Infrastructure;
+using HelixAgent.Data;
+
+namespace HelixAgent.Api.Access;
+
+/// <summary>The key a request was authenticated with.</summary>
+public sealed class AuthenticatedKey(ApiKeyInfo key)
+{
+    private static readonly object ItemKey = new();
+    public ApiKeyInfo Key { get; } = key;
+
+    public static ApiKeyInfo? Of(HttpContext ctx) => ctx.Items.TryGetValue(ItemKey, out var v) ? ((AuthenticatedKey)v!).Key : null;
+    internal void Attach(HttpContext ctx) => ctx.Items[ItemKey] = this;
+}
+
+/// <summary>
+/// Authentication by path, before routing decides anything (so a valid key on a wrong method gets 405 and an invalid
+/// key 401): client routes (<c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/embeddings</c>,
+/// <c>/v1/models</c>) need a client or admin key; <c>/admin</c> needs an admin key (client keys get 403). Keys come in
+/// <c>X-API-Key</c> or <c>Authorization: Bearer</c>, never in the query string. Maintenance mode answers client routes
+/// with 503; health, readiness, metrics and admin keep working.
+/// </summary>
+public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator authenticator, MaintenanceMode maintenance)
+{
+    public async Task InvokeAsync(HttpContext ctx)
+    {
+        var path = ctx.Request.Path;
+        var admin = path.StartsWithSegments("/admin");
+        var client = !admin && IsClientRoute(path);
+        if (!admin && !client)
+        {
+            await next(ctx);
+            return;
+        }
+
+        var presented = PresentedKey(ctx.Request);
+        if (presented is null)
+        {
+            await OpenAiErrors.WriteAsync(ctx, 401,
+                "Missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'.", "authentication_error", "missing_api_key");
+            return;
+        }
+        ApiKeyInfo? key;
+        try
+        {
+            key = await authenticator.AuthenticateAsync(presented, ctx.RequestAborted);
+        }
+        catch (KeyStoreUnavailableException)
+        {
+            ctx.Response.Headers.RetryAfter = "5";
+            await OpenAiErrors.WriteAsync(ctx, 503,
+                "Your API key cannot be checked right now (key store unreachable); please retry shortly.", "service_unavailable", "key_store_unavailable");
+            return;
+        }
+        if (key is null)
+        {
+            await OpenAiErrors.WriteAsync(ctx, 401,
+                $"Incorrect API key provided: {Redact(presented)}. It is unknown, revoked or expired.", "authentication_error", "invalid_api_key");
+            return;
+        }
+        if (admin && key.Scope != "admin")
+        {
+            await OpenAiErrors.WriteAsync(ctx, 403, "This route needs an admin key.", "permission_error", "insufficient_scope");
+            return;
+        }
+        if (client && maintenance.IsOn)
+        {
+            ctx.Response.Headers.RetryAfter = "60";
+            await OpenAiErrors.WriteAsync(ctx, 503,
+                "HelixAgent is in maintenance mode; please retry later.", "service_unavailable", "maintenance_mode");
+            return;
+        }
+        new AuthenticatedKey(key).Attach(ctx);
+        await next(ctx);
+    }
+
+    internal static bool IsClientRoute(PathString path) =>
+        path.StartsWithSegments("/v1/chat/completions") || path.StartsWithSegments("/v1/completions") ||
+        path.StartsWithSegments("/v1/embeddings") || path.StartsWithSegments("/v1/models");
+
+    private static string? PresentedKey(HttpRequest request)
+    {
+        var header = request.Headers["X-API-Key"];
+        if (header.Count == 1 && !string.IsNullOrWhiteSpace(header[0]))
+        {
+            return header[0]!.Trim();
+        }
+        var auth = request.Headers.Authorization;
+        if (auth.Count == 1 && auth[0] is { } value && value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            var token = value["Bearer ".Length..].Trim();
+            return token.Length > 0 ? token : null;
+        }
+        return null;
+    }
+
+    /// <summary>Shows only enough of a key for its owner to recognise it (never the secret).</summary>
+    private static string Redact(string presented) =>
+        presented.Length <= 8 ? "****" : string.Concat(presented.AsSpan(0, Math.Min(8, presented.Length / 3)), "****");
+}

@@ -1,0 +1,175 @@
+using System.Text.Json.Nodes;
+using HelixAgent.Api.Gateway;
+using HelixAgent.Api.Infrastructure;
+using HelixAgent.Data;
+using StackExchange.Redis;
+
+namespace HelixAgent.Api.Access;
+
+/// <summary>Dependencies of the admin handlers.</summary>
+internal sealed record AdminServices(ApiKeyStore Store, KeyAuthenticator Authenticator, MaintenanceMode Maintenance,
+    ProviderRegistry Registry, IServiceProvider Services, TimeProvider Time);
+
+/// <summary>
+/// <c>/admin</c> for admin-scope keys (the <see cref="AccessMiddleware"/> enforces it): key management, maintenance
+/// mode, provider circuit reset. The same operations as the <c>helixagent</c> CLI.
+/// </summary>
+internal static class AdminApi
+{
+    public static IEndpointRouteBuilder MapAdminApi(this IEndpointRouteBuilder app)
+    {
+        var admin = app.MapGroup("/admin");
+        admin.MapGet("/keys", ListKeys);
+        admin.MapPost("/keys", CreateKey);
+        admin.MapPost("/keys/{name}/rotate", RotateKey);
+        admin.MapPost("/keys/{nameOrId}/revoke", RevokeKey);
+        admin.MapGet("/maintenance", (MaintenanceMode m) => GatewayApi.Json(new JsonObject { ["enabled"] = m.IsOn }));
+        admin.MapPost("/maintenance", SetMaintenance);
+        admin.MapPost("/providers/{name}/reset", (string name, ProviderRegistry registry) =>
+        {
+            if (!registry.TryGetProvider(name, out var p))
+            {
+                return OpenAiErrors.Result(404, $"Unknown provider '{name}'.", "invalid_request_error", "provider_not_found", "name");
+            }
+            p.State.Reset();
+            return GatewayApi.Json(new JsonObject { ["name"] = p.Name, ["circuit"] = "closed", ["status"] = p.State.Status });
+        });
+        return app;
+    }
+
+    private static async Task<IResult> ListKeys([AsParameters] AdminServices s, CancellationToken ct)
+    {
+        var now = s.Time.GetUtcNow();
+        var keys = await s.Store.ListAsync(ct);
+        return GatewayApi.Json(new JsonObject
+        {
+            ["object"] = "list",
+            ["data"] = new JsonArray([.. keys.Select(k => (JsonNode)Describe(k, now))]),
+        });
+    }
+
+    private static async Task<IResult> CreateKey(HttpContext ctx, [AsParameters] AdminServices s)
+    {
+        var body = await ReadObjectAsync(ctx);
+        if (body is null || body["name"] is not JsonValue)
+        {
+            return OpenAiErrors.Result(400, "Missing required parameter: 'name'.", "invalid_request_error", "invalid_request_error", "name");
+        }
+        var now = s.Time.GetUtcNow();
+        try
+        {
+            var expiresDays = Int(body, "expires_in_days");
+            var issued = await s.Store.CreateAsync(body["name"]!.ToString(), body["scope"]?.ToString() ?? "client",
+                Int(body, "rpm_limit"), Int(body, "tpm_limit"),
+                body["allowed_models"] is JsonArray models ? [.. models.Select(m => m?.ToString() ?? "")] : null,
+                expiresDays is { } d ? now.AddDays(d) : null, now, ctx.RequestAborted);
+            var json = Describe(issued.Info, now);
+            json["key"] = issued.Secret;
+            return GatewayApi.Json(json, 201);
+        }
+        catch (ApiKeyException ex)
+        {
+            return OpenAiErrors.Result(400, ex.Message, "invalid_request_error", "invalid_request_error");
+        }
+        catch (FormatException ex)
+        {
+            return OpenAiErrors.Result(400, ex.Message, "invalid_request_error", "invalid_request_error");
+        }
+    }
+
+    private static async Task<IResult> RotateKey(string name, HttpContext ctx, [AsParameters] AdminServices s)
+    {
+        var body = await ReadObjectAsync(ctx) ?? [];
+        var now = s.Time.GetUtcNow();
+        try
+        {
+            var graceHours = body["grace_hours"] is JsonValue g && g.TryGetValue<double>(out var h) ? h : 24;
+            var (issued, retiring) = await s.Store.RotateAsync(name, TimeSpan.FromHours(graceHours), now, ctx.RequestAborted);
+            var json = Describe(issued.Info, now);
+            json["key"] = issued.Secret;
+            json["retiring"] = new JsonArray([.. retiring.Select(k => (JsonNode)Describe(k, now))]);
+            return GatewayApi.Json(json, 201);
+        }
+        catch (ApiKeyException ex)
+        {
+            return OpenAiErrors.Result(404, ex.Message, "invalid_request_error", "key_not_found", "name");
+        }
+    }
+
+    private static async Task<IResult> RevokeKey(string nameOrId, [AsParameters] AdminServices s, CancellationToken ct)
+    {
+        try
+        {
+            var revoked = await s.Store.RevokeAsync(nameOrId, s.Time.GetUtcNow(), ct);
+            foreach (var (_, hash) in revoked)
+            {
+                s.Authenticator.Evict(Convert.ToHexString(hash));
+            }
+            var fannedOut = await KeyAuthenticator.PublishChangeAsync(s.Services.GetService<IConnectionMultiplexer>(), revoked.Select(r => r.Hash));
+            return GatewayApi.Json(new JsonObject
+            {
+                ["revoked"] = new JsonArray([.. revoked.Select(r => (JsonNode)Describe(r.Key, s.Time.GetUtcNow()))]),
+                ["all_replicas_notified"] = fannedOut,
+            });
+        }
+        catch (ApiKeyException ex)
+        {
+            return OpenAiErrors.Result(404, ex.Message, "invalid_request_error", "key_not_found", "name");
+        }
+    }
+
+    private static async Task<IResult> SetMaintenance(HttpContext ctx, [AsParameters] AdminServices s)
+    {
+        var body = await ReadObjectAsync(ctx);
+        if (body?["enabled"] is not JsonValue v || !v.TryGetValue<bool>(out var on))
+        {
+            return OpenAiErrors.Result(400, "Expected {\"enabled\": true|false}.", "invalid_request_error", "invalid_request_error", "enabled");
+        }
+        var redis = s.Services.GetService<IConnectionMultiplexer>();
+        if (redis is null || !redis.IsConnected)
+        {
+            ctx.Response.Headers.RetryAfter = "5";
+            return OpenAiErrors.Result(503, "Redis is unreachable; maintenance mode is shared through Redis and cannot be switched now.",
+                "service_unavailable", "redis_unavailable");
+        }
+        await MaintenanceMode.SetAsync(redis, on);
+        s.Maintenance.Apply(on);
+        return GatewayApi.Json(new JsonObject { ["enabled"] = on });
+    }
+
+    private static JsonObject Describe(ApiKeyInfo k, DateTimeOffset now) => new()
+    {
+        ["id"] = k.Id.ToString(),
+        ["name"] = k.Name,
+        ["prefix"] = k.Prefix,
+        ["scope"] = k.Scope,
+        ["status"] = k.StatusAt(now),
+        ["created_at"] = k.CreatedAt.ToString("o"),
+        ["expires_at"] = k.ExpiresAt?.ToString("o"),
+        ["revoked_at"] = k.RevokedAt?.ToString("o"),
+        ["rpm_limit"] = k.RpmLimit,
+        ["tpm_limit"] = k.TpmLimit,
+        ["allowed_models"] = k.AllowedModels is { } m ? new JsonArray([.. m.Select(x => (JsonNode)JsonValue.Create(x))]) : null,
+    };
+
+    private static int? Int(JsonObject body, string name) =>
+        body[name] is not JsonNode n ? null
+        : n is JsonValue v && v.TryGetValue<int>(out var i) ? i
+        : throw new FormatException($"'{name}' must be a whole number.");
+
+    private static async Task<JsonObject?> ReadObjectAsync(HttpContext ctx)
+    {
+        if (ctx.Request.ContentLength is 0 or null && !ctx.Request.HasJsonContentType())
+        {
+            return null;
+        }
+        try
+        {
+            return await System.Text.Json.Nodes.JsonNode.ParseAsync(ctx.Request.Body, cancellationToken: ctx.RequestAborted) as JsonObject;
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return null;
+        }
+    }
+}
