@@ -23,6 +23,9 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     /// <summary>How long the stall faults wait for the client to give up.</summary>
     public static readonly TimeSpan StallLimit = TimeSpan.FromMinutes(5);
 
+    /// <summary>How long <see cref="FakeFault.CutMidStream"/> waits after flushing before it aborts the connection.</summary>
+    private static readonly TimeSpan CutGrace = TimeSpan.FromMilliseconds(100);
+
     private readonly WebApplication _app;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _gate = new();
@@ -626,6 +629,9 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     {
         if (fault == FakeFault.CutMidStream)
         {
+            // Kestrel's FlushAsync completes once the bytes are in its output pipe, not on the wire, and Abort()
+            // discards what the transport has not sent yet: give it a moment so the client really gets the frames.
+            await Task.Delay(CutGrace, token);
             state.SelfAborted = true;
             ctx.Abort();
             return;
