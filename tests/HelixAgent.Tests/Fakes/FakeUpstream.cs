@@ -30,6 +30,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _gate = new();
     private readonly List<RecordedRequest> _requests = [];
+    private readonly List<Exception> _errors = [];
     private readonly List<(int Count, TaskCompletionSource Done)> _requestWaiters = [];
     private readonly List<(int Count, TaskCompletionSource Done)> _cancelWaiters = [];
     private readonly Queue<FaultPlan> _faults = new();
@@ -188,6 +189,12 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     }
 
     public int RequestCount => Volatile.Read(ref _requestCount);
+
+    /// <summary>Exceptions the fake itself threw while handling a request (answered as a bare 500); empty when all is well.</summary>
+    public IReadOnlyList<Exception> Errors
+    {
+        get { lock (_gate) { return _errors.ToArray(); } }
+    }
 
     /// <summary>
     /// Requests whose client went away (<c>RequestAborted</c> fired) while the fake was still producing the answer
@@ -375,6 +382,15 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         catch (IOException) when (token.IsCancellationRequested || state.SelfAborted)
         {
             // write to a connection the client closed
+        }
+        catch (Exception ex)
+        {
+            // A bug in the fake (or a request shape it does not expect): keep it visible to the test, answer 500.
+            lock (_gate)
+            {
+                _errors.Add(ex);
+            }
+            throw;
         }
         finally
         {

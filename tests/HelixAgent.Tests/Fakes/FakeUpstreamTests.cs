@@ -237,6 +237,20 @@ public sealed class FakeUpstreamTests
     }
 
     [Fact]
+    public async Task Gemini_streamGenerateContent_without_alt_sse_streams_a_json_array_of_responses()
+    {
+        await using var fake = await FakeUpstream.StartAsync(FakeProtocol.Gemini);
+        var request = new HttpRequestMessage(HttpMethod.Post, fake.BaseUrl + "/models/gemini-2.0-flash:streamGenerateContent")
+        {
+            Content = new StringContent("""{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}""", Encoding.UTF8, "application/json"),
+        };
+        var array = JsonNode.Parse(await (await Http.SendAsync(request)).Content.ReadAsStringAsync())!.AsArray();
+        Assert.Equal(3, array.Count);
+        Assert.Equal("STOP", (string?)array[^1]!["candidates"]![0]!["finishReason"]);
+        Assert.Empty(fake.Errors);
+    }
+
+    [Fact]
     public async Task Ollama_chat_with_stream_false_answers_one_done_object_with_eval_counts()
     {
         await using var fake = await FakeUpstream.StartAsync(FakeProtocol.Ollama);
@@ -638,7 +652,8 @@ public sealed class FakeUpstreamTests
         fake.Fail(FakeFault.MalformedJson);
         var response = await Http.SendAsync(Chat(fake, stream: false));
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.ThrowsAny<System.Text.Json.JsonException>(() => JsonNode.Parse(response.Content.ReadAsStringAsync().Result));
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.ThrowsAny<System.Text.Json.JsonException>(() => JsonNode.Parse(body));
 
         var events = ParseSse(await (await Http.SendAsync(Chat(fake, stream: true))).Content.ReadAsStringAsync());
         Assert.ThrowsAny<System.Text.Json.JsonException>(() => JsonNode.Parse(events[0].Data));
