@@ -314,19 +314,20 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     {
         public volatile bool SelfAborted;
         public volatile bool Finished;
+        public volatile bool Completed;
+        public int Counted;
     }
 
     private async Task HandleAsync(HttpContext ctx)
     {
         var state = new RequestState();
+        // Counted from the callback (promptly) and again, once, when the handler unwinds: the callback alone can miss,
+        // because the linked token below may resume the handler inline and dispose this registration first.
         using var registration = ctx.RequestAborted.Register(() =>
         {
-            if (!state.SelfAborted && !state.Finished && !_stopping.IsCancellationRequested)
+            if (!state.Finished)
             {
-                lock (_gate)
-                {
-                    Release(_cancelWaiters, ++_cancelledCount);
-                }
+                CountCancellation(ctx, state);
             }
         });
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, _stopping.Token);
@@ -348,6 +349,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
                     return;
                 case FakeFault.Status500 or FakeFault.Status503 or FakeFault.Status429 or FakeFault.Status400 or FakeFault.Status401 or FakeFault.Overloaded529:
                     await WriteJsonAsync(ctx, FaultError(fault), FakeFault.None, state, token);
+                    state.Completed = true;
                     return;
             }
 
@@ -374,6 +376,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
                     await WriteStreamAsync(ctx, stream, fault, state, token);
                     break;
             }
+            state.Completed = true;
         }
         catch (OperationCanceledException) when (token.IsCancellationRequested)
         {
@@ -394,7 +397,23 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         }
         finally
         {
+            if (!state.Completed)
+            {
+                CountCancellation(ctx, state);
+            }
             state.Finished = true;
+        }
+    }
+
+    private void CountCancellation(HttpContext ctx, RequestState state)
+    {
+        if (ctx.RequestAborted.IsCancellationRequested && !state.SelfAborted && !_stopping.IsCancellationRequested &&
+            Interlocked.Exchange(ref state.Counted, 1) == 0)
+        {
+            lock (_gate)
+            {
+                Release(_cancelWaiters, ++_cancelledCount);
+            }
         }
     }
 

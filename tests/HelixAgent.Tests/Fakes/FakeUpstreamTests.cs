@@ -582,7 +582,7 @@ public sealed class FakeUpstreamTests
         Assert.Equal(0, fake.CancelledCount);
 
         await cts.CancelAsync();
-        response.Dispose();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => next);
         await fake.WaitForCancellationAsync();
         Assert.Equal(1, fake.CancelledCount);
     }
@@ -596,9 +596,12 @@ public sealed class FakeUpstreamTests
         var response = await Http.SendAsync(Chat(fake, stream: true), HttpCompletionOption.ResponseHeadersRead, cts.Token);
         var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cts.Token));
         Assert.Contains("Hello", await reader.ReadLineAsync(cts.Token));
+        var next = reader.ReadLineAsync(cts.Token).AsTask();
         await cts.CancelAsync();
-        response.Dispose();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => next);
         await fake.WaitForCancellationAsync();
+        Assert.Equal(1, fake.CancelledCount);
+        response.Dispose();
     }
 
     [Fact]
