@@ -1,0 +1,127 @@
+using System.Text.Json.Nodes;
+
+namespace HelixAgent.Tests.Fakes;
+
+public sealed partial class FakeUpstream
+{
+    private Answer RouteAnthropic(Incoming r) => (r.Method, r.Path) switch
+    {
+        ("POST", "/v1/messages") => AnthropicMessages(r),
+        ("GET", "/v1/models") => new JsonAnswer(200, new JsonObject
+        {
+            ["data"] = new JsonArray(Models.Select(m => (JsonNode)new JsonObject
+            {
+                ["type"] = "model",
+                ["id"] = m,
+                ["display_name"] = m,
+                ["created_at"] = "2025-01-01T00:00:00Z",
+            }).ToArray()),
+            ["has_more"] = false,
+            ["first_id"] = Models.FirstOrDefault(),
+            ["last_id"] = Models.LastOrDefault(),
+        }),
+        _ => NotFound(r),
+    };
+
+    /// <summary>Words of <c>system</c> (string or text blocks) plus every message's text content.</summary>
+    private static int AnthropicPromptTokens(JsonObject body) =>
+        FakeText.CountContentWords(body["system"]) +
+        (body["messages"] is JsonArray messages ? messages.Sum(m => FakeText.CountContentWords(m?["content"])) : 0);
+
+    private Answer AnthropicMessages(Incoming r)
+    {
+        var body = r.Json!;
+        if (Strict)
+        {
+            if (string.IsNullOrEmpty(r.Headers["anthropic-version"].ToString()))
+            {
+                return Error(400, ErrorKind.InvalidRequest, "anthropic-version: header is required");
+            }
+            if (Int(body["max_tokens"]) is null)
+            {
+                return Error(400, ErrorKind.InvalidRequest, "max_tokens: Field required");
+            }
+            if (Str(body["model"]) is null || body["messages"] is not JsonArray { Count: > 0 })
+            {
+                return Error(400, ErrorKind.InvalidRequest, "model and messages: Field required");
+            }
+        }
+        var model = Str(body["model"]) ?? "claude-fake";
+        var reply = Reply;
+        var tool = TakeToolCall();
+        var prompt = AnthropicPromptTokens(body);
+        var completion = CompletionTokens(reply, tool);
+        var id = $"msg_fake{NextId():D8}";
+        var stopReason = tool is null ? "end_turn" : "tool_use";
+        var toolId = tool is null ? null : tool.Id.StartsWith("toolu_", StringComparison.Ordinal) ? tool.Id : "toolu_" + tool.Id;
+
+        if (!Bool(body["stream"], false))
+        {
+            JsonNode block = tool is null
+                ? new JsonObject { ["type"] = "text", ["text"] = reply }
+                : new JsonObject { ["type"] = "tool_use", ["id"] = toolId, ["name"] = tool.Name, ["input"] = ParseArguments(tool) };
+            return new JsonAnswer(200, new JsonObject
+            {
+                ["id"] = id,
+                ["type"] = "message",
+                ["role"] = "assistant",
+                ["model"] = model,
+                ["content"] = new JsonArray(block),
+                ["stop_reason"] = stopReason,
+                ["stop_sequence"] = null,
+                ["usage"] = new JsonObject { ["input_tokens"] = prompt, ["output_tokens"] = completion },
+            });
+        }
+
+        var frames = new List<Frame>
+        {
+            Event("message_start", new JsonObject
+            {
+                ["type"] = "message_start",
+                ["message"] = new JsonObject
+                {
+                    ["id"] = id,
+                    ["type"] = "message",
+                    ["role"] = "assistant",
+                    ["model"] = model,
+                    ["content"] = new JsonArray(),
+                    ["stop_reason"] = null,
+                    ["stop_sequence"] = null,
+                    ["usage"] = new JsonObject { ["input_tokens"] = prompt, ["output_tokens"] = 1 },
+                },
+            }),
+            Event("content_block_start", new JsonObject
+            {
+                ["type"] = "content_block_start",
+                ["index"] = 0,
+                ["content_block"] = tool is null
+                    ? new JsonObject { ["type"] = "text", ["text"] = "" }
+                    : new JsonObject { ["type"] = "tool_use", ["id"] = toolId, ["name"] = tool.Name, ["input"] = new JsonObject() },
+            }, content: tool is not null),
+            Event("ping", new JsonObject { ["type"] = "ping" }),
+        };
+        var pieces = tool is null ? FakeText.SplitIntoChunks(reply) : FakeText.SplitArguments(tool.ArgumentsJson);
+        foreach (var piece in pieces)
+        {
+            frames.Add(Event("content_block_delta", new JsonObject
+            {
+                ["type"] = "content_block_delta",
+                ["index"] = 0,
+                ["delta"] = tool is null
+                    ? new JsonObject { ["type"] = "text_delta", ["text"] = piece }
+                    : new JsonObject { ["type"] = "input_json_delta", ["partial_json"] = piece },
+            }, content: true));
+        }
+        frames.Add(Event("content_block_stop", new JsonObject { ["type"] = "content_block_stop", ["index"] = 0 }));
+        frames.Add(Event("message_delta", new JsonObject
+        {
+            ["type"] = "message_delta",
+            ["delta"] = new JsonObject { ["stop_reason"] = stopReason, ["stop_sequence"] = null },
+            ["usage"] = new JsonObject { ["output_tokens"] = completion },
+        }));
+        frames.Add(Event("message_stop", new JsonObject { ["type"] = "message_stop" }));
+        return new StreamAnswer(StreamFormat.Sse, frames);
+
+        static Frame Event(string name, JsonObject data, bool content = false) => new(name, data.ToJsonString(), content);
+    }
+}
