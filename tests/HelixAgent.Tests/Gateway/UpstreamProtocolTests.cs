@@ -1,0 +1,295 @@
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using HelixAgent.Tests.Fakes;
+using HelixAgent.Tests.Infrastructure;
+using OpenAI.Chat;
+
+namespace HelixAgent.Tests.Gateway;
+
+/// <summary>
+/// The gateway in front of real HTTP servers that speak each provider's wire protocol (OpenAI, Anthropic, Gemini,
+/// Ollama), with the official OpenAI SDK as the client; and failover, breaker and cancellation against them.
+/// </summary>
+public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+{
+    private static string TypeOf(FakeProtocol p) => p switch
+    {
+        FakeProtocol.OpenAI => "openai",
+        FakeProtocol.Anthropic => "anthropic",
+        FakeProtocol.Gemini => "gemini",
+        _ => "ollama",
+    };
+
+    /// <summary>Route <c>m</c>: the given fakes in order, each as provider <c>p0</c>, <c>p1</c>, ...</summary>
+    private Task<GatewayHarness> GatewayAsync(FakeUpstream[] upstreams, Action<Dictionary<string, string?>>? configure = null)
+    {
+        var s = new Dictionary<string, string?>
+        {
+            ["Gateway:BackoffMs"] = "1",
+            ["Gateway:ProbeIntervalSeconds"] = "0",
+            ["Ledger:FlushIntervalMs"] = "10",
+        };
+        for (var i = 0; i < upstreams.Length; i++)
+        {
+            s[$"Providers:p{i}:Type"] = TypeOf(upstreams[i].Protocol);
+            s[$"Providers:p{i}:BaseUrl"] = upstreams[i].BaseUrl.ToString();
+            s[$"Providers:p{i}:ApiKey"] = $"upstream-key-{i}";
+            s[$"Providers:p{i}:Models:0"] = "m";
+            s[$"Providers:p{i}:TimeoutSeconds"] = "2";
+            s[$"Providers:p{i}:FirstTokenTimeoutSeconds"] = "1";
+            s[$"Routes:m:Targets:{i}"] = $"p{i}/m";
+        }
+        configure?.Invoke(s);
+        return GatewayHarness.StartAsync(postgres, redis, s);
+    }
+
+    [Theory]
+    [InlineData(FakeProtocol.OpenAI)]
+    [InlineData(FakeProtocol.Anthropic)]
+    [InlineData(FakeProtocol.Gemini)]
+    [InlineData(FakeProtocol.Ollama)]
+    public async Task The_openai_sdk_gets_a_chat_completion_from_each_provider_protocol(FakeProtocol protocol)
+    {
+        await using var upstream = await FakeUpstream.StartAsync(protocol);
+        upstream.Reply = "the answer is forty two";
+        await using var gw = await GatewayAsync([upstream]);
+
+        ChatCompletion completion = await OpenAiSdkTests.Sdk(gw).GetChatClient("m").CompleteChatAsync(
+            [new SystemChatMessage("you are terse"), new UserChatMessage("what is the answer")]);
+
+        Assert.Equal("the answer is forty two", completion.Content[0].Text);
+        Assert.Equal(ChatFinishReason.Stop, completion.FinishReason);
+        Assert.Equal(5, completion.Usage.OutputTokenCount);
+        Assert.True(completion.Usage.InputTokenCount > 0);
+        Assert.Empty(upstream.Errors);
+        var row = Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.Equal(("p0", 5), (row.Provider, row.CompletionTokens));
+    }
+
+    [Theory]
+    [InlineData(FakeProtocol.OpenAI)]
+    [InlineData(FakeProtocol.Anthropic)]
+    [InlineData(FakeProtocol.Gemini)]
+    [InlineData(FakeProtocol.Ollama)]
+    public async Task The_openai_sdk_streams_a_chat_completion_from_each_provider_protocol(FakeProtocol protocol)
+    {
+        await using var upstream = await FakeUpstream.StartAsync(protocol);
+        upstream.Reply = "streaming words arrive one by one";
+        await using var gw = await GatewayAsync([upstream]);
+
+        var text = new System.Text.StringBuilder();
+        ChatFinishReason? finish = null;
+        ChatTokenUsage? usage = null;
+        await foreach (var update in OpenAiSdkTests.Sdk(gw).GetChatClient("m").CompleteChatStreamingAsync([new UserChatMessage("go")]))
+        {
+            foreach (var part in update.ContentUpdate)
+            {
+                text.Append(part.Text);
+            }
+            finish ??= update.FinishReason;
+            usage ??= update.Usage;
+        }
+
+        Assert.Equal("streaming words arrive one by one", text.ToString());
+        Assert.Equal(ChatFinishReason.Stop, finish);
+        Assert.Equal(6, usage?.OutputTokenCount);
+        Assert.Empty(upstream.Errors);
+        var row = Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.True(row.Stream);
+        Assert.Equal(6, row.CompletionTokens);
+    }
+
+    [Fact]
+    public async Task Anthropic_tool_use_reaches_the_client_as_openai_tool_calls()
+    {
+        await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.Anthropic);
+        upstream.NextToolCall = new FakeToolCall("get_weather", """{"city":"Oslo"}""");
+        await using var gw = await GatewayAsync([upstream]);
+        var tool = ChatTool.CreateFunctionTool("get_weather", "weather", BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"}}}"""));
+
+        ChatCompletion completion = await OpenAiSdkTests.Sdk(gw).GetChatClient("m").CompleteChatAsync(
+            [new UserChatMessage("weather in Oslo?")], new ChatCompletionOptions { Tools = { tool } });
+
+        Assert.Equal(ChatFinishReason.ToolCalls, completion.FinishReason);
+        var call = Assert.Single(completion.ToolCalls);
+        Assert.Equal("get_weather", call.FunctionName);
+        Assert.Equal("Oslo", JsonDocument.Parse(call.FunctionArguments.ToString()).RootElement.GetProperty("city").GetString());
+        var sent = upstream.Requests.Single(r => r.Path.EndsWith("/messages", StringComparison.Ordinal)).Json!;
+        Assert.Equal("get_weather", sent["tools"]![0]!["name"]!.GetValue<string>());
+    }
+
+    public static TheoryData<FakeFault, bool> RetryableFaults()
+    {
+        var data = new TheoryData<FakeFault, bool>();
+        foreach (var fault in new[] { FakeFault.Status500, FakeFault.Status503, FakeFault.Status429, FakeFault.ResetConnection, FakeFault.StallBeforeFirstByte, FakeFault.MalformedJson })
+        {
+            data.Add(fault, false);
+            data.Add(fault, true);
+        }
+        data.Add(FakeFault.CutMidStream, false);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(RetryableFaults))]
+    public async Task A_failing_primary_fails_over_to_the_backup(FakeFault fault, bool stream)
+    {
+        await using var primary = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var backup = await FakeUpstream.StartAsync(FakeProtocol.Anthropic);
+        backup.Reply = "answer from the backup";
+        primary.Fail(fault);
+        await using var gw = await GatewayAsync([primary, backup]);
+
+        var response = await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m", "hi", stream));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var text = stream ? (await Sse.ReadAsync(response)).Content
+            : JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString();
+        Assert.Equal("answer from the backup", text);
+        Assert.Equal("p1", response.Headers.GetValues("x-helixagent-provider").Single());
+        Assert.Equal(1, primary.RequestCount);
+        Assert.Equal(1, backup.RequestCount);
+        var row = Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.Equal(((short)200, (short)2, "p1"), (row.Status, row.Attempts, row.Provider));
+    }
+
+    [Theory]
+    [InlineData(FakeFault.Status400, false, HttpStatusCode.BadRequest)]
+    [InlineData(FakeFault.Status400, true, HttpStatusCode.BadRequest)]
+    [InlineData(FakeFault.Status401, false, HttpStatusCode.BadGateway)]
+    [InlineData(FakeFault.Status401, true, HttpStatusCode.BadGateway)]
+    public async Task A_client_error_from_upstream_is_not_retried_on_another_provider(FakeFault fault, bool stream, HttpStatusCode expected)
+    {
+        await using var primary = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var backup = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        primary.Fail(fault);
+        await using var gw = await GatewayAsync([primary, backup]);
+
+        var response = await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m", "hi", stream));
+
+        Assert.Equal(expected, response.StatusCode);
+        Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal(0, backup.RequestCount);
+    }
+
+    [Fact]
+    public async Task A_stream_cut_after_content_reached_the_client_ends_with_an_error_event_and_no_failover()
+    {
+        await using var primary = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var backup = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        primary.Reply = "one two three four five six seven eight";
+        primary.Fail(FakeFault.CutMidStream);
+        await using var gw = await GatewayAsync([primary, backup]);
+
+        var frames = await Sse.ReadAsync(await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m", "hi", stream: true)));
+
+        Assert.False(frames.Done);
+        Assert.NotEmpty(frames.Content);
+        Assert.Equal("stream_interrupted", frames.Events[^1].GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal(0, backup.RequestCount);
+    }
+
+    [Fact]
+    public async Task A_stream_that_stalls_after_its_first_token_is_ended_by_the_timeout_with_an_error_event()
+    {
+        await using var primary = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        primary.Reply = "one two three four five six";
+        primary.Fail(FakeFault.StallMidStream);
+        await using var gw = await GatewayAsync([primary]);
+
+        var frames = await Sse.ReadAsync(await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m", "hi", stream: true)));
+
+        Assert.False(frames.Done);
+        Assert.Equal("upstream_timeout", frames.Events[^1].GetProperty("error").GetProperty("code").GetString());
+        await primary.WaitForCancellationAsync();
+        var row = Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.Equal((short)504, row.Status);
+    }
+
+    [Fact]
+    public async Task Retry_after_from_a_429_keeps_later_requests_away_from_that_provider_until_it_expires()
+    {
+        await using var primary = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var backup = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        primary.RetryAfterSeconds = 30;
+        primary.Fail(FakeFault.Status429, times: 1);
+        await using var gw = await GatewayAsync([primary, backup]);
+
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        }
+
+        Assert.Equal(1, primary.RequestCount);
+        Assert.Equal(3, backup.RequestCount);
+        var providers = JsonNode.Parse(await gw.Client.GetStringAsync("/v1/providers"))!.AsArray();
+        Assert.NotNull(providers.Single(p => p!["name"]!.GetValue<string>() == "p0")!["cooling_until"]);
+    }
+
+    [Fact]
+    public async Task The_circuit_opens_after_consecutive_failures_lets_one_probe_through_after_the_break_and_closes_on_success()
+    {
+        await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        upstream.Fail(FakeFault.Status500);
+        await using var gw = await GatewayAsync([upstream], s =>
+        {
+            s["Gateway:CircuitFailureThreshold"] = "3";
+            s["Gateway:CircuitBreakSeconds"] = "1";
+            s["Gateway:MaxAttempts"] = "1";
+        });
+        async Task<string?> Circuit() =>
+            JsonNode.Parse(await (await gw.Client.GetAsync("/v1/providers/p0/health")).Content.ReadAsStringAsync())!["circuit"]!.GetValue<string>();
+
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.BadGateway, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        }
+        Assert.Equal("open", await Circuit());
+        Assert.Equal(HttpStatusCode.BadGateway, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        Assert.Equal(3, upstream.RequestCount); // refused while open: the upstream was not called
+
+        upstream.Reset();
+        await Task.Delay(TimeSpan.FromSeconds(1.2));
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        Assert.Equal("closed", await Circuit());
+        Assert.Equal(4, upstream.RequestCount);
+    }
+
+    [Fact]
+    public async Task A_client_disconnect_mid_stream_cancels_the_upstream_call_and_is_recorded()
+    {
+        await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        upstream.Reply = string.Join(' ', Enumerable.Range(0, 200).Select(i => $"w{i}"));
+        upstream.ChunkDelay = TimeSpan.FromMilliseconds(50);
+        await using var gw = await GatewayAsync([upstream]);
+
+        using var cts = new CancellationTokenSource();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = new StringContent(GatewayHarness.Chat("m", "go", stream: true).ToJsonString(), System.Text.Encoding.UTF8, "application/json"),
+        };
+        var response = await gw.Client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token);
+        var stream = await response.Content.ReadAsStreamAsync(cts.Token);
+        var buffer = new byte[256];
+        Assert.True(await stream.ReadAsync(buffer, cts.Token) > 0);
+        await cts.CancelAsync();
+        try
+        {
+            while (await stream.ReadAsync(buffer, cts.Token) > 0)
+            {
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // the client gave up, as intended
+        }
+        response.Dispose();
+
+        await upstream.WaitForCancellationAsync(timeout: TimeSpan.FromSeconds(5));
+        Assert.Equal(1, upstream.CancelledCount);
+        var row = Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.Equal(((short)499, "client_disconnected"), (row.Status, row.ErrorType));
+    }
+}
