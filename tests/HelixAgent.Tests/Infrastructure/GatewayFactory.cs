@@ -1,10 +1,15 @@
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace HelixAgent.Tests.Infrastructure;
 
 /// <summary>The real API (<c>Program</c>) in-process, pointed at real PostgreSQL and Redis servers.</summary>
-public sealed class GatewayFactory(string databaseConnectionString, string redisConnectionString, IDictionary<string, string?>? settings = null)
+public sealed class GatewayFactory(
+    string databaseConnectionString,
+    string redisConnectionString,
+    IDictionary<string, string?>? settings = null,
+    Action<IServiceCollection>? services = null)
     : WebApplicationFactory<Program>
 {
     protected override void ConfigureWebHost(IWebHostBuilder builder)
@@ -16,6 +21,10 @@ public sealed class GatewayFactory(string databaseConnectionString, string redis
         foreach (var (key, value) in settings ?? new Dictionary<string, string?>())
         {
             builder.UseSetting(key, value);
+        }
+        if (services is not null)
+        {
+            builder.ConfigureServices(services);
         }
     }
 }

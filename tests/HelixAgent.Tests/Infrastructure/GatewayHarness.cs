@@ -58,9 +58,10 @@ public sealed class GatewayHarness : IAsyncDisposable
         return client;
     }
 
-    public static async Task<GatewayHarness> StartAsync(PostgresServer postgres, RedisServer redis, IDictionary<string, string?> settings)
+    public static async Task<GatewayHarness> StartAsync(PostgresServer postgres, RedisServer redis, IDictionary<string, string?> settings,
+        Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? services = null, string? databaseConnectionString = null)
     {
-        var cs = await postgres.CreateDatabaseAsync("gw");
+        var cs = databaseConnectionString ?? await postgres.CreateDatabaseAsync("gw");
         string clientKey, adminKey;
         await using (var ds = NpgsqlDataSource.Create(cs))
         {
@@ -69,7 +70,7 @@ public sealed class GatewayHarness : IAsyncDisposable
             clientKey = (await store.CreateAsync("harness-client", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
             adminKey = (await store.CreateAsync("harness-admin", "admin", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
         }
-        return new GatewayHarness(new GatewayFactory(cs, redis.ConnectionString, settings), cs, clientKey, adminKey);
+        return new GatewayHarness(new GatewayFactory(cs, redis.ConnectionString, settings, services), cs, clientKey, adminKey);
     }
 
     public Task<HttpResponseMessage> PostJsonAsync(string path, JsonObject body) =>
@@ -102,13 +103,13 @@ public sealed class GatewayHarness : IAsyncDisposable
         await using var conn = new NpgsqlConnection(DatabaseConnectionString + ";Pooling=false");
         await conn.OpenAsync();
         await using var cmd = new NpgsqlCommand(
-            "SELECT request_id, model, provider, endpoint, status, error_type, prompt_tokens, completion_tokens, stream, attempts, ttft_ms FROM completions ORDER BY id", conn);
+            "SELECT request_id, model, provider, endpoint, status, error_type, prompt_tokens, completion_tokens, stream, attempts, ttft_ms, key_name FROM completions ORDER BY id", conn);
         await using var r = await cmd.ExecuteReaderAsync();
         var rows = new List<LedgerRow>();
         while (await r.ReadAsync())
         {
             rows.Add(new LedgerRow(r.GetString(0), r.GetString(1), r.IsDBNull(2) ? null : r.GetString(2), r.GetString(3), r.GetInt16(4),
-                r.IsDBNull(5) ? null : r.GetString(5), r.GetInt32(6), r.GetInt32(7), r.GetBoolean(8), r.GetInt16(9), r.IsDBNull(10) ? null : r.GetDouble(10)));
+                r.IsDBNull(5) ? null : r.GetString(5), r.GetInt32(6), r.GetInt32(7), r.GetBoolean(8), r.GetInt16(9), r.IsDBNull(10) ? null : r.GetDouble(10), r.IsDBNull(11) ? null : r.GetString(11)));
         }
         return rows;
     }
@@ -121,4 +122,4 @@ public sealed class GatewayHarness : IAsyncDisposable
 }
 
 public sealed record LedgerRow(string RequestId, string Model, string? Provider, string Endpoint, short Status, string? ErrorType,
-    int PromptTokens, int CompletionTokens, bool Stream, short Attempts, double? TtftMs);
+    int PromptTokens, int CompletionTokens, bool Stream, short Attempts, double? TtftMs, string? KeyName);
