@@ -1,4 +1,5 @@
 using System.Net;
+using HelixAgent.Api.Access;
 using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Health;
 using HelixAgent.Api.Ledger;
@@ -59,6 +60,8 @@ internal static class Extensions
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<ProviderRegistry>>()));
         builder.Services.AddSingleton<GatewayRouter>();
+        // Per-key RPM/TPM limits shared by all replicas through Redis, per replica while Redis is unreachable.
+        builder.Services.AddSingleton<ClusterRateLimiter>();
         builder.Services.AddSingleton<CompletionLedger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CompletionLedger>());
         builder.Services.AddHostedService<ProviderProbeService>();
