@@ -62,6 +62,8 @@ internal static class Extensions
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<ProviderRegistry>>()));
         builder.Services.AddSingleton<GatewayRouter>();
+        // Per-key RPM/TPM limits shared by all replicas through Redis, per replica while Redis is unreachable.
+        builder.Services.AddSingleton<ClusterRateLimiter>();
         builder.Services.AddSingleton<CompletionLedger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CompletionLedger>());
         builder.Services.AddHostedService<ProviderProbeService>();

@@ -1,0 +1,266 @@
+using StackExchange.Redis;
+
+namespace HelixAgent.Api.Access;
+
+/// <summary>
+/// Per-key requests-per-minute and tokens-per-minute limits shared by every replica through Redis: one Lua script
+/// (<see cref="RateLimitScripts.Admit"/>) decides and counts atomically on the server's clock. When Redis is absent,
+/// disconnected, failing or slower than <see cref="RedisTimeout"/>, this replica enforces the same policy alone
+/// (<see cref="LocalRateLimiter"/>) and marks the decision <see cref="RateLimitDecision.Degraded"/>: never "no limits",
+/// never an exception for the caller.
+/// </summary>
+public sealed partial class ClusterRateLimiter : IDisposable
+{
+    /// <summary>How long a Redis call may take before the local fallback decides.</summary>
+    public static readonly TimeSpan RedisTimeout = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>After a failed or timed-out call, Redis is left alone this long (decisions stay local) before the next try.</summary>
+    public static readonly TimeSpan RedisRetryInterval = TimeSpan.FromSeconds(1);
+
+    private static readonly TimeSpan ResolveRetryInterval = TimeSpan.FromSeconds(5);
+
+    private readonly IServiceProvider _services;
+    private readonly TimeProvider _time;
+    private readonly ILogger<ClusterRateLimiter> _logger;
+    private readonly LocalRateLimiter _local;
+
+    private IConnectionMultiplexer? _redis;
+    private long _resolveAfter;     // TimeProvider timestamp: next attempt to resolve the multiplexer
+    private long _redisSkipUntil;   // TimeProvider timestamp: decisions stay local until then
+    private int _degraded;          // 1 while the last Redis call failed (or Redis was unavailable)
+    private long _admitted;
+    private long _rejected;
+    private long _degradedDecisions;
+
+    public ClusterRateLimiter(IServiceProvider services, TimeProvider time, ILogger<ClusterRateLimiter> logger)
+    {
+        _services = services;
+        _time = time;
+        _logger = logger;
+        _local = new LocalRateLimiter(time);
+    }
+
+    /// <summary>True when the last attempt to use Redis failed: decisions are being made per replica.</summary>
+    public bool IsDegraded => Volatile.Read(ref _degraded) == 1;
+
+    public long Admitted => Interlocked.Read(ref _admitted);
+    public long Rejected => Interlocked.Read(ref _rejected);
+    public long DegradedDecisions => Interlocked.Read(ref _degradedDecisions);
+
+    /// <summary>
+    /// Atomically admits one request reserving <paramref name="reserveTokens"/> (prompt estimate + max tokens) against
+    /// the key's limits. Throws only for invalid arguments or when <paramref name="ct"/> is cancelled.
+    /// </summary>
+    public async ValueTask<RateLimitDecision> AdmitAsync(string keyId, RateLimitPolicy policy, int reserveTokens, CancellationToken ct)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(keyId);
+        ArgumentNullException.ThrowIfNull(policy);
+        ArgumentOutOfRangeException.ThrowIfNegative(reserveTokens);
+
+        if (policy.IsUnlimited)
+        {
+            Interlocked.Increment(ref _admitted);
+            return new RateLimitDecision(true, null, null, null, null, TimeSpan.Zero, TimeSpan.Zero, TimeSpan.Zero,
+                Degraded: false, new RateLimitTicket(keyId, -1, reserveTokens, Local: false));
+        }
+
+        var db = Database();
+        if (db is not null)
+        {
+            try
+            {
+                var result = await EvaluateAsync(db, RateLimitScripts.AdmitSha1, RateLimitScripts.Admit,
+                        [RateLimitScripts.Prefix(keyId)],
+                        [policy.RequestsPerMinute ?? -1, policy.TokensPerMinute ?? -1, reserveTokens])
+                    .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false);
+                var decision = FromScript(result, keyId, policy, reserveTokens);
+                MarkHealthy();
+                return Count(decision);
+            }
+            catch (Exception ex) when (!ct.IsCancellationRequested)
+            {
+                MarkFailed(ex);
+            }
+        }
+
+        ct.ThrowIfCancellationRequested();
+        return Count(_local.Admit(keyId, policy, reserveTokens));
+    }
+
+    /// <summary>
+    /// Corrects the reservation with the actual usage (actual − reserved; negative gives tokens back) in the minute the
+    /// request was admitted in. Failures are logged, never thrown.
+    /// </summary>
+    public async ValueTask SettleAsync(RateLimitTicket ticket, int actualTokens)
+    {
+        if (!ticket.HoldsReservation)
+        {
+            return;
+        }
+        var delta = (long)Math.Max(0, actualTokens) - ticket.ReservedTokens;
+        if (delta == 0)
+        {
+            return;
+        }
+        if (ticket.Local)
+        {
+            _local.Settle(ticket.KeyId, ticket.Window, (int)Math.Clamp(delta, int.MinValue, int.MaxValue));
+            return;
+        }
+
+        var db = Database();
+        if (db is null)
+        {
+            LogSettlementSkipped(ticket.KeyId, delta);
+            return;
+        }
+        try
+        {
+            await EvaluateAsync(db, RateLimitScripts.SettleSha1, RateLimitScripts.Settle,
+                    [RateLimitScripts.Prefix(ticket.KeyId)], [delta, ticket.Window])
+                .WaitAsync(RedisTimeout, _time).ConfigureAwait(false);
+            MarkHealthy();
+        }
+        catch (Exception ex)
+        {
+            LogSettlementFailed(ex, ticket.KeyId, delta);
+            MarkFailed(ex);
+        }
+    }
+
+    public void Dispose() => _local.Dispose();
+
+    private RateLimitDecision Count(RateLimitDecision decision)
+    {
+        Interlocked.Increment(ref decision.Allowed ? ref _admitted : ref _rejected);
+        if (decision.Degraded)
+        {
+            Interlocked.Increment(ref _degradedDecisions);
+        }
+        return decision;
+    }
+
+    private static RateLimitDecision FromScript(RedisResult result, string keyId, RateLimitPolicy policy, int reserveTokens)
+    {
+        var values = (RedisResult[])result!;
+        var allowed = (long)values[0] == 1;
+        var requestWait = (long)values[1];
+        var tokenWait = (long)values[2];
+        var remainingRequests = (long)values[3];
+        var remainingTokens = (long)values[4];
+        var resetRequests = (long)values[5];
+        var resetTokens = (long)values[6];
+        var window = (long)values[7];
+
+        var rejection = allowed ? RateLimitRejection.None
+            : tokenWait < 0 ? RateLimitRejection.RequestExceedsTokenLimit
+            : tokenWait > requestWait ? RateLimitRejection.TokensPerMinute
+            : RateLimitRejection.RequestsPerMinute;
+        var retry = allowed || tokenWait < 0 ? 0 : Math.Max(requestWait, tokenWait);
+        return new RateLimitDecision(
+            allowed,
+            policy.RequestsPerMinute, policy.RequestsPerMinute is null ? null : (int)Math.Clamp(remainingRequests, 0, int.MaxValue),
+            policy.TokensPerMinute, policy.TokensPerMinute is null ? null : (int)Math.Clamp(remainingTokens, 0, int.MaxValue),
+            TimeSpan.FromMilliseconds(resetRequests), TimeSpan.FromMilliseconds(resetTokens), TimeSpan.FromMilliseconds(retry),
+            Degraded: false,
+            new RateLimitTicket(keyId, allowed ? window : -1, reserveTokens, Local: false),
+            rejection);
+    }
+
+    /// <summary>EVALSHA of the script's precomputed hash; on NOSCRIPT (first use, Redis restarted or flushed) one EVAL loads it.</summary>
+    private static async Task<RedisResult> EvaluateAsync(IDatabase db, byte[] sha1, string script, RedisKey[] keys, RedisValue[] args)
+    {
+        try
+        {
+            return await db.ScriptEvaluateAsync(sha1, keys, args).ConfigureAwait(false);
+        }
+        catch (RedisServerException ex) when (ex.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal))
+        {
+            return await db.ScriptEvaluateAsync(script, keys, args).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The database to use now, or null when the decision must be local (no multiplexer, not connected, backing off).</summary>
+    private IDatabase? Database()
+    {
+        var now = _time.GetTimestamp();
+        if (now < Volatile.Read(ref _redisSkipUntil))
+        {
+            return null;
+        }
+        var redis = _redis ?? Resolve(now);
+        if (redis is null || !redis.IsConnected)
+        {
+            MarkUnavailable(redis is null ? "no Redis connection is configured" : "Redis is not connected");
+            return null;
+        }
+        return redis.GetDatabase();
+    }
+
+    private IConnectionMultiplexer? Resolve(long now)
+    {
+        if (now < Volatile.Read(ref _resolveAfter))
+        {
+            return null;
+        }
+        try
+        {
+            var redis = _services.GetService(typeof(IConnectionMultiplexer)) as IConnectionMultiplexer;
+            if (redis is not null)
+            {
+                _redis = redis;
+                return redis;
+            }
+        }
+        catch (Exception ex)
+        {
+            LogResolveFailed(ex);
+        }
+        Volatile.Write(ref _resolveAfter, now + (long)(ResolveRetryInterval.TotalSeconds * _time.TimestampFrequency));
+        return null;
+    }
+
+    private void MarkHealthy()
+    {
+        if (Interlocked.Exchange(ref _degraded, 0) == 1)
+        {
+            LogRecovered();
+        }
+    }
+
+    private void MarkUnavailable(string reason)
+    {
+        if (Interlocked.Exchange(ref _degraded, 1) == 0)
+        {
+            LogDegraded(reason);
+        }
+    }
+
+    private void MarkFailed(Exception ex)
+    {
+        var until = _time.GetTimestamp() + (long)(RedisRetryInterval.TotalSeconds * _time.TimestampFrequency);
+        Volatile.Write(ref _redisSkipUntil, until);
+        if (Interlocked.Exchange(ref _degraded, 1) == 0)
+        {
+            LogDegradedAfterError(ex, ex is TimeoutException ? $"no answer within {RedisTimeout.TotalMilliseconds} ms" : ex.Message);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Rate limits are enforced per replica (degraded): {Reason}")]
+    private partial void LogDegraded(string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Rate limits are enforced per replica (degraded): {Reason}")]
+    private partial void LogDegradedAfterError(Exception ex, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Rate limits are enforced cluster-wide through Redis again")]
+    private partial void LogRecovered();
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Resolving the Redis connection for rate limiting failed")]
+    private partial void LogResolveFailed(Exception ex);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Rate limit settlement of {Delta} tokens for key {KeyId} failed")]
+    private partial void LogSettlementFailed(Exception ex, string keyId, long delta);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Rate limit settlement of {Delta} tokens for key {KeyId} skipped: Redis unavailable")]
+    private partial void LogSettlementSkipped(string keyId, long delta);
+}

@@ -1,0 +1,87 @@
+using System.Globalization;
+
+namespace HelixAgent.Api.Access;
+
+/// <summary>OpenAI's rate-limit response headers, for the dimensions that have a limit.</summary>
+public static class RateLimitHeaders
+{
+    public const string LimitRequests = "x-ratelimit-limit-requests";
+    public const string RemainingRequests = "x-ratelimit-remaining-requests";
+    public const string ResetRequests = "x-ratelimit-reset-requests";
+    public const string LimitTokens = "x-ratelimit-limit-tokens";
+    public const string RemainingTokens = "x-ratelimit-remaining-tokens";
+    public const string ResetTokens = "x-ratelimit-reset-tokens";
+
+    /// <summary>
+    /// Writes the limit, remaining and reset headers of each limited dimension, and <c>Retry-After</c> (whole seconds,
+    /// at least 1) on a rejection that a retry can cure. A request that alone exceeds the token limit gets no
+    /// <c>Retry-After</c>: retrying it never succeeds.
+    /// </summary>
+    public static void Apply(HttpResponse response, RateLimitDecision d)
+    {
+        var headers = response.Headers;
+        if (d.LimitRequests is int requests)
+        {
+            headers[LimitRequests] = requests.ToString(CultureInfo.InvariantCulture);
+            headers[RemainingRequests] = (d.RemainingRequests ?? 0).ToString(CultureInfo.InvariantCulture);
+            headers[ResetRequests] = FormatDuration(d.ResetRequests);
+        }
+        if (d.LimitTokens is int tokens)
+        {
+            headers[LimitTokens] = tokens.ToString(CultureInfo.InvariantCulture);
+            headers[RemainingTokens] = (d.RemainingTokens ?? 0).ToString(CultureInfo.InvariantCulture);
+            headers[ResetTokens] = FormatDuration(d.ResetTokens);
+        }
+        if (!d.Allowed && d.Rejection != RateLimitRejection.RequestExceedsTokenLimit)
+        {
+            var seconds = Math.Max(1, (long)Math.Ceiling(d.RetryAfter.TotalSeconds));
+            headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
+        }
+    }
+
+    /// <summary>OpenAI's (Go's) duration format: <c>12ms</c>, <c>1s</c>, <c>8.64s</c>, <c>6m0s</c>, <c>1h2m3s</c>; whole milliseconds, rounded up.</summary>
+    public static string FormatDuration(TimeSpan t)
+    {
+        var ms = (long)Math.Ceiling(t.TotalMilliseconds);
+        if (ms <= 0)
+        {
+            return "0s";
+        }
+        if (ms < 1000)
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"{ms}ms");
+        }
+        var hours = ms / 3_600_000;
+        var minutes = ms / 60_000 % 60;
+        var seconds = ms / 1000 % 60;
+        var fraction = ms % 1000;
+        Span<char> buffer = stackalloc char[48];
+        var n = 0;
+        if (hours > 0)
+        {
+            hours.TryFormat(buffer, out var w, provider: CultureInfo.InvariantCulture);
+            n += w;
+            buffer[n++] = 'h';
+        }
+        if (hours > 0 || minutes > 0)
+        {
+            minutes.TryFormat(buffer[n..], out var w, provider: CultureInfo.InvariantCulture);
+            n += w;
+            buffer[n++] = 'm';
+        }
+        seconds.TryFormat(buffer[n..], out var s, provider: CultureInfo.InvariantCulture);
+        n += s;
+        if (fraction > 0)
+        {
+            buffer[n++] = '.';
+            fraction.TryFormat(buffer[n..], out var f, "000", CultureInfo.InvariantCulture);
+            n += f;
+            while (buffer[n - 1] == '0')
+            {
+                n--;
+            }
+        }
+        buffer[n++] = 's';
+        return new string(buffer[..n]);
+    }
+}

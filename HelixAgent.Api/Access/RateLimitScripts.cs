@@ -1,0 +1,118 @@
+using System.Security.Cryptography;
+using System.Text;
+
+namespace HelixAgent.Api.Access;
+
+/// <summary>
+/// The Lua scripts of <see cref="ClusterRateLimiter"/>. Key layout, per API key id (never the secret):
+/// <list type="bullet">
+/// <item><c>helixagent:rl:{keyId}:r:{window}</c>: requests admitted in that minute (integer)</item>
+/// <item><c>helixagent:rl:{keyId}:t:{window}</c>: tokens reserved, then corrected by settlement, in that minute</item>
+/// </list>
+/// <c>{keyId}</c> is written with its braces, a Redis Cluster hash tag: every bucket of one key is in one slot, so the
+/// scripts may build the bucket names from the server's clock. <c>window</c> = Unix milliseconds / 60 000 from
+/// <c>TIME</c> on the server, so every replica agrees on the minute. Buckets expire 5 s after they stop counting
+/// (the end of the following minute).
+/// </summary>
+internal static class RateLimitScripts
+{
+    public const string KeyPrefix = "helixagent:rl:";
+
+    /// <summary>The prefix passed as KEYS[1]: <c>helixagent:rl:{keyId}</c>.</summary>
+    public static string Prefix(string keyId) => string.Concat(KeyPrefix, "{", keyId, "}");
+
+    /// <summary>
+    /// KEYS[1] = prefix; ARGV = requests per minute (-1 = unlimited), tokens per minute (-1 = unlimited), tokens to reserve.
+    /// Returns { allowed (0/1), request wait ms, token wait ms (0 = fits, -1 = never), remaining requests, remaining tokens
+    /// (-1 when unlimited), request reset ms, token reset ms, window }. Requests and tokens are counted even for an
+    /// unlimited dimension, so settlement and a later policy change see real usage.
+    /// </summary>
+    public const string Admit = """
+        local prefix = KEYS[1]
+        local rpm = tonumber(ARGV[1])
+        local tpm = tonumber(ARGV[2])
+        local cost = tonumber(ARGV[3])
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local window = math.floor(now / 60000)
+        local elapsed = now - window * 60000
+        local weight = (60000 - elapsed) / 60000
+        local rcur = prefix .. ':r:' .. string.format('%d', window)
+        local tcur = prefix .. ':t:' .. string.format('%d', window)
+        local counts = redis.call('MGET', prefix .. ':r:' .. string.format('%d', window - 1), rcur,
+                                          prefix .. ':t:' .. string.format('%d', window - 1), tcur)
+        local rp = tonumber(counts[1]) or 0
+        local rc = tonumber(counts[2]) or 0
+        local tp = tonumber(counts[3]) or 0
+        local tc = tonumber(counts[4]) or 0
+
+        local function wait(limit, prev, curr, c)
+          if limit < 0 or prev * weight + curr + c <= limit then return 0 end
+          if c > limit then return -1 end
+          local w
+          if curr + c <= limit then
+            w = math.ceil(60000 * (prev - limit + curr + c) / prev) - elapsed
+          else
+            w = 60000 - elapsed + math.ceil(60000 * (curr - limit + c) / curr)
+          end
+          if w < 1 then return 1 end
+          return w
+        end
+
+        local rwait = wait(rpm, rp, rc, 1)
+        local twait = wait(tpm, tp, tc, cost)
+        local allowed = 0
+        if rwait == 0 and twait == 0 then
+          allowed = 1
+          local ttl = (window + 2) * 60000 - now + 5000
+          rc = redis.call('INCR', rcur)
+          redis.call('PEXPIRE', rcur, ttl)
+          if cost > 0 then
+            tc = redis.call('INCRBY', tcur, cost)
+            redis.call('PEXPIRE', tcur, ttl)
+          end
+        end
+
+        local function remaining(limit, prev, curr)
+          if limit < 0 then return -1 end
+          local r = math.floor(limit - (prev * weight + curr))
+          if r < 0 then return 0 end
+          return r
+        end
+        local function reset(prev, curr)
+          if curr > 0 then return 120000 - elapsed end
+          if prev > 0 then return 60000 - elapsed end
+          return 0
+        end
+
+        return { allowed, rwait, twait, remaining(rpm, rp, rc), remaining(tpm, tp, tc), reset(rp, rc), reset(tp, tc), window }
+        """;
+
+    /// <summary>
+    /// KEYS[1] = prefix; ARGV = token delta (actual - reserved), window of the reservation.
+    /// Corrects that minute's token bucket (never below zero). If that minute no longer counts (a very long response),
+    /// an overrun is charged to the current minute instead and a refund is dropped. Returns the bucket's new value.
+    /// </summary>
+    public const string Settle = """
+        local delta = tonumber(ARGV[1])
+        local window = tonumber(ARGV[2])
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local current = math.floor(now / 60000)
+        if current - window >= 2 then
+          if delta <= 0 then return 0 end
+          window = current
+        end
+        local key = KEYS[1] .. ':t:' .. string.format('%d', window)
+        local v = redis.call('INCRBY', key, delta)
+        if v < 0 then
+          redis.call('SET', key, 0, 'KEEPTTL')
+          v = 0
+        end
+        redis.call('PEXPIRE', key, (window + 2) * 60000 - now + 5000)
+        return v
+        """;
+
+    public static readonly byte[] AdmitSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Admit));
+    public static readonly byte[] SettleSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Settle));
+}

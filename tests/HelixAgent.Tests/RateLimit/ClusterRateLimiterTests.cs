@@ -1,0 +1,212 @@
+using System.Diagnostics;
+using HelixAgent.Api.Access;
+using HelixAgent.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using StackExchange.Redis;
+using Xunit.Abstractions;
+
+namespace HelixAgent.Tests.RateLimit;
+
+/// <summary>The cluster-wide limits on a real redis-server.</summary>
+public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper output) : IClassFixture<RedisServer>
+{
+    [Fact]
+    public async Task Requests_per_minute_admits_exactly_the_limit_then_rejects_with_retry_after_and_openai_headers()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(RequestsPerMinute: 5, TokensPerMinute: null);
+
+        for (var i = 0; i < 5; i++)
+        {
+            var ok = await replica.Limiter.AdmitAsync(key, policy, 10, CancellationToken.None);
+            Assert.True(ok.Allowed, $"request {i + 1} of 5 must be admitted");
+            Assert.False(ok.Degraded);
+            Assert.Equal(5 - i - 1, ok.RemainingRequests);
+        }
+
+        var rejected = await replica.Limiter.AdmitAsync(key, policy, 10, CancellationToken.None);
+        Assert.False(rejected.Allowed);
+        Assert.False(rejected.Degraded);
+        Assert.Equal(RateLimitRejection.RequestsPerMinute, rejected.Rejection);
+        Assert.Equal(0, rejected.RemainingRequests);
+        Assert.True(rejected.RetryAfter > TimeSpan.Zero);
+        Assert.True(rejected.RetryAfter <= TimeSpan.FromMinutes(2));
+        Assert.Contains("5 requests per minute", rejected.Reason);
+
+        var response = new DefaultHttpContext().Response;
+        RateLimitHeaders.Apply(response, rejected);
+        Assert.Equal("5", response.Headers["x-ratelimit-limit-requests"]);
+        Assert.Equal("0", response.Headers["x-ratelimit-remaining-requests"]);
+        Assert.NotEmpty(response.Headers["x-ratelimit-reset-requests"].ToString());
+        Assert.True(int.Parse(response.Headers.RetryAfter!) >= 1);
+        Assert.False(response.Headers.ContainsKey("x-ratelimit-limit-tokens")); // no token limit, no token headers
+
+        Assert.Equal(5, replica.Limiter.Admitted);
+        Assert.Equal(1, replica.Limiter.Rejected);
+        Assert.Equal(0, replica.Limiter.DegradedDecisions);
+    }
+
+    [Fact]
+    public async Task Tokens_per_minute_rejects_a_reservation_that_would_exceed_and_settlement_giving_tokens_back_lets_a_later_request_in()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(RequestsPerMinute: null, TokensPerMinute: 1000);
+
+        var first = await replica.Limiter.AdmitAsync(key, policy, 600, CancellationToken.None);
+        Assert.True(first.Allowed);
+        Assert.Equal(400, first.RemainingTokens);
+        Assert.Null(first.RemainingRequests);
+
+        var second = await replica.Limiter.AdmitAsync(key, policy, 600, CancellationToken.None);
+        Assert.False(second.Allowed);
+        Assert.Equal(RateLimitRejection.TokensPerMinute, second.Rejection);
+        Assert.True(second.RetryAfter > TimeSpan.Zero);
+
+        // The first response used 100 of the 600 reserved: 500 go back.
+        await replica.Limiter.SettleAsync(first.Ticket, actualTokens: 100);
+
+        var third = await replica.Limiter.AdmitAsync(key, policy, 600, CancellationToken.None);
+        Assert.True(third.Allowed, "the refund must make room for 600 more tokens");
+        Assert.Equal(300, third.RemainingTokens);
+    }
+
+    [Fact]
+    public async Task Settlement_above_the_reservation_charges_the_extra_tokens()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(null, 1000);
+
+        var first = await replica.Limiter.AdmitAsync(key, policy, 100, CancellationToken.None);
+        Assert.True(first.Allowed);
+        await replica.Limiter.SettleAsync(first.Ticket, actualTokens: 950); // the estimate was far too low
+
+        var second = await replica.Limiter.AdmitAsync(key, policy, 100, CancellationToken.None);
+        Assert.False(second.Allowed);
+        Assert.Equal(RateLimitRejection.TokensPerMinute, second.Rejection);
+    }
+
+    [Fact]
+    public async Task A_request_whose_reservation_alone_exceeds_the_token_limit_is_rejected_with_a_reason_and_no_retry_after()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(RequestsPerMinute: 10, TokensPerMinute: 1000);
+
+        var decision = await replica.Limiter.AdmitAsync(key, policy, 5000, CancellationToken.None);
+
+        Assert.False(decision.Allowed);
+        Assert.False(decision.Degraded);
+        Assert.Equal(RateLimitRejection.RequestExceedsTokenLimit, decision.Rejection);
+        Assert.Contains("5000 tokens", decision.Reason);
+        Assert.Contains("1000 tokens per minute", decision.Reason);
+        Assert.Equal(1000, decision.RemainingTokens); // nothing was counted
+        Assert.Equal(10, decision.RemainingRequests);
+
+        var response = new DefaultHttpContext().Response;
+        RateLimitHeaders.Apply(response, decision);
+        Assert.False(response.Headers.ContainsKey("Retry-After"));
+        Assert.Equal("1000", response.Headers["x-ratelimit-limit-tokens"]);
+    }
+
+    [Fact]
+    public async Task Two_replicas_hammered_concurrently_admit_at_most_the_cluster_wide_limit()
+    {
+        const int limit = 200;
+        const int callsPerReplica = 300;
+        await using var a = Replica.Connect(redis);
+        await using var b = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(limit, null);
+
+        // Load the script on both connections first, so the hammer measures admissions, not the first EVAL.
+        var warm = new RateLimitPolicy(1000, null);
+        await a.Limiter.AdmitAsync("warm-" + key, warm, 0, CancellationToken.None);
+        await b.Limiter.AdmitAsync("warm-" + key, warm, 0, CancellationToken.None);
+
+        var stopwatch = Stopwatch.StartNew();
+        var calls = Enumerable.Range(0, callsPerReplica)
+            .SelectMany(_ => new[] { a.Limiter, b.Limiter })
+            .Select(limiter => Task.Run(async () => await limiter.AdmitAsync(key, policy, 1, CancellationToken.None)))
+            .ToArray();
+        var decisions = await Task.WhenAll(calls);
+        stopwatch.Stop();
+
+        var admitted = decisions.Count(d => d.Allowed);
+        var admittedByA = a.Limiter.Admitted - 1;
+        var admittedByB = b.Limiter.Admitted - 1;
+        output.WriteLine($"{decisions.Length} concurrent calls on 2 replicas against {limit} RPM: admitted {admitted} " +
+            $"(replica A {admittedByA}, replica B {admittedByB}), rejected {decisions.Length - admitted}, " +
+            $"degraded {decisions.Count(d => d.Degraded)}, {stopwatch.ElapsedMilliseconds} ms");
+
+        Assert.DoesNotContain(decisions, d => d.Degraded);
+        Assert.True(admitted <= limit * 1.01, $"admitted {admitted} > {limit} × 1.01");
+        Assert.True(admitted >= limit * 0.99, $"admitted {admitted}: the limit must not under-admit either");
+        Assert.True(admittedByA > 0 && admittedByB > 0, "both replicas took part");
+        Assert.All(decisions.Where(d => !d.Allowed), d => Assert.True(d.RetryAfter > TimeSpan.Zero));
+    }
+
+    [Fact]
+    public async Task Buckets_are_named_by_key_id_and_minute_with_a_two_minute_expiry_and_never_hold_the_secret()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var decision = await replica.Limiter.AdmitAsync(key, new RateLimitPolicy(10, 1000), 42, CancellationToken.None);
+        Assert.True(decision.Allowed);
+
+        var server = replica.Redis!.GetServer(replica.Redis.GetEndPoints()[0]);
+        var keys = server.Keys(pattern: $"helixagent:rl:{{{key}}}:*").Select(k => (string)k!).Order().ToArray();
+        Assert.Equal(
+            [$"helixagent:rl:{{{key}}}:r:{decision.Ticket.Window}", $"helixagent:rl:{{{key}}}:t:{decision.Ticket.Window}"],
+            keys);
+
+        var db = replica.Redis.GetDatabase();
+        Assert.Equal(1, (long)await db.StringGetAsync(keys[0]));
+        Assert.Equal(42, (long)await db.StringGetAsync(keys[1]));
+        var ttl = await db.KeyTimeToLiveAsync(keys[0]);
+        Assert.NotNull(ttl);
+        Assert.InRange(ttl.Value, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(126));
+
+        // The window is the server's minute.
+        var serverNow = await server.TimeAsync();
+        Assert.InRange(decision.Ticket.Window, new DateTimeOffset(serverNow).ToUnixTimeMilliseconds() / 60_000 - 1,
+            new DateTimeOffset(serverNow).ToUnixTimeMilliseconds() / 60_000);
+    }
+
+    [Fact]
+    public async Task The_script_is_run_by_its_hash_after_the_first_load()
+    {
+        await using var replica = Replica.Connect(redis);
+        var policy = new RateLimitPolicy(100, null);
+        await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 0, CancellationToken.None);
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString + ",allowAdmin=true");
+        var server = admin.GetServer(admin.GetEndPoints()[0]);
+        Assert.True(await server.ScriptExistsAsync(RateLimitScripts.AdmitSha1));
+
+        var before = EvalCounts(await server.InfoAsync("commandstats"));
+        for (var i = 0; i < 20; i++)
+        {
+            await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 0, CancellationToken.None);
+        }
+        var after = EvalCounts(await server.InfoAsync("commandstats"));
+        Assert.Equal(20, after.EvalSha - before.EvalSha);
+        Assert.Equal(0, after.Eval - before.Eval);
+    }
+
+    private static (long Eval, long EvalSha) EvalCounts(IGrouping<string, KeyValuePair<string, string>>[] info)
+    {
+        long Calls(string name)
+        {
+            var entry = info.SelectMany(g => g).FirstOrDefault(kv => kv.Key == $"cmdstat_{name}");
+            if (entry.Value is null)
+            {
+                return 0;
+            }
+            var calls = entry.Value.Split(',')[0]; // calls=N
+            return long.Parse(calls["calls=".Length..]);
+        }
+        return (Calls("eval"), Calls("evalsha"));
+    }
+}

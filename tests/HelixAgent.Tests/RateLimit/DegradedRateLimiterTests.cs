@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using HelixAgent.Api.Access;
+using HelixAgent.Tests.Infrastructure;
+
+namespace HelixAgent.Tests.RateLimit;
+
+/// <summary>Redis going away and coming back: its own redis-server, stopped and restarted by the tests.</summary>
+public sealed class DegradedRateLimiterTests(RedisServer redis) : IClassFixture<RedisServer>
+{
+    [Fact]
+    public async Task With_redis_stopped_decisions_are_degraded_limits_still_hold_per_replica_and_no_exception_escapes()
+    {
+        await using var a = Replica.Connect(redis);
+        await using var b = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(RequestsPerMinute: 5, TokensPerMinute: null);
+        var before = await a.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), new RateLimitPolicy(10, 1000), 100, CancellationToken.None);
+        Assert.False(before.Degraded);
+
+        await redis.StopAsync();
+        try
+        {
+            foreach (var replica in new[] { a, b })
+            {
+                for (var i = 0; i < 5; i++)
+                {
+                    var ok = await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
+                    Assert.True(ok.Allowed, $"request {i + 1} of 5 on this replica must be admitted");
+                    Assert.True(ok.Degraded);
+                    Assert.Equal(5 - i - 1, ok.RemainingRequests);
+                }
+                var rejected = await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
+                Assert.False(rejected.Allowed, "the limit still holds per replica without Redis");
+                Assert.True(rejected.Degraded);
+                Assert.Equal(RateLimitRejection.RequestsPerMinute, rejected.Rejection);
+                Assert.True(rejected.RetryAfter > TimeSpan.Zero);
+                Assert.True(replica.Limiter.IsDegraded);
+                Assert.Equal(6, replica.Limiter.DegradedDecisions);
+            }
+
+            // Settling a reservation made through Redis while Redis is down is logged, not thrown.
+            await a.Limiter.SettleAsync(before.Ticket, actualTokens: 10);
+        }
+        finally
+        {
+            await redis.StartAsync();
+        }
+    }
+
+    [Fact]
+    public async Task After_redis_restarts_decisions_are_no_longer_degraded()
+    {
+        await using var replica = Replica.Connect(redis);
+        var policy = new RateLimitPolicy(1000, 100_000);
+        Assert.False((await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 1, CancellationToken.None)).Degraded);
+
+        await redis.StopAsync();
+        try
+        {
+            var down = await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 1, CancellationToken.None);
+            Assert.True(down.Degraded);
+            Assert.True(down.Allowed);
+            Assert.True(replica.Limiter.IsDegraded);
+        }
+        finally
+        {
+            await redis.StartAsync();
+        }
+
+        // The restarted server has an empty script cache: the first call after reconnecting must reload the script.
+        var deadline = Stopwatch.StartNew();
+        RateLimitDecision decision;
+        do
+        {
+            await Task.Delay(100);
+            decision = await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 1, CancellationToken.None);
+        }
+        while (decision.Degraded && deadline.Elapsed < TimeSpan.FromSeconds(20));
+
+        Assert.False(decision.Degraded, "Redis is back: decisions must be cluster-wide again");
+        Assert.True(decision.Allowed);
+        Assert.False(replica.Limiter.IsDegraded);
+        Assert.False(decision.Ticket.Local);
+    }
+
+    [Fact]
+    public async Task When_redis_does_not_answer_within_250_ms_the_replica_decides_alone()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(3, null);
+        Assert.False((await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None)).Degraded);
+
+        // CLIENT PAUSE: the server keeps the connection but answers nothing for 2 s.
+        await replica.Redis!.GetServer(replica.Redis.GetEndPoints()[0]).ExecuteAsync("CLIENT", "PAUSE", "2000", "ALL");
+
+        var stopwatch = Stopwatch.StartNew();
+        var decision = await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
+        stopwatch.Stop();
+
+        Assert.True(decision.Degraded);
+        Assert.True(decision.Allowed);
+        Assert.True(stopwatch.Elapsed < TimeSpan.FromMilliseconds(1000), $"took {stopwatch.ElapsedMilliseconds} ms");
+        Assert.True(replica.Limiter.IsDegraded);
+
+        // While backing off, the next decision does not wait for Redis at all.
+        stopwatch.Restart();
+        var next = await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
+        Assert.True(next.Degraded);
+        Assert.True(stopwatch.Elapsed < TimeSpan.FromMilliseconds(100), $"took {stopwatch.ElapsedMilliseconds} ms");
+    }
+}

@@ -1,0 +1,50 @@
+using HelixAgent.Api.Access;
+using HelixAgent.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using StackExchange.Redis;
+
+namespace HelixAgent.Tests.RateLimit;
+
+/// <summary>A <see cref="ClusterRateLimiter"/> as one replica: its own multiplexer to the shared Redis.</summary>
+internal sealed class Replica : IAsyncDisposable
+{
+    private readonly ServiceProvider _services;
+
+    private Replica(ConnectionMultiplexer? redis, ServiceProvider services, TimeProvider time)
+    {
+        Redis = redis;
+        _services = services;
+        Limiter = new ClusterRateLimiter(services, time, NullLogger<ClusterRateLimiter>.Instance);
+    }
+
+    public ConnectionMultiplexer? Redis { get; }
+    public ClusterRateLimiter Limiter { get; }
+
+    public static Replica Connect(RedisServer redis)
+    {
+        var mux = ConnectionMultiplexer.Connect(redis.ConnectionString + ",abortConnect=false,connectTimeout=1000,syncTimeout=500,asyncTimeout=500");
+        var services = new ServiceCollection().AddSingleton<IConnectionMultiplexer>(mux).BuildServiceProvider();
+        return new Replica(mux, services, TimeProvider.System);
+    }
+
+    /// <summary>A replica whose container has no Redis registered at all.</summary>
+    public static Replica WithoutRedis(TimeProvider? time = null) =>
+        new(null, new ServiceCollection().BuildServiceProvider(), time ?? TimeProvider.System);
+
+    public async ValueTask DisposeAsync()
+    {
+        Limiter.Dispose();
+        await _services.DisposeAsync();
+        if (Redis is not null)
+        {
+            await Redis.DisposeAsync();
+        }
+    }
+}
+
+internal static class RateLimitTestKeys
+{
+    /// <summary>Every test limits its own key, so tests sharing one Redis never see each other's counts.</summary>
+    public static string NewKeyId() => "key_" + Guid.NewGuid().ToString("N");
+}
