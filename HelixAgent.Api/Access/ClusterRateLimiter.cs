@@ -5,16 +5,25 @@ namespace HelixAgent.Api.Access;
 /// <summary>
 /// Per-key requests-per-minute and tokens-per-minute limits shared by every replica through Redis: one Lua script
 /// (<see cref="RateLimitScripts.Admit"/>) decides and counts atomically on the server's clock. When Redis is absent,
-/// disconnected, failing or slower than <see cref="RedisTimeout"/>, this replica enforces the same policy alone
+/// disconnected, failing or slower than <see cref="RedisTimeout"/> (several times in a row), this replica enforces the same policy alone
 /// (<see cref="LocalRateLimiter"/>) and marks the decision <see cref="RateLimitDecision.Degraded"/>: never "no limits",
 /// never an exception for the caller.
 /// </summary>
 public sealed partial class ClusterRateLimiter : IDisposable
 {
     /// <summary>How long a Redis call may take before the local fallback decides.</summary>
-    public static readonly TimeSpan RedisTimeout = TimeSpan.FromMilliseconds(250);
+    public static readonly TimeSpan RedisTimeout = TimeSpan.FromMilliseconds(1000);
 
     /// <summary>After a failed or timed-out call, Redis is left alone this long (decisions stay local) before the next try.</summary>
+    private long _timeouts;
+    private int _consecutiveTimeouts;
+
+    /// <summary>Timeouts in a row after which Redis is treated as unavailable for <see cref="RedisRetryInterval"/>.</summary>
+    public const int ConsecutiveTimeoutsBeforeBackoff = 3;
+
+    /// <summary>Admissions Redis answered too slowly for, decided by this replica alone.</summary>
+    public long Timeouts => Interlocked.Read(ref _timeouts);
+
     public static readonly TimeSpan RedisRetryInterval = TimeSpan.FromSeconds(1);
 
     private static readonly TimeSpan ResolveRetryInterval = TimeSpan.FromSeconds(5);
@@ -74,8 +83,19 @@ public sealed partial class ClusterRateLimiter : IDisposable
                         [policy.RequestsPerMinute ?? -1, policy.TokensPerMinute ?? -1, reserveTokens])
                     .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false);
                 var decision = FromScript(result, keyId, policy, reserveTokens);
+                Interlocked.Exchange(ref _consecutiveTimeouts, 0);
                 MarkHealthy();
                 return Count(decision);
+            }
+            catch (TimeoutException ex) when (!ct.IsCancellationRequested)
+            {
+                // One slow answer under load is not an outage: decide this call locally and keep asking Redis. Only
+                // several in a row (Redis stalled) make the replica stop waiting for it for a while.
+                Interlocked.Increment(ref _timeouts);
+                if (Interlocked.Increment(ref _consecutiveTimeouts) >= ConsecutiveTimeoutsBeforeBackoff)
+                {
+                    MarkFailed(ex);
+                }
             }
             catch (Exception ex) when (!ct.IsCancellationRequested)
             {

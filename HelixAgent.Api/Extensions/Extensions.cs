@@ -64,6 +64,8 @@ internal static class Extensions
         builder.Services.AddSingleton<GatewayRouter>();
         // Per-key RPM/TPM limits shared by all replicas through Redis, per replica while Redis is unreachable.
         builder.Services.AddSingleton<ClusterRateLimiter>();
+        builder.Services.AddOptions<RateLimitOptions>().BindConfiguration(RateLimitOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<CompletionLedger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CompletionLedger>());
         builder.Services.AddHostedService<ProviderProbeService>();

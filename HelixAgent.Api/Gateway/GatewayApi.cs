@@ -13,6 +13,8 @@ internal sealed record GatewayServices(
     ProviderRegistry Registry,
     GatewayRouter Router,
     CompletionLedger Ledger,
+    ClusterRateLimiter Limiter,
+    IOptions<RateLimitOptions> Limits,
     IOptions<GatewayOptions> Options,
     TimeProvider Time);
 
@@ -58,6 +60,11 @@ internal static class GatewayApi
             await WriteErrorAsync(ctx, 403, $"This API key may not use model '{model}'.", "permission_error", "model_not_allowed", "model");
             return;
         }
+        var ticket = await AdmitAsync(ctx, s, key, body);
+        if (ticket is null)
+        {
+            return;
+        }
         var stream = body["stream"] is JsonValue sv && sv.GetValue<bool>();
         var includeUsage = stream && body["stream_options"]?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
         var chatBody = legacy ? LegacyCompletions.ToChatRequest(body) : body;
@@ -86,7 +93,37 @@ internal static class GatewayApi
         finally
         {
             s.Ledger.Record(ToRecord(trace, s.Time));
+            await s.Limiter.SettleAsync(ticket.Value, trace.Usage.TotalTokens);
         }
+    }
+
+    /// <summary>
+    /// Admits the request against the key's requests- and tokens-per-minute (cluster-wide through Redis), reserving the
+    /// prompt estimate plus max tokens. Answers 429 itself (returning null) when over the limit.
+    /// </summary>
+    private static async Task<RateLimitTicket?> AdmitAsync(HttpContext ctx, GatewayServices s, HelixAgent.Data.ApiKeyInfo? key, JsonObject body)
+    {
+        if (key is null)
+        {
+            return default(RateLimitTicket);
+        }
+        var limits = s.Limits.Value;
+        var decision = await s.Limiter.AdmitAsync(key.Id.ToString(), limits.PolicyFor(key), limits.Reserve(body), ctx.RequestAborted);
+        RateLimitHeaders.Apply(ctx.Response, decision);
+        if (decision.Allowed)
+        {
+            return decision.Ticket;
+        }
+        if (decision.Rejection == RateLimitRejection.RequestExceedsTokenLimit)
+        {
+            ctx.Response.Headers.Remove("Retry-After");
+            await WriteErrorAsync(ctx, 400, $"This request needs more tokens than the key may use in a minute: {decision.Reason}",
+                "invalid_request_error", "tokens_exceed_limit", "max_tokens");
+            return null;
+        }
+        await WriteErrorAsync(ctx, 429, $"Rate limit reached for this API key: {decision.Reason}. Retry after {Math.Ceiling(decision.RetryAfter.TotalSeconds)}s.",
+            "rate_limit_error", "rate_limit_exceeded", null);
+        return null;
     }
 
     private static async Task CompleteChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, bool legacy)
@@ -250,6 +287,11 @@ internal static class GatewayApi
             await WriteErrorAsync(ctx, 403, $"This API key may not use model '{model}'.", "permission_error", "model_not_allowed", "model");
             return;
         }
+        var ticket = await AdmitAsync(ctx, s, key, body);
+        if (ticket is null)
+        {
+            return;
+        }
         var trace = new RequestTrace(NewRequestId(), model, "embeddings", false, s.Time.GetTimestamp()) { KeyId = key?.Id, KeyName = key?.Name };
         ctx.Response.Headers["x-request-id"] = trace.RequestId;
         try
@@ -278,6 +320,7 @@ internal static class GatewayApi
         finally
         {
             s.Ledger.Record(ToRecord(trace, s.Time));
+            await s.Limiter.SettleAsync(ticket.Value, trace.Usage.TotalTokens);
         }
     }
 

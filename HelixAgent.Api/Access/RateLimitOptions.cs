@@ -1,0 +1,57 @@
+using System.ComponentModel.DataAnnotations;
+using System.Text.Json.Nodes;
+using HelixAgent.Data;
+
+namespace HelixAgent.Api.Access;
+
+/// <summary>Global per-key limits (<c>RateLimits</c> section); a key's own <c>rpm_limit</c>/<c>tpm_limit</c> override them.</summary>
+public sealed class RateLimitOptions
+{
+    public const string Section = "RateLimits";
+
+    /// <summary>Default requests per minute per key; 0 = unlimited.</summary>
+    [Range(0, int.MaxValue)]
+    public int RequestsPerMinute { get; set; }
+
+    /// <summary>Default tokens per minute per key; 0 = unlimited.</summary>
+    [Range(0, int.MaxValue)]
+    public int TokensPerMinute { get; set; }
+
+    /// <summary>Completion tokens reserved on admission when the request sets no max_tokens.</summary>
+    [Range(0, 1_000_000)]
+    public int DefaultCompletionReserve { get; set; } = 256;
+
+    public RateLimitPolicy PolicyFor(ApiKeyInfo key) => new(
+        key.RpmLimit ?? (RequestsPerMinute > 0 ? RequestsPerMinute : null),
+        key.TpmLimit ?? (TokensPerMinute > 0 ? TokensPerMinute : null));
+
+    /// <summary>Tokens to reserve: the prompt estimated at 4 characters a token, plus the completion allowance.</summary>
+    public int Reserve(JsonObject body)
+    {
+        long chars = 0;
+        Count(body["messages"] ?? body["prompt"] ?? body["input"], ref chars);
+        var completion = body["max_completion_tokens"] is JsonValue a && a.TryGetValue<int>(out var x) ? x
+            : body["max_tokens"] is JsonValue b && b.TryGetValue<int>(out var y) ? y
+            : body.ContainsKey("input") ? 0 : DefaultCompletionReserve;
+        return (int)Math.Min(int.MaxValue, ((chars + 3) / 4) + completion);
+    }
+
+    private static void Count(JsonNode? node, ref long chars)
+    {
+        switch (node)
+        {
+            case JsonValue v when v.TryGetValue<string>(out var s):
+                chars += s.Length;
+                break;
+            case JsonArray array:
+                foreach (var item in array)
+                {
+                    Count(item, ref chars);
+                }
+                break;
+            case JsonObject obj:
+                Count(obj["content"] ?? obj["text"], ref chars);
+                break;
+        }
+    }
+}
