@@ -25,7 +25,7 @@ internal static class HealthApi
         return TypedResults.Json(body, ApiJsonContext.Default.HealthResponse, statusCode: StatusOf(s));
     }
 
-    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool, MaintenanceMode maintenance)
+    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool, MaintenanceMode maintenance, ClusterRateLimiter limiter)
     {
         var s = await reporter.GetAsync();
         var gc = GC.GetGCMemoryInfo();
@@ -39,6 +39,8 @@ internal static class HealthApi
         var body = new DetailedHealthResponse(
             s.Status, Components(s), reporter.Uptime, HealthReporter.Version,
             IsReady(reporter), reporter.IsDraining, maintenance.IsOn,
+            new RateLimitHealth(limiter.IsDegraded ? HealthStatus.Degraded : HealthStatus.Healthy, limiter.IsDegraded,
+                limiter.Admitted, limiter.Rejected, limiter.DegradedDecisions),
             new SchemaHealth(s.SchemaVersion, SchemaMigrator.ExpectedVersion, s.SchemaVersion == SchemaMigrator.ExpectedVersion),
             pool.Snapshot(), process, s.CheckedAt);
         return TypedResults.Json(body, ApiJsonContext.Default.DetailedHealthResponse, statusCode: StatusOf(s));

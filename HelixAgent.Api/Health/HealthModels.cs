@@ -29,10 +29,14 @@ internal sealed record DetailedHealthResponse(
     bool Ready,
     bool Draining,
     bool Maintenance,
+    RateLimitHealth RateLimits,
     SchemaHealth Schema,
     PoolStats DatabasePool,
     ProcessStats Process,
     DateTimeOffset CheckedAt);
+
+/// <summary>Degraded when Redis is unreachable and each replica enforces limits alone.</summary>
+internal sealed record RateLimitHealth(string Status, bool Degraded, long Admitted, long Rejected, long DegradedDecisions);
 
 internal sealed record SchemaHealth(long Version, long ExpectedVersion, bool UpToDate);
 

@@ -1,0 +1,91 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using HelixAgent.Api.Gateway;
+using HelixAgent.Tests.Fakes;
+using HelixAgent.Tests.Infrastructure;
+using Microsoft.Extensions.Configuration;
+
+namespace HelixAgent.Tests.Gateway;
+
+/// <summary>Provider configuration: well-known environment variables, start-up validation, active probes.</summary>
+public sealed class ProviderConfigurationTests(PostgresServer postgres, RedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+{
+    [Fact]
+    public void Well_known_environment_variables_enable_providers_with_their_defaults()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["ANTHROPIC_API_KEY"] = "sk-ant-test",
+            ["GROQ_API_KEY"] = "gsk-test",
+            ["OLLAMA_BASE_URL"] = "http://gpu-box:11434",
+            ["OLLAMA_MODELS"] = "llama3.2, qwen2.5",
+        }).Build();
+
+        var providers = ProviderRegistry.WellKnownFromEnvironment(config).ToDictionary(p => p.Name, p => p.Options);
+
+        Assert.Equal(["anthropic", "groq", "ollama"], providers.Keys.Order());
+        Assert.Equal(("anthropic", "https://api.anthropic.com", "sk-ant-test"), (providers["anthropic"].Type, providers["anthropic"].BaseUrl, providers["anthropic"].ApiKey));
+        Assert.Equal(("openai", "https://api.groq.com/openai/v1"), (providers["groq"].Type, providers["groq"].BaseUrl));
+        Assert.Equal(["llama3.2", "qwen2.5"], providers["ollama"].Models);
+    }
+
+    [Theory]
+    [InlineData("Providers__bad__Type", "grpc", "Providers:bad:Type 'grpc' is not one of")]
+    [InlineData("Providers__bad__BaseUrl", "not a url", "Providers:bad:BaseUrl 'not a url' is not an absolute http(s) URL")]
+    [InlineData("Routes__smart__Targets__0", "ghost/model", "Routes:smart:Targets names provider 'ghost'")]
+    public async Task An_invalid_provider_configuration_stops_the_start_with_a_clear_message(string key, string value, string message)
+    {
+        var env = new Dictionary<string, string>
+        {
+            ["ConnectionStrings__helixagent-db"] = postgres.ConnectionString("postgres"),
+            ["ConnectionStrings__redis"] = redis.ConnectionString,
+            ["ASPNETCORE_URLS"] = $"http://127.0.0.1:{ServerProcess.FreePort()}",
+            ["Providers__bad__Type"] = "openai",
+            ["Providers__bad__Models__0"] = "m",
+            [key] = value,
+        };
+        var result = await ApiProcess.RunCliAsync(env);
+
+        Assert.Equal(78, result.ExitCode);
+        Assert.Contains("helixagent: invalid configuration: " + message, result.Stderr);
+        Assert.DoesNotContain("   at ", result.Stderr);
+    }
+
+    [Fact]
+    public async Task Active_probes_mark_an_idle_provider_unhealthy_when_it_stops_answering_and_healthy_when_it_returns()
+    {
+        await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, new Dictionary<string, string?>
+        {
+            ["Providers:idle:Type"] = "openai",
+            ["Providers:idle:BaseUrl"] = upstream.BaseUrl.ToString(),
+            ["Providers:idle:Models:0"] = "m",
+            ["Gateway:ProbeIntervalSeconds"] = "0.2",
+        });
+        async Task<(HttpStatusCode, string?)> Health()
+        {
+            var r = await gw.Anonymous().GetAsync("/v1/providers/idle/health");
+            return (r.StatusCode, JsonNode.Parse(await r.Content.ReadAsStringAsync())!["status"]!.GetValue<string>());
+        }
+
+        await Eventually(async () => await Health() == (HttpStatusCode.OK, "healthy"));
+        upstream.Fail(FakeFault.Status503);
+        await Eventually(async () => await Health() == (HttpStatusCode.ServiceUnavailable, "unhealthy"));
+        upstream.Reset();
+        await Eventually(async () => await Health() == (HttpStatusCode.OK, "healthy"));
+
+        Assert.All(upstream.Requests, r => Assert.Equal("GET", r.Method)); // probes spend no tokens
+        Assert.Contains(upstream.Requests, r => r.Path.EndsWith("/models", StringComparison.Ordinal));
+    }
+
+    private static async Task Eventually(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "not reached within 10 s");
+            await Task.Delay(100);
+        }
+    }
+}
