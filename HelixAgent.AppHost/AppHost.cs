@@ -16,6 +16,7 @@ builder.AddProject<Projects.HelixAgent_Api>(KnownResourceNames.Api)
     .WithReference(infra.Redis, KnownResourceNames.Redis).WaitFor(infra.Redis)
     .WaitFor(worker) // the worker owns migrations; it is healthy once the schema is current
     .WithUpstreamKeys() // ANTHROPIC_API_KEY, OPENAI_API_KEY, ... as secret parameters, where set
+    .WithDemoUpstreams() // Demo:FakeUpstreams=true: a fake Anthropic server behind provider claude-demo
     .WithHttpHealthCheck("/health");
 
 builder.Build().Run();

@@ -19,7 +19,7 @@ public sealed class LocalAppHostFixture : IAsyncLifetime
         Directory.CreateDirectory(DataDirectory);
         Environment.SetEnvironmentVariable("HELIXAGENT_DATA_DIR", DataDirectory);
         var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.HelixAgent_AppHost>(
-            ["Infrastructure:Mode=local", "DcpPublisher:RandomizePorts=false"]);
+            ["Infrastructure:Mode=local", "DcpPublisher:RandomizePorts=false", "Demo:FakeUpstreams=true"]);
         App = await builder.BuildAsync();
         using var cts = new CancellationTokenSource(StartTimeout);
         await App.StartAsync(cts.Token);

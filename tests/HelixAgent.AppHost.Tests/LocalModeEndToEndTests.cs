@@ -13,6 +13,7 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
     [InlineData(KnownResourceNames.Redis)]
     [InlineData(KnownResourceNames.Worker)]
     [InlineData(KnownResourceNames.Api)]
+    [InlineData("fake-anthropic")]
     public async Task Every_resource_becomes_healthy_without_a_container_runtime(string resource)
     {
         using var cts = new CancellationTokenSource(LocalAppHostFixture.StartTimeout);
@@ -102,6 +103,32 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
             Assert.True(i < 100, "the ledger row did not arrive within 10 s");
             await Task.Delay(100);
         }
+    }
+
+    [Fact]
+    public async Task In_demo_mode_a_chat_completion_goes_through_the_anthropic_protocol_to_the_fake_upstream()
+    {
+        var (exit, key) = await RunCliAsync("keys", "create", "--name", "demo-" + Guid.NewGuid().ToString("N")[..8], "--quiet");
+        Assert.Equal(0, exit);
+        using var client = fixture.App.CreateHttpClient(KnownResourceNames.Api);
+        client.DefaultRequestHeaders.Add("X-API-Key", key.Trim());
+
+        var plain = await client.PostAsync("/v1/chat/completions", new StringContent(
+            """{"model":"claude-demo","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}""",
+            System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, plain.StatusCode);
+        using var doc = JsonDocument.Parse(await plain.Content.ReadAsStringAsync());
+        Assert.Equal("Hello from a fake Anthropic upstream, translated by HelixAgent.",
+            doc.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        Assert.Equal("claude-demo", plain.Headers.GetValues("x-helixagent-provider").Single());
+
+        var streamed = await client.PostAsync("/v1/chat/completions", new StringContent(
+            """{"model":"claude-demo","stream":true,"messages":[{"role":"user","content":"hi"}]}""",
+            System.Text.Encoding.UTF8, "application/json"));
+        var sse = await streamed.Content.ReadAsStringAsync();
+        Assert.Contains("\"role\":\"assistant\"", sse);
+        Assert.Contains("translated", sse);
+        Assert.EndsWith("data: [DONE]", sse.TrimEnd());
     }
 
     private async Task<(int ExitCode, string Stdout)> RunCliAsync(params string[] args)

@@ -5,6 +5,8 @@ using System.Text.Json.Nodes;
 
 namespace HelixAgent.Tests.Fakes;
 
+using HelixAgent.Fakes;
+
 public sealed class FakeUpstreamTests
 {
     private static readonly HttpClient Http = new(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromSeconds(30) })

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Text.Json.Nodes;
 using HelixAgent.Api.Gateway;
-using HelixAgent.Tests.Fakes;
+using HelixAgent.Fakes;
 using HelixAgent.Tests.Infrastructure;
 using Microsoft.Extensions.Configuration;
 

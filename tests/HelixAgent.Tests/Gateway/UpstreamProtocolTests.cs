@@ -1,7 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using HelixAgent.Tests.Fakes;
+using HelixAgent.Fakes;
 using HelixAgent.Tests.Infrastructure;
 using OpenAI.Chat;
 

@@ -11,7 +11,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
-namespace HelixAgent.Tests.Fakes;
+namespace HelixAgent.Fakes;
 
 /// <summary>
 /// A real HTTP server on loopback (Kestrel, <c>http://127.0.0.1:{random port}</c>) speaking one LLM provider's wire
@@ -67,8 +67,8 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         };
     }
 
-    /// <summary>Starts a fake on <c>127.0.0.1</c> with an OS-assigned port.</summary>
-    public static async Task<FakeUpstream> StartAsync(FakeProtocol protocol)
+    /// <summary>Starts a fake on <c>127.0.0.1</c>, on <paramref name="port"/> or an OS-assigned one (0).</summary>
+    public static async Task<FakeUpstream> StartAsync(FakeProtocol protocol, int port = 0)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -81,7 +81,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k =>
         {
-            k.Listen(IPAddress.Loopback, 0);
+            k.Listen(IPAddress.Loopback, port);
             k.AddServerHeader = false;
         });
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(2));

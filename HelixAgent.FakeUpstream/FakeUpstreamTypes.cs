@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 
-namespace HelixAgent.Tests.Fakes;
+namespace HelixAgent.Fakes;
 
 /// <summary>The wire protocol a <see cref="FakeUpstream"/> speaks.</summary>
 public enum FakeProtocol

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 
-namespace HelixAgent.Tests.Fakes;
+namespace HelixAgent.Fakes;
 
 /// <summary>
 /// The fakes' deterministic "tokenizer" and "embedder".

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 
-namespace HelixAgent.Tests.Fakes;
+namespace HelixAgent.Fakes;
 
 public sealed partial class FakeUpstream
 {

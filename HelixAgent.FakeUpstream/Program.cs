@@ -1,0 +1,45 @@
+using System.Globalization;
+
+namespace HelixAgent.Fakes;
+
+/// <summary>
+/// <c>helixagent-fake-upstream --protocol anthropic [--port 9099] [--reply "text"] [--chunk-delay-ms 20]</c>.
+/// The port also comes from <c>PORT</c> (set by the AppHost). Prints the base URL a provider config uses and runs
+/// until stopped.
+/// </summary>
+internal static class FakeUpstreamProgram
+{
+    public static async Task<int> Main(string[] args)
+    {
+        var options = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (var i = 0; i + 1 < args.Length; i += 2)
+        {
+            options[args[i].TrimStart('-')] = args[i + 1];
+        }
+        if (!Enum.TryParse<FakeProtocol>(options.GetValueOrDefault("protocol", "openai"), ignoreCase: true, out var protocol))
+        {
+            Console.Error.WriteLine("usage: helixagent-fake-upstream --protocol openai|anthropic|gemini|ollama [--port N] [--reply TEXT] [--chunk-delay-ms N]");
+            return 2;
+        }
+        var port = int.Parse(options.GetValueOrDefault("port") ?? Environment.GetEnvironmentVariable("PORT") ?? "0", CultureInfo.InvariantCulture);
+        await using var fake = await FakeUpstream.StartAsync(protocol, port);
+        if (options.TryGetValue("reply", out var reply))
+        {
+            fake.Reply = reply;
+        }
+        if (options.TryGetValue("chunk-delay-ms", out var delay))
+        {
+            fake.ChunkDelay = TimeSpan.FromMilliseconds(double.Parse(delay, CultureInfo.InvariantCulture));
+        }
+        Console.WriteLine($"fake {protocol} upstream (not a real provider) at {fake.BaseUrl}");
+        var stop = new TaskCompletionSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            e.Cancel = true;
+            stop.TrySetResult();
+        };
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
+        await stop.Task;
+        return 0;
+    }
+}
