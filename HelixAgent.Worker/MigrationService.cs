@@ -5,10 +5,12 @@ using Npgsql;
 namespace HelixAgent.Worker;
 
 /// <summary>Whether this worker has brought the schema to the version its build expects.</summary>
-internal sealed class SchemaState : IHealthCheck
+public sealed class SchemaState : IHealthCheck
 {
     private volatile bool _done;
     private volatile string _lastError = "migrations not applied yet";
+
+    public bool IsCurrent => _done;
 
     public void Succeeded() => _done = true;
     public void Failed(string error) => _lastError = error;

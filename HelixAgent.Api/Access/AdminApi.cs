@@ -23,6 +23,7 @@ internal static class AdminApi
         admin.MapPost("/keys", CreateKey);
         admin.MapPost("/keys/{name}/rotate", RotateKey);
         admin.MapPost("/keys/{nameOrId}/revoke", RevokeKey);
+        admin.MapGet("/usage", UsageReport);
         admin.MapGet("/maintenance", (MaintenanceMode m) => GatewayApi.Json(new JsonObject { ["enabled"] = m.IsOn }));
         admin.MapPost("/maintenance", SetMaintenance);
         admin.MapPost("/providers/{name}/reset", (string name, ProviderRegistry registry) =>
@@ -135,6 +136,75 @@ internal static class AdminApi
         await MaintenanceMode.SetAsync(redis, on);
         s.Maintenance.Apply(on);
         return GatewayApi.Json(new JsonObject { ["enabled"] = on });
+    }
+
+    /// <summary>
+    /// <c>GET /admin/usage?from=2026-11-01&amp;to=2026-11-30&amp;group_by=key|model|provider</c> from the worker's daily
+    /// rollups (<c>usage_daily</c>): requests, errors, tokens and request-weighted latency percentiles per group.
+    /// </summary>
+    private static async Task<IResult> UsageReport(HttpContext ctx, [AsParameters] AdminServices s, Npgsql.NpgsqlDataSource db)
+    {
+        var q = ctx.Request.Query;
+        var groupBy = q["group_by"].ToString() is { Length: > 0 } g ? g : "model";
+        var column = groupBy switch
+        {
+            "key" => "key_name",
+            "model" => "model",
+            "provider" => "provider",
+            _ => null,
+        };
+        if (column is null)
+        {
+            return OpenAiErrors.Result(400, "Invalid value for 'group_by': expected key, model or provider.", "invalid_request_error", "invalid_request_error", "group_by");
+        }
+        var today = DateOnly.FromDateTime(s.Time.GetUtcNow().UtcDateTime);
+        if (!TryDate(q["from"], today.AddDays(-30), out var from) || !TryDate(q["to"], today, out var to) || to < from)
+        {
+            return OpenAiErrors.Result(400, "Invalid 'from'/'to': expected dates as YYYY-MM-DD with from <= to.", "invalid_request_error", "invalid_request_error", "from");
+        }
+        await using var cmd = db.CreateCommand($"""
+            SELECT {column}, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens),
+                   sum(latency_p50_ms * requests) / nullif(sum(requests), 0),
+                   sum(latency_p95_ms * requests) / nullif(sum(requests), 0)
+            FROM usage_daily WHERE day BETWEEN $1 AND $2
+            GROUP BY 1 ORDER BY 2 DESC, 1
+            """);
+        cmd.Parameters.AddWithValue(from);
+        cmd.Parameters.AddWithValue(to);
+        var data = new JsonArray();
+        await using var r = await cmd.ExecuteReaderAsync(ctx.RequestAborted);
+        while (await r.ReadAsync(ctx.RequestAborted))
+        {
+            data.Add(new JsonObject
+            {
+                [groupBy] = r.GetString(0),
+                ["requests"] = r.GetInt64(1),
+                ["errors"] = r.GetInt64(2),
+                ["prompt_tokens"] = r.GetInt64(3),
+                ["completion_tokens"] = r.GetInt64(4),
+                ["latency_p50_ms"] = r.IsDBNull(5) ? null : Math.Round(r.GetDouble(5), 2),
+                ["latency_p95_ms"] = r.IsDBNull(6) ? null : Math.Round(r.GetDouble(6), 2),
+            });
+        }
+        return GatewayApi.Json(new JsonObject
+        {
+            ["object"] = "list",
+            ["from"] = from.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture),
+            ["to"] = to.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture),
+            ["group_by"] = groupBy,
+            ["data"] = data,
+        });
+    }
+
+    private static bool TryDate(Microsoft.Extensions.Primitives.StringValues value, DateOnly fallback, out DateOnly date)
+    {
+        if (string.IsNullOrEmpty(value))
+        {
+            date = fallback;
+            return true;
+        }
+        return DateOnly.TryParseExact(value.ToString(), "yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture,
+            System.Globalization.DateTimeStyles.None, out date);
     }
 
     private static JsonObject Describe(ApiKeyInfo k, DateTimeOffset now) => new()

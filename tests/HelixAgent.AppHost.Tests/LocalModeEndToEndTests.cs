@@ -61,7 +61,7 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
         await using var conn = new NpgsqlConnection(cs.ConnectionString);
         await conn.OpenAsync();
         await using var cmd = new NpgsqlCommand("SELECT max(version) FROM schema_migrations", conn);
-        Assert.Equal(1L, await cmd.ExecuteScalarAsync());
+        Assert.Equal(HelixAgent.Data.SchemaMigrator.ExpectedVersion, await cmd.ExecuteScalarAsync());
 
         // `make migrate-status` runs the CLI with no connection string: it must find the AppHost's database.
         var (exit, stdout) = await RunCliAsync("migrate", "status");

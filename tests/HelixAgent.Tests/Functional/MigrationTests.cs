@@ -43,17 +43,22 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         await using var ds = NpgsqlDataSource.Create(cs);
         var migrator = new SchemaMigrator(ds);
 
+        string[] all = ["api_keys", "completions", "schema_migrations", "usage_daily", "worker_jobs"];
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version), await migrator.UpAsync());
-        Assert.Equal(["api_keys", "completions", "schema_migrations"], await TablesAsync(cs));
-        Assert.Equal([SchemaMigrator.ExpectedVersion], await RecordedVersionsAsync(cs));
+        Assert.Equal(all, await TablesAsync(cs));
+        Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
 
-        Assert.Equal(SchemaMigrator.ExpectedVersion, await migrator.DownAsync());
+        // One step down at a time, newest first.
+        Assert.Equal(2, await migrator.DownAsync());
+        Assert.Equal(["api_keys", "completions", "schema_migrations"], await TablesAsync(cs));
+        Assert.Equal([1L], await RecordedVersionsAsync(cs));
+        Assert.Equal(1, await migrator.DownAsync());
         Assert.Equal(["schema_migrations"], await TablesAsync(cs));
         Assert.Empty(await RecordedVersionsAsync(cs));
         Assert.Null(await migrator.DownAsync());
 
         await migrator.UpAsync();
-        Assert.Equal(["api_keys", "completions", "schema_migrations"], await TablesAsync(cs));
+        Assert.Equal(all, await TablesAsync(cs));
         Assert.Empty(await migrator.UpAsync());
     }
 
@@ -68,7 +73,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
 
             Assert.Equal(SchemaMigrator.All.Count, results.Sum(r => r.Count));
             Assert.Single(results, r => r.Count > 0);
-            Assert.Equal([SchemaMigrator.ExpectedVersion], await RecordedVersionsAsync(cs));
+            Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
         }
         finally
         {
@@ -95,10 +100,10 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
 
         var down = await ApiProcess.RunCliAsync(env, "migrate", "down");
         Assert.Equal((0, $"reverted {SchemaMigrator.ExpectedVersion}"), (down.ExitCode, down.Stdout.Trim()));
-        Assert.Equal(["schema_migrations"], await TablesAsync(cs));
+        Assert.Equal(["api_keys", "completions", "schema_migrations"], await TablesAsync(cs));
 
         Assert.Equal(0, (await ApiProcess.RunCliAsync(env, "migrate", "up")).ExitCode);
-        Assert.Equal([SchemaMigrator.ExpectedVersion], await RecordedVersionsAsync(cs));
+        Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
     }
 
     [Fact]

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS worker_jobs;
+DROP TABLE IF EXISTS usage_daily;

@@ -1,0 +1,234 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json.Nodes;
+using HelixAgent.Data;
+using HelixAgent.Tests.Infrastructure;
+using HelixAgent.Worker.Jobs;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace HelixAgent.Tests.Worker;
+
+/// <summary>The worker's maintenance jobs against a real PostgreSQL, each showing its effect.</summary>
+public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+{
+    private static readonly DateTimeOffset Now = DateTimeOffset.UtcNow;
+
+    private async Task<(string Cs, NpgsqlDataSource Db)> DatabaseAsync()
+    {
+        var cs = await postgres.CreateDatabaseAsync("jobs");
+        var db = NpgsqlDataSource.Create(cs);
+        await new SchemaMigrator(db).UpAsync();
+        return (cs, db);
+    }
+
+    private static JobRunner Runner(NpgsqlDataSource db, WorkerOptions options) => new(db, options, TimeProvider.System,
+        NullLogger<JobRunner>.Instance,
+        [new RetentionJob(options, TimeProvider.System), new KeyExpiryJob(options, TimeProvider.System), new VacuumJob(), new RollupJob(options, TimeProvider.System)]);
+
+    private static async Task InsertCompletionsAsync(NpgsqlDataSource db, int count, DateTimeOffset at, string model = "m", string provider = "p",
+        int status = 200, Guid? keyId = null, string? keyName = null, double latency = 100)
+    {
+        await using var cmd = db.CreateCommand("""
+            INSERT INTO completions (request_id, key_id, key_name, model, provider, endpoint, status, prompt_tokens, completion_tokens, latency_ms, created_at)
+            SELECT gen_random_uuid()::text, $2, $3, $4, $5, 'chat.completions', $6, 10, 20, $7 + g, $1 FROM generate_series(1, $8) g
+            """);
+        cmd.Parameters.AddWithValue(at);
+        cmd.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = keyId, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
+        cmd.Parameters.Add(new NpgsqlParameter<string?> { TypedValue = keyName, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
+        cmd.Parameters.AddWithValue(model);
+        cmd.Parameters.AddWithValue(provider);
+        cmd.Parameters.AddWithValue((short)status);
+        cmd.Parameters.AddWithValue(latency);
+        cmd.Parameters.AddWithValue(count);
+        await cmd.ExecuteNonQueryAsync();
+    }
+
+    private static async Task<long> ScalarAsync(NpgsqlDataSource db, string sql)
+    {
+        await using var cmd = db.CreateCommand(sql);
+        return Convert.ToInt64(await cmd.ExecuteScalarAsync());
+    }
+
+    [Fact]
+    public async Task Retention_deletes_only_rows_older_than_the_retention_in_batches()
+    {
+        var (_, db) = await DatabaseAsync();
+        await using var _ = db;
+        await InsertCompletionsAsync(db, 25, Now.AddDays(-100));
+        await InsertCompletionsAsync(db, 5, Now.AddDays(-1));
+        var runner = Runner(db, new WorkerOptions { RetentionDays = 90, RetentionBatchSize = 10 });
+
+        var run = await runner.RunOnceAsync(runner.Jobs["retention"], CancellationToken.None);
+
+        Assert.Equal((JobOutcome.Succeeded, 25L), (run.Outcome, run.Rows));
+        Assert.Equal(5, await ScalarAsync(db, "SELECT count(*) FROM completions"));
+        Assert.Equal(25, await ScalarAsync(db, "SELECT last_rows FROM worker_jobs WHERE job = 'retention'"));
+    }
+
+    [Fact]
+    public async Task Rollup_aggregates_per_day_key_model_and_provider_and_reruns_without_double_counting()
+    {
+        var (_, db) = await DatabaseAsync();
+        await using var _ = db;
+        var key = Guid.NewGuid();
+        await InsertCompletionsAsync(db, 10, Now.AddDays(-5), "gpt", "openai", keyId: key, keyName: "app");
+        await InsertCompletionsAsync(db, 4, Now.AddDays(-5), "gpt", "openai", status: 502, keyId: key, keyName: "app");
+        await InsertCompletionsAsync(db, 3, Now, "claude", "anthropic", keyId: key, keyName: "app");
+        var runner = Runner(db, new WorkerOptions());
+
+        Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["rollup"], CancellationToken.None)).Outcome);
+        Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["rollup"], CancellationToken.None)).Outcome);
+
+        Assert.Equal(2, await ScalarAsync(db, "SELECT count(*) FROM usage_daily"));
+        Assert.Equal(14, await ScalarAsync(db, "SELECT requests FROM usage_daily WHERE model = 'gpt'"));
+        Assert.Equal(4, await ScalarAsync(db, "SELECT errors FROM usage_daily WHERE model = 'gpt'"));
+        Assert.Equal(280, await ScalarAsync(db, "SELECT completion_tokens FROM usage_daily WHERE model = 'gpt'"));
+        Assert.Equal(3, await ScalarAsync(db, "SELECT requests FROM usage_daily WHERE model = 'claude' AND provider = 'anthropic'"));
+        Assert.True(await ScalarAsync(db, "SELECT latency_p95_ms::bigint FROM usage_daily WHERE model = 'gpt'") > 100);
+    }
+
+    [Fact]
+    public async Task Key_expiry_deletes_keys_expired_or_revoked_long_ago_and_keeps_the_rest()
+    {
+        var (_, db) = await DatabaseAsync();
+        await using var _ = db;
+        var store = new ApiKeyStore(db);
+        await store.CreateAsync("live", "client", null, null, null, null, Now);
+        await store.CreateAsync("grace", "client", null, null, null, Now.AddHours(5), Now);
+        await store.CreateAsync("long-expired", "client", null, null, null, Now.AddDays(-40), Now.AddDays(-41));
+        await store.CreateAsync("just-revoked", "client", null, null, null, null, Now);
+        await store.RevokeAsync("just-revoked", Now);
+        await store.CreateAsync("old-revoked", "client", null, null, null, null, Now.AddDays(-60));
+        await store.RevokeAsync("old-revoked", Now.AddDays(-45));
+        var runner = Runner(db, new WorkerOptions { KeyKeepDays = 30 });
+
+        var run = await runner.RunOnceAsync(runner.Jobs["expire-keys"], CancellationToken.None);
+
+        Assert.Equal(2, run.Rows);
+        Assert.Equal(["grace", "just-revoked", "live"], (await store.ListAsync()).Select(k => k.Name).Order());
+    }
+
+    [Fact]
+    public async Task Vacuum_analyzes_the_hot_tables()
+    {
+        var (_, db) = await DatabaseAsync();
+        await using var _ = db;
+        await InsertCompletionsAsync(db, 50, Now);
+        var runner = Runner(db, new WorkerOptions());
+
+        Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["vacuum"], CancellationToken.None)).Outcome);
+
+        Assert.Equal(1, await ScalarAsync(db, "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'completions' AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"));
+    }
+
+    [Fact]
+    public async Task A_job_runs_on_one_worker_at_a_time_through_its_advisory_lock()
+    {
+        var (cs, db) = await DatabaseAsync();
+        await using var _ = db;
+        var runner = Runner(db, new WorkerOptions());
+        await using var other = new NpgsqlConnection(cs);
+        await other.OpenAsync();
+        await using (var take = new NpgsqlCommand("SELECT pg_advisory_lock($1)", other))
+        {
+            take.Parameters.AddWithValue(JobRunner.LockKey("rollup"));
+            await take.ExecuteNonQueryAsync();
+        }
+
+        Assert.Equal(JobOutcome.SkippedLocked, (await runner.RunOnceAsync(runner.Jobs["rollup"], CancellationToken.None)).Outcome);
+        Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["retention"], CancellationToken.None)).Outcome);
+    }
+
+    [Fact]
+    public async Task A_job_that_keeps_failing_turns_worker_health_unhealthy_and_a_success_heals_it()
+    {
+        var (_, db) = await DatabaseAsync();
+        await using var _ = db;
+        var runner = Runner(db, new WorkerOptions { UnhealthyAfterFailures = 3 });
+        await using (var rename = db.CreateCommand("ALTER TABLE usage_daily RENAME TO usage_daily_away"))
+        {
+            await rename.ExecuteNonQueryAsync();
+        }
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(JobOutcome.Failed, (await runner.RunOnceAsync(runner.Jobs["rollup"], CancellationToken.None)).Outcome);
+        }
+        var sick = await runner.CheckHealthAsync(new HealthCheckContext());
+        Assert.Equal(HealthStatus.Unhealthy, sick.Status);
+        Assert.Contains("rollup (3 failures in a row)", sick.Description);
+        Assert.Equal(3, await ScalarAsync(db, "SELECT consecutive_failures FROM worker_jobs WHERE job = 'rollup'"));
+
+        await using (var back = db.CreateCommand("ALTER TABLE usage_daily_away RENAME TO usage_daily"))
+        {
+            await back.ExecuteNonQueryAsync();
+        }
+        Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["rollup"], CancellationToken.None)).Outcome);
+        Assert.Equal(HealthStatus.Healthy, (await runner.CheckHealthAsync(new HealthCheckContext())).Status);
+    }
+
+    [Fact]
+    public async Task The_worker_cli_runs_a_job_on_demand_and_rejects_unknown_jobs()
+    {
+        var (cs, db) = await DatabaseAsync();
+        await using var _ = db;
+        await InsertCompletionsAsync(db, 7, Now);
+
+        var ok = await RunWorkerAsync(cs, "run", "rollup");
+        Assert.Equal(0, ok.ExitCode);
+        Assert.StartsWith("rollup: 1 rows", ok.Stdout);
+        Assert.Equal(7, await ScalarAsync(db, "SELECT requests FROM usage_daily"));
+
+        var bad = await RunWorkerAsync(cs, "run", "defragment");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("jobs: expire-keys, retention, rollup, vacuum", bad.Stderr);
+    }
+
+    [Fact]
+    public async Task The_admin_usage_report_is_served_from_the_rollups()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        for (var i = 0; i < 3; i++)
+        {
+            await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("sim-small"));
+        }
+        await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("sim-error"));
+        await gw.LedgerRowsAsync(4);
+        await using (var db = NpgsqlDataSource.Create(gw.DatabaseConnectionString))
+        {
+            var runner = Runner(db, new WorkerOptions());
+            Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["rollup"], CancellationToken.None)).Outcome);
+        }
+        var admin = gw.WithKey(gw.AdminKey);
+
+        var byModel = JsonNode.Parse(await admin.GetStringAsync("/admin/usage?group_by=model"))!["data"]!.AsArray();
+        Assert.Equal((3L, 0L), (byModel.Single(r => r!["model"]!.GetValue<string>() == "sim-small")!["requests"]!.GetValue<long>(),
+            byModel.Single(r => r!["model"]!.GetValue<string>() == "sim-small")!["errors"]!.GetValue<long>()));
+        Assert.Equal(1L, byModel.Single(r => r!["model"]!.GetValue<string>() == "sim-error")!["errors"]!.GetValue<long>());
+        var byKey = JsonNode.Parse(await admin.GetStringAsync("/admin/usage?group_by=key"))!["data"]!.AsArray();
+        Assert.Equal(4L, byKey.Single()!["requests"]!.GetValue<long>());
+        Assert.Equal("harness-client", byKey.Single()!["key"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.BadRequest, (await admin.GetAsync("/admin/usage?group_by=colour")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await gw.Client.GetAsync("/admin/usage")).StatusCode);
+    }
+
+    private static async Task<(int ExitCode, string Stdout, string Stderr)> RunWorkerAsync(string cs, params string[] args)
+    {
+        var dll = RepoPaths.ApiDll.Replace(Path.Combine("HelixAgent.Api", "bin"), Path.Combine("HelixAgent.Worker", "bin"), StringComparison.Ordinal)
+            .Replace("helixagent.dll", "helixagent-worker.dll", StringComparison.Ordinal);
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(dll);
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        psi.Environment["ConnectionStrings__helixagent-db"] = cs;
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        return (p.ExitCode, await stdout, await stderr);
+    }
+}
