@@ -15,7 +15,8 @@ public static class WorkerProgram
 
         builder.AddBasicServiceDefaults();
         builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(JobRunner.Meter.Name));
-        builder.AddNpgsqlDataSource(KnownResourceNames.Database, configureSettings: s => s.DisableHealthChecks = true);
+        builder.AddNpgsqlDataSource(KnownResourceNames.Database, configureSettings: s => s.DisableHealthChecks = true,
+            configureDataSourceBuilder: b => HelixAgent.Data.DatabasePool.Configure(b, builder.Configuration[HelixAgent.Data.DatabasePool.MaxOpenKey]));
         builder.AddSchemaMigrations();
         builder.AddMaintenanceJobs(runScheduler: !manual);
         if (manual)

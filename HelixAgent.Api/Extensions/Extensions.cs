@@ -16,7 +16,8 @@ internal static class Extensions
     public static IHostApplicationBuilder AddApplicationServices(this IHostApplicationBuilder builder)
     {
         builder.AddNpgsqlDataSource(KnownResourceNames.Database,
-            configureSettings: s => s.DisableHealthChecks = true);
+            configureSettings: s => s.DisableHealthChecks = true,
+            configureDataSourceBuilder: b => DatabasePool.Configure(b, builder.Configuration[HelixAgent.Data.DatabasePool.MaxOpenKey]));
         builder.AddRedisClient(KnownResourceNames.Redis,
             configureSettings: s => s.DisableHealthChecks = true,
             configureOptions: ConfigureRedis);

@@ -9,10 +9,13 @@ namespace HelixAgent.Api.Health;
 internal sealed class NpgsqlPoolMetrics : IDisposable
 {
     private readonly MeterListener _listener = new();
+    private readonly string _poolName;
     private long _idle, _used, _max, _pending;
 
-    public NpgsqlPoolMetrics()
+    /// <summary>Npgsql reports every data source of the process; only <paramref name="dataSource"/>'s pool is counted.</summary>
+    public NpgsqlPoolMetrics(Npgsql.NpgsqlDataSource dataSource)
     {
+        _poolName = HelixAgent.Data.DatabasePool.PoolName(new Npgsql.NpgsqlConnectionStringBuilder(dataSource.ConnectionString).Database);
         _listener.InstrumentPublished = (instrument, listener) =>
         {
             if (instrument.Meter.Name == "Npgsql" && instrument.Name.StartsWith("db.client.connection", StringComparison.Ordinal))
@@ -40,6 +43,18 @@ internal sealed class NpgsqlPoolMetrics : IDisposable
 
     private void Record(Instrument instrument, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
+        var ours = false;
+        foreach (var t in tags)
+        {
+            if (t.Key is "db.client.connection.pool.name" or "pool.name")
+            {
+                ours = t.Value as string == _poolName;
+            }
+        }
+        if (!ours)
+        {
+            return;
+        }
         switch (instrument.Name)
         {
             case "db.client.connection.count" or "db.client.connections.usage":
@@ -56,7 +71,7 @@ internal sealed class NpgsqlPoolMetrics : IDisposable
             case "db.client.connection.max" or "db.client.connections.max":
                 Interlocked.Add(ref _max, value);
                 break;
-            case "db.client.connection.pending_requests" or "db.client.connections.pending_requests":
+            case "db.client.connection.npgsql.pending_requests" or "db.client.connection.pending_requests" or "db.client.connections.pending_requests":
                 Interlocked.Add(ref _pending, value);
                 break;
         }

@@ -1,0 +1,46 @@
+using System.Text.Json.Nodes;
+using HelixAgent.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace HelixAgent.Tests.Worker;
+
+/// <summary>The runbook's "Scale connection pool": <c>Database:Pool:MaxOpen</c> sizes the pool, and contention is visible.</summary>
+public sealed class DatabasePoolTests(PostgresServer postgres, RedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+{
+    [Fact]
+    public async Task Max_open_sizes_the_pool_and_requests_queueing_for_it_show_as_pending()
+    {
+        var settings = GatewayHarness.SimulatorSettings();
+        settings["Database:Pool:MaxOpen"] = "1";
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, settings);
+        async Task<JsonNode> PoolAsync() =>
+            JsonNode.Parse(await (await gw.Anonymous().GetAsync("/health/detailed")).Content.ReadAsStringAsync())!["database_pool"]!;
+        Assert.Equal(1, (await PoolAsync())["max"]!.GetValue<long>());
+
+        // Another session locks completions: the ledger's insert holds the only pooled connection while it waits.
+        await using var blocker = new NpgsqlConnection(gw.DatabaseConnectionString + ";Pooling=false");
+        await blocker.OpenAsync();
+        await using var tx = await blocker.BeginTransactionAsync();
+        await new NpgsqlCommand("LOCK TABLE completions IN ACCESS EXCLUSIVE MODE", blocker, tx).ExecuteNonQueryAsync();
+        await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("sim-small"));
+        await Task.Delay(500);
+
+        // The health probe now queues for the only connection: the pool reports it as pending while it waits.
+        var pool = gw.Factory.Services.GetRequiredService<HelixAgent.Api.Health.NpgsqlPoolMetrics>();
+        var probe = gw.Anonymous().GetAsync("/health");
+        long pending = 0;
+        for (var i = 0; i < 100 && pending == 0; i++)
+        {
+            await Task.Delay(10);
+            pending = pool.Snapshot().Pending;
+        }
+        Assert.Equal(1, pending);
+
+        await tx.RollbackAsync();
+        await probe;
+        Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.Equal(0, pool.Snapshot().Pending);
+    }
+}
