@@ -134,6 +134,10 @@ public sealed class MetricsEndpointTests(PostgresServer postgres, RedisServer re
         Assert.Contains(samples, s => s.Name == "helixagent_request_duration_bucket" && s.Labels.Contains("le=\"0.005\"", StringComparison.Ordinal));
         Assert.Contains(samples, s => s.Name == "helixagent_request_duration_bucket" && s.Labels.Contains("le=\"60\"", StringComparison.Ordinal));
 
+        // A valid exposition by Prometheus' own linter.
+        var (exit, lint) = await Promtool.RunAsync(RepoPaths.Root, text, "check", "metrics");
+        Assert.True(exit == 0, lint);
+
         // Bounded labels: no key, no Bearer, no request id.
         Assert.DoesNotContain(gw.ClientKey, text, StringComparison.Ordinal);
         Assert.DoesNotContain("Bearer", text, StringComparison.OrdinalIgnoreCase);
