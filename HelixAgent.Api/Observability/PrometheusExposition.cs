@@ -63,32 +63,51 @@ public sealed class PrometheusExposition : IDisposable
 
     public void Dispose() => _listener.Dispose();
 
-    private sealed class InstrumentState(Instrument instrument)
+    private sealed class InstrumentState
     {
-        public Instrument Instrument { get; } = instrument;
-        public ConcurrentDictionary<string, Series> Series { get; } = new(StringComparer.Ordinal);
+        public InstrumentState(Instrument instrument)
+        {
+            Instrument = instrument;
+            Series = new ConcurrentDictionary<string, Series>(StringComparer.Ordinal);
+            _lookup = Series.GetAlternateLookup<ReadOnlySpan<char>>();
+            var type = instrument.GetType();
+            var definition = type.IsGenericType ? type.GetGenericTypeDefinition() : null;
+            _histogram = definition == typeof(Histogram<>);
+            _gauge = definition == typeof(ObservableGauge<>) || definition == typeof(Gauge<>) ||
+                definition == typeof(UpDownCounter<>) || definition == typeof(ObservableUpDownCounter<>);
+            _additive = !instrument.IsObservable && definition != typeof(Gauge<>);
+            _bounds = (instrument as Histogram<double>)?.Advice?.HistogramBucketBoundaries?.ToArray() ?? GatewayMetrics.LatencyBuckets;
+        }
 
-        private readonly bool _histogram = instrument.GetType().IsGenericType && instrument.GetType().GetGenericTypeDefinition() == typeof(Histogram<>);
-        private readonly bool _gauge = instrument.GetType().IsGenericType &&
-            instrument.GetType().GetGenericTypeDefinition() is var d && (d == typeof(ObservableGauge<>) || d == typeof(Gauge<>) ||
-            d == typeof(UpDownCounter<>) || d == typeof(ObservableUpDownCounter<>));
-        private readonly double[] _bounds = (instrument as Histogram<double>)?.Advice?.HistogramBucketBoundaries?.ToArray() ?? GatewayMetrics.LatencyBuckets;
+        public Instrument Instrument { get; }
+        public ConcurrentDictionary<string, Series> Series { get; }
+        private readonly ConcurrentDictionary<string, Series>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+
+        private readonly bool _histogram;
+        private readonly bool _gauge;
+        private readonly bool _additive;
+        private readonly double[] _bounds;
 
         public void Record(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
         {
+            // The label text is the series key: formatted into a per-thread buffer and looked up as a span, so an
+            // existing series costs no allocation.
             var labels = FormatLabels(tags);
-            var series = Series.GetOrAdd(labels, static (_, s) => new Series(s._histogram ? s._bounds.Length + 1 : 0), this);
+            if (!_lookup.TryGetValue(labels, out var series))
+            {
+                series = Series.GetOrAdd(labels.ToString(), static (_, s) => new Series(s._histogram ? s._bounds.Length + 1 : 0), this);
+            }
             if (_histogram)
             {
                 series.Observe(value, _bounds);
             }
-            else if (Instrument.IsObservable || _gauge && Instrument is not UpDownCounter<long> and not UpDownCounter<int> and not UpDownCounter<double>)
+            else if (_additive)
             {
-                series.Set(value);
+                series.Add(value);
             }
             else
             {
-                series.Add(value);
+                series.Set(value);
             }
         }
 
@@ -163,34 +182,61 @@ public sealed class PrometheusExposition : IDisposable
         }
     }
 
-    internal static string FormatLabels(ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    [ThreadStatic]
+    private static char[]? t_buffer;
+
+    /// <summary><c>{k="v",...}</c> (empty without tags) in a per-thread buffer, valid until the next call on this thread.</summary>
+    internal static ReadOnlySpan<char> FormatLabels(ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
         if (tags.Length == 0)
         {
-            return "";
+            return [];
         }
-        var sb = new StringBuilder(64).Append('{');
+        var buffer = t_buffer ??= new char[256];
+        var n = 0;
+        Append(ref buffer, ref n, "{");
         for (var i = 0; i < tags.Length; i++)
         {
             if (i > 0)
             {
-                sb.Append(',');
+                Append(ref buffer, ref n, ",");
             }
-            sb.Append(tags[i].Key).Append("=\"");
-            var value = Convert.ToString(tags[i].Value, CultureInfo.InvariantCulture) ?? "";
+            Append(ref buffer, ref n, tags[i].Key);
+            Append(ref buffer, ref n, "=\"");
+            var value = tags[i].Value as string ?? Convert.ToString(tags[i].Value, CultureInfo.InvariantCulture) ?? "";
             foreach (var c in value)
             {
-                _ = c switch
+                var escaped = c switch
                 {
-                    '\\' => sb.Append("\\\\"),
-                    '"' => sb.Append("\\\""),
-                    '\n' => sb.Append("\\n"),
-                    _ => sb.Append(c),
+                    '\\' => "\\\\",
+                    '"' => "\\\"",
+                    '\n' => "\\n",
+                    _ => null,
                 };
+                if (escaped is not null)
+                {
+                    Append(ref buffer, ref n, escaped);
+                }
+                else
+                {
+                    Append(ref buffer, ref n, new ReadOnlySpan<char>(in c));
+                }
             }
-            sb.Append('"');
+            Append(ref buffer, ref n, "\"");
         }
-        return sb.Append('}').ToString();
+        Append(ref buffer, ref n, "}");
+        t_buffer = buffer;
+        return buffer.AsSpan(0, n);
+    }
+
+    private static void Append(ref char[] buffer, ref int n, ReadOnlySpan<char> text)
+    {
+        if (n + text.Length > buffer.Length)
+        {
+            Array.Resize(ref buffer, Math.Max(buffer.Length * 2, n + text.Length));
+        }
+        text.CopyTo(buffer.AsSpan(n));
+        n += text.Length;
     }
 
     private static string EscapeHelp(string s) => s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("\n", "\\n", StringComparison.Ordinal);
