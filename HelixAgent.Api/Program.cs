@@ -4,6 +4,7 @@ using HelixAgent.Api.Extensions;
 using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Health;
 using HelixAgent.Api.Infrastructure;
+using HelixAgent.Api.Observability;
 
 if (CommandLine.IsCommand(args))
 {
@@ -21,6 +22,7 @@ try
 {
     // Build the provider registry now: an invalid configuration stops the start with a clear message.
     app.Services.GetRequiredService<ProviderRegistry>();
+    app.Services.StartMetrics();
 }
 catch (GatewayConfigurationException ex)
 {
@@ -35,6 +37,7 @@ app.MapHealthApi();
 app.MapGatewayApi();
 app.MapProvidersApi();
 app.MapAdminApi();
+app.MapMetricsApi();
 
 await app.RunAsync();
 return 0;

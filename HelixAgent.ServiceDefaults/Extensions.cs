@@ -22,7 +22,7 @@ public static class Extensions
     public const string ReadyTag = "ready";
 
     /// <summary>Names of the ActivitySources and Meters our own code emits; registered with OpenTelemetry.</summary>
-    public static readonly string[] HelixAgentTelemetrySources = ["HelixAgent", "HelixAgent.Migrations", "HelixAgent.Gateway"];
+    public static readonly string[] HelixAgentTelemetrySources = ["HelixAgent", "HelixAgent.Ledger", "HelixAgent.Migrations", "HelixAgent.Gateway"];
 
     /// <summary>Full defaults for the API: telemetry, health, service discovery.</summary>
     public static TBuilder AddServiceDefaults<TBuilder>(this TBuilder builder) where TBuilder : IHostApplicationBuilder

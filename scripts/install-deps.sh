@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs what HelixAgent needs on Debian/Ubuntu when it is missing: PostgreSQL and Redis (run by the AppHost as
-# local processes when no container runtime answers, and by the tests). Idempotent and quiet when all is present.
+# local processes when no container runtime answers, and by the tests) and promtool (Debian's prometheus package;
+# the tests check deploy/prometheus with it). Idempotent and quiet when all is present.
 set -euo pipefail
 
 have_postgres() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; }
 have_redis() { command -v redis-server >/dev/null 2>&1; }
+have_promtool() { command -v promtool >/dev/null 2>&1; }
 
 missing=()
 have_postgres || missing+=(postgresql)
 have_redis || missing+=(redis-server)
+have_promtool || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -24,5 +27,6 @@ if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/heli
   $sudo apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/helixagent-apt.log 2>&1 \
     || { echo "install-deps: apt-get failed, see /tmp/helixagent-apt.log" >&2; exit 1; }
 fi
-# The packages may start their own system-wide servers; HelixAgent runs its own on free ports and does not need them.
-have_postgres && have_redis
+# The packages may start their own system-wide servers (postgresql, redis-server, prometheus); HelixAgent runs its own
+# on free ports and needs none of them.
+have_postgres && have_redis && have_promtool

@@ -6,6 +6,7 @@ using HelixAgent.Api.Health;
 using HelixAgent.Api.Ledger;
 using Microsoft.Extensions.Options;
 using HelixAgent.Api.Infrastructure;
+using HelixAgent.Api.Observability;
 using StackExchange.Redis;
 
 namespace HelixAgent.Api.Extensions;
@@ -24,6 +25,12 @@ internal static class Extensions
 
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<NpgsqlPoolMetrics>();
+        builder.Services.AddSingleton(sp => new GatewayMetrics(
+            sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(),
+            sp.GetRequiredService<ProviderRegistry>(),
+            sp.GetRequiredService<ClusterRateLimiter>(),
+            sp.GetRequiredService<NpgsqlPoolMetrics>()));
+        builder.Services.AddSingleton<PrometheusExposition>();
         builder.Services.AddOptions<HealthOptions>().BindConfiguration(HealthOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<IProviderHealthSource, RegistryProviderHealth>();

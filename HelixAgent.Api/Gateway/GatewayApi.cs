@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using HelixAgent.Api.Access;
 using HelixAgent.Api.Infrastructure;
 using HelixAgent.Api.Ledger;
+using HelixAgent.Api.Observability;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 
@@ -13,6 +14,7 @@ internal sealed record GatewayServices(
     ProviderRegistry Registry,
     GatewayRouter Router,
     CompletionLedger Ledger,
+    GatewayMetrics Metrics,
     ClusterRateLimiter Limiter,
     IOptions<RateLimitOptions> Limits,
     IOptions<GatewayOptions> Options,
@@ -93,6 +95,7 @@ internal static class GatewayApi
         finally
         {
             s.Ledger.Record(ToRecord(trace, s.Time));
+            s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
             await s.Limiter.SettleAsync(ticket.Value, trace.Usage.TotalTokens);
         }
     }
@@ -320,6 +323,7 @@ internal static class GatewayApi
         finally
         {
             s.Ledger.Record(ToRecord(trace, s.Time));
+            s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
             await s.Limiter.SettleAsync(ticket.Value, trace.Usage.TotalTokens);
         }
     }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using HelixAgent.Api.Observability;
 using Microsoft.Extensions.Options;
 
 namespace HelixAgent.Api.Gateway;
@@ -33,7 +34,7 @@ public sealed record AttemptSuccess<T>(T Value, RouteTarget Target, Cancellation
 /// 400/401/403/404/422; waits a jittered backoff between rounds; never exceeds the attempt bound or the request's
 /// deadline. A client disconnect cancels the upstream call at once.
 /// </summary>
-public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, TimeProvider time, ILogger<GatewayRouter> logger)
+public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, TimeProvider time, GatewayMetrics metrics, ILogger<GatewayRouter> logger)
 {
     private readonly GatewayOptions _options = options.Value;
 
@@ -82,7 +83,9 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                 try
                 {
                     var value = await attempt(target, cts);
-                    state.RecordSuccess(time.GetElapsedTime(started));
+                    var elapsed = time.GetElapsedTime(started);
+                    state.RecordSuccess(elapsed);
+                    metrics.ProviderAttempt(target.Provider.Name, "success", elapsed);
                     trace.Provider = target.Provider.Name;
                     return (new AttemptSuccess<T>(value, target, cts), null);
                 }
@@ -90,7 +93,9 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                 {
                     // The provider is fine; the request is not. Answer now, never retry.
                     cts.Dispose();
-                    state.RecordSuccess(time.GetElapsedTime(started));
+                    var elapsed = time.GetElapsedTime(started);
+                    state.RecordSuccess(elapsed);
+                    metrics.ProviderAttempt(target.Provider.Name, "bad_request", elapsed);
                     trace.Provider = target.Provider.Name;
                     LogProviderError(logger, target.Provider.Name, route.Id, ex.StatusCode ?? 0, ex.Kind, ex.Message);
                     var status = ex.StatusCode is 413 ? 413 : 400;
@@ -99,6 +104,7 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                 catch (UpstreamException ex)
                 {
                     cts.Dispose();
+                    metrics.ProviderAttempt(target.Provider.Name, GatewayMetrics.Outcome(ex.Kind), time.GetElapsedTime(started));
                     state.RecordFailure(ex.Kind, ex.Message, ex.RetryAfter);
                     LogProviderError(logger, target.Provider.Name, route.Id, ex.StatusCode ?? 0, ex.Kind, ex.Message);
                     trace.Provider = target.Provider.Name;
@@ -123,6 +129,7 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                 {
                     cts.Dispose();
                     var message = $"{target.Provider.Name}: no answer within {timeout.TotalSeconds:0.###}s";
+                    metrics.ProviderAttempt(target.Provider.Name, "timeout", time.GetElapsedTime(started));
                     state.RecordFailure(UpstreamFailure.Timeout, message, null);
                     LogProviderError(logger, target.Provider.Name, route.Id, 0, UpstreamFailure.Timeout, message);
                     trace.Provider = target.Provider.Name;

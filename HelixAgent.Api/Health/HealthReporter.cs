@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Reflection;
 using HelixAgent.Api.Infrastructure;
+using HelixAgent.Api.Observability;
 using HelixAgent.Data;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -40,6 +41,7 @@ internal sealed class HealthReporter(
     IProviderHealthSource providers,
     DrainState drain,
     IOptions<HealthOptions> options,
+    GatewayMetrics metrics,
     TimeProvider time)
 {
     private static readonly DateTimeOffset ProcessStart = Process.GetCurrentProcess().StartTime.ToUniversalTime();
@@ -99,7 +101,9 @@ internal sealed class HealthReporter(
         try
         {
             await using var conn = await db.OpenConnectionAsync(cts.Token);
+            var queryStart = time.GetTimestamp();
             var version = await SchemaMigrator.CurrentVersionAsync(conn, cts.Token);
+            metrics.DbQuery("health_probe", time.GetElapsedTime(queryStart));
             return (new ComponentHealth(HealthStatus.Healthy, Elapsed(start)), version);
         }
         catch (Exception ex) when (ex is NpgsqlException or OperationCanceledException or TimeoutException or System.Net.Sockets.SocketException)

@@ -1,5 +1,7 @@
 using System.ComponentModel.DataAnnotations;
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using HelixAgent.Api.Observability;
 using System.Threading.Channels;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -51,9 +53,11 @@ public sealed class LedgerOptions
 /// </summary>
 public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
 {
-    public static readonly Meter Meter = new("HelixAgent.Ledger");
-    private static readonly Counter<long> Lost = Meter.CreateCounter<long>("helixagent_ledger_rows_lost_total", description: "Usage rows that could not be queued and were lost.");
-    private static readonly Counter<long> Written = Meter.CreateCounter<long>("helixagent_ledger_rows_written_total", description: "Usage rows written to completions.");
+    public const string MeterName = "HelixAgent.Ledger";
+
+    private readonly Counter<long> _lostCounter;
+    private readonly Counter<long> _writtenCounter;
+    private readonly GatewayMetrics _metrics;
 
     private readonly Channel<CompletionRecord> _queue;
     private readonly NpgsqlDataSource _db;
@@ -66,8 +70,15 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
     private int _pending;
     private int _disposed;
 
-    public CompletionLedger(NpgsqlDataSource db, IOptions<LedgerOptions> options, ILogger<CompletionLedger> logger)
+    public CompletionLedger(NpgsqlDataSource db, IOptions<LedgerOptions> options, IMeterFactory meters, GatewayMetrics metrics, ILogger<CompletionLedger> logger)
     {
+        var meter = meters.Create(MeterName);
+        _lostCounter = meter.CreateCounter<long>("helixagent_ledger_rows_lost_total", description: "Usage rows that could not be queued and were lost.");
+        _writtenCounter = meter.CreateCounter<long>("helixagent_ledger_rows_written_total", description: "Usage rows written to completions.");
+        // Present (as 0) from the start, so an alert on it has a series to watch.
+        _lostCounter.Add(0);
+        _writtenCounter.Add(0);
+        _metrics = metrics;
         _db = db;
         _options = options.Value;
         _logger = logger;
@@ -77,7 +88,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
             SingleReader = true,
             SingleWriter = false,
         });
-        Meter.CreateObservableGauge("helixagent_ledger_queue_depth", () => Volatile.Read(ref _pending), description: "Usage rows waiting to be written.");
+        meter.CreateObservableGauge("helixagent_ledger_queue_depth", () => Volatile.Read(ref _pending), description: "Usage rows waiting to be written.");
     }
 
     public long LostRows => Interlocked.Read(ref _lost);
@@ -93,7 +104,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
             return;
         }
         Interlocked.Increment(ref _lost);
-        Lost.Add(1);
+        _lostCounter.Add(1);
         LogLost(_logger, record.RequestId, _options.Capacity);
     }
 
@@ -124,7 +135,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         if (left > 0)
         {
             Interlocked.Add(ref _lost, left);
-            Lost.Add(left);
+            _lostCounter.Add(left);
             LogUnflushed(_logger, left);
         }
     }
@@ -163,9 +174,11 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         {
             try
             {
+                var started = Stopwatch.GetTimestamp();
                 await InsertAsync(batch, abort);
+                _metrics.DbQuery("ledger_insert", Stopwatch.GetElapsedTime(started));
                 Interlocked.Add(ref _written, batch.Count);
-                Written.Add(batch.Count);
+                _writtenCounter.Add(batch.Count);
                 if (attempt > 1)
                 {
                     LogRecovered(_logger, batch.Count, attempt);

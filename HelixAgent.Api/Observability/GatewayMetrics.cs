@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using HelixAgent.Api.Access;
+using HelixAgent.Api.Gateway;
+using HelixAgent.Api.Health;
+
+namespace HelixAgent.Api.Observability;
+
+/// <summary>
+/// Every instrument of the gateway, created once from the app's <see cref="IMeterFactory"/> (so each host, and each
+/// test server, has its own). The names are the ones the runbook queries; <c>/metrics</c> writes them verbatim and
+/// OpenTelemetry sends them over OTLP. Labels are bounded: route template, configured model/alias, provider name,
+/// status class, outcome. Never a key, user, request id or raw path.
+/// </summary>
+public sealed class GatewayMetrics
+{
+    public const string MeterName = "HelixAgent";
+
+    /// <summary>Seconds, 5 ms … 60 s.</summary>
+    public static readonly double[] LatencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+    /// <summary>Seconds, 0.5 ms … 10 s (database round trips).</summary>
+    public static readonly double[] DbBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+    private static readonly string[] StatusClasses = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+    private readonly Counter<long> _requests;
+    private readonly Counter<long> _errors;
+    private readonly Histogram<double> _duration;
+    private readonly Counter<long> _providerRequests;
+    private readonly Histogram<double> _providerLatency;
+    private readonly Counter<long> _fallbacks;
+    private readonly Counter<long> _tokens;
+    private readonly Histogram<double> _ttft;
+    private readonly Histogram<double> _dbQuery;
+    private long _cacheHits;
+    private long _cacheMisses;
+
+    internal GatewayMetrics(IMeterFactory meters, ProviderRegistry registry, ClusterRateLimiter limiter, NpgsqlPoolMetrics pool)
+    {
+        var meter = meters.Create(MeterName);
+        _requests = meter.CreateCounter<long>("helixagent_requests_total", description: "Client requests on the gateway routes that reached routing.");
+        _errors = meter.CreateCounter<long>("helixagent_errors_total", description: "Client requests answered >= 400 or ended with a stream error.");
+        _duration = meter.CreateHistogram("helixagent_request_duration", unit: null,
+            description: "Gateway request duration in seconds (whole response, streams included).",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
+        _providerRequests = meter.CreateCounter<long>("helixagent_provider_requests_total", description: "Upstream attempts by provider and outcome.");
+        _providerLatency = meter.CreateHistogram("helixagent_provider_latency_seconds", unit: null,
+            description: "Upstream attempt latency in seconds (to the answer, or to the first token of a stream).",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
+        _fallbacks = meter.CreateCounter<long>("helixagent_fallbacks_total", description: "Requests served after more than one attempt.");
+        _tokens = meter.CreateCounter<long>("helixagent_tokens_total", description: "Tokens by direction (prompt, completion).");
+        _ttft = meter.CreateHistogram("helixagent_time_to_first_token_seconds", unit: null,
+            description: "Time to the first content token of served streams, in seconds.",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
+        _dbQuery = meter.CreateHistogram("helixagent_db_query_duration_seconds", unit: null,
+            description: "PostgreSQL query duration in seconds by operation.",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DbBuckets });
+
+        meter.CreateObservableGauge("helixagent_provider_health", () => ProviderHealth(registry),
+            description: "Provider availability: 1 healthy, 0.5 degraded, 0 unhealthy.");
+
+        meter.CreateObservableGauge("helixagent_cache_hit_rate", CacheHitRate, description: "Response cache hits / lookups (0 without lookups).");
+        meter.CreateObservableCounter("helixagent_cache_hits_total", () => Interlocked.Read(ref _cacheHits), description: "Response cache hits.");
+        meter.CreateObservableCounter("helixagent_cache_misses_total", () => Interlocked.Read(ref _cacheMisses), description: "Response cache misses.");
+
+        meter.CreateObservableGauge("helixagent_db_pool_idle", () => pool.Snapshot().Idle, description: "Idle PostgreSQL connections in the pool.");
+        meter.CreateObservableGauge("helixagent_db_pool_used", () => pool.Snapshot().Used, description: "PostgreSQL connections in use.");
+        meter.CreateObservableGauge("helixagent_db_pool_waiting", () => pool.Snapshot().Pending, description: "Callers waiting for a PostgreSQL connection.");
+        meter.CreateObservableGauge("helixagent_db_pool_max", () => pool.Snapshot().Max, description: "Maximum PostgreSQL connections in the pool.");
+
+        meter.CreateObservableCounter("helixagent_rate_limit_admitted_total", () => limiter.Admitted, description: "Requests admitted by the per-key rate limiter.");
+        meter.CreateObservableCounter("helixagent_rate_limit_rejected_total", () => limiter.Rejected, description: "Requests rejected by the per-key rate limiter.");
+        meter.CreateObservableGauge("helixagent_rate_limit_degraded", () => limiter.IsDegraded ? 1 : 0,
+            description: "1 while Redis is unreachable and limits are enforced per replica.");
+    }
+
+    /// <summary>One finished client request (called once, where its ledger row is recorded).</summary>
+    public void RequestCompleted(RequestTrace trace, double seconds)
+    {
+        var route = RouteOf(trace.Endpoint);
+        var provider = trace.Provider ?? "none";
+        var statusClass = StatusClass(trace.Status);
+        var tags = new TagList
+        {
+            { "route", route },
+            { "model", trace.Model },
+            { "provider", provider },
+            { "status_class", statusClass },
+        };
+        _requests.Add(1, tags);
+        if (trace.Status >= 400)
+        {
+            _errors.Add(1, tags);
+        }
+        _duration.Record(seconds, new TagList { { "route", route }, { "model", trace.Model }, { "status_class", statusClass } });
+
+        if (trace.Status < 400 && trace.Provider is not null)
+        {
+            if (trace.Attempts > 1)
+            {
+                _fallbacks.Add(1, new KeyValuePair<string, object?>("model", trace.Model));
+            }
+            if (trace.Stream && trace.TtftMs is { } ttft)
+            {
+                _ttft.Record(ttft / 1000, new KeyValuePair<string, object?>("model", trace.Model), new KeyValuePair<string, object?>("provider", provider));
+            }
+        }
+        if (trace.Usage.PromptTokens > 0)
+        {
+            _tokens.Add(trace.Usage.PromptTokens, new KeyValuePair<string, object?>("direction", "prompt"),
+                new KeyValuePair<string, object?>("model", trace.Model), new KeyValuePair<string, object?>("provider", provider));
+        }
+        if (trace.Usage.CompletionTokens > 0)
+        {
+            _tokens.Add(trace.Usage.CompletionTokens, new KeyValuePair<string, object?>("direction", "completion"),
+                new KeyValuePair<string, object?>("model", trace.Model), new KeyValuePair<string, object?>("provider", provider));
+        }
+    }
+
+    /// <summary>One upstream attempt and how it ended.</summary>
+    public void ProviderAttempt(string provider, string outcome, TimeSpan elapsed)
+    {
+        var p = new KeyValuePair<string, object?>("provider", provider);
+        var o = new KeyValuePair<string, object?>("outcome", outcome);
+        _providerRequests.Add(1, p, o);
+        _providerLatency.Record(elapsed.TotalSeconds, p, o);
+    }
+
+    public static string Outcome(UpstreamFailure kind) => kind switch
+    {
+        UpstreamFailure.Connect => "connect",
+        UpstreamFailure.Timeout => "timeout",
+        UpstreamFailure.RateLimited => "rate_limited",
+        UpstreamFailure.ServerError => "server_error",
+        UpstreamFailure.BadRequest => "bad_request",
+        UpstreamFailure.Unauthorized => "unauthorized",
+        _ => "protocol",
+    };
+
+    /// <summary>One PostgreSQL query (<paramref name="operation"/> is a fixed name such as <c>ledger_insert</c>).</summary>
+    public void DbQuery(string operation, TimeSpan elapsed) =>
+        _dbQuery.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("operation", operation));
+
+    /// <summary>For the response cache: one lookup.</summary>
+    public void CacheLookup(bool hit) => Interlocked.Increment(ref hit ? ref _cacheHits : ref _cacheMisses);
+
+    private double CacheHitRate()
+    {
+        var hits = Interlocked.Read(ref _cacheHits);
+        var total = hits + Interlocked.Read(ref _cacheMisses);
+        return total == 0 ? 0 : (double)hits / total;
+    }
+
+    private static IEnumerable<Measurement<double>> ProviderHealth(ProviderRegistry registry)
+    {
+        foreach (var p in registry.Providers)
+        {
+            var value = p.State.Status switch
+            {
+                HealthStatus.Healthy => 1.0,
+                HealthStatus.Degraded => 0.5,
+                _ => 0.0,
+            };
+            yield return new Measurement<double>(value, new KeyValuePair<string, object?>("provider", p.Name));
+        }
+    }
+
+    internal static string RouteOf(string endpoint) => endpoint switch
+    {
+        "chat.completions" => "/v1/chat/completions",
+        "completions" => "/v1/completions",
+        "embeddings" => "/v1/embeddings",
+        _ => "other",
+    };
+
+    internal static string StatusClass(int status) => status is >= 100 and < 600 ? StatusClasses[status / 100 - 1] : "5xx";
+}
