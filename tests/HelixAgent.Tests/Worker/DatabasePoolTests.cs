@@ -37,6 +37,10 @@ public sealed class DatabasePoolTests(PostgresServer postgres, RedisServer redis
             pending = pool.Snapshot().Pending;
         }
         Assert.Equal(1, pending);
+        // The runbook's `curl /metrics | grep db_pool` shows the contention.
+        var metrics = await gw.Anonymous().GetStringAsync("/metrics");
+        Assert.Contains("helixagent_db_pool_waiting 1\n", metrics);
+        Assert.Contains("helixagent_db_pool_max 1\n", metrics);
 
         await tx.RollbackAsync();
         await probe;
