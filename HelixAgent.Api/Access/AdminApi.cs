@@ -8,7 +8,7 @@ namespace HelixAgent.Api.Access;
 
 /// <summary>Dependencies of the admin handlers.</summary>
 internal sealed record AdminServices(ApiKeyStore Store, KeyAuthenticator Authenticator, MaintenanceMode Maintenance,
-    ProviderRegistry Registry, IServiceProvider Services, TimeProvider Time);
+    ProviderRegistry Registry, ReadReplica Reads, IServiceProvider Services, TimeProvider Time);
 
 /// <summary>
 /// <c>/admin</c> for admin-scope keys (the <see cref="AccessMiddleware"/> enforces it): key management, maintenance
@@ -41,7 +41,7 @@ internal static class AdminApi
     private static async Task<IResult> ListKeys([AsParameters] AdminServices s, CancellationToken ct)
     {
         var now = s.Time.GetUtcNow();
-        var keys = await s.Store.ListAsync(ct);
+        var keys = await new ApiKeyStore(s.Reads.ForReads()).ListAsync(ct);
         return GatewayApi.Json(new JsonObject
         {
             ["object"] = "list",
@@ -142,8 +142,9 @@ internal static class AdminApi
     /// <c>GET /admin/usage?from=2026-11-01&amp;to=2026-11-30&amp;group_by=key|model|provider</c> from the worker's daily
     /// rollups (<c>usage_daily</c>): requests, errors, tokens and request-weighted latency percentiles per group.
     /// </summary>
-    private static async Task<IResult> UsageReport(HttpContext ctx, [AsParameters] AdminServices s, Npgsql.NpgsqlDataSource db)
+    private static async Task<IResult> UsageReport(HttpContext ctx, [AsParameters] AdminServices s)
     {
+        var db = s.Reads.ForReads();
         var q = ctx.Request.Query;
         var groupBy = q["group_by"].ToString() is { Length: > 0 } g ? g : "model";
         var column = groupBy switch

@@ -36,6 +36,11 @@ internal static class Extensions
         builder.Services.AddSingleton<IProviderHealthSource, RegistryProviderHealth>();
         builder.Services.AddSingleton<HealthReporter>();
 
+        builder.Services.AddOptions<ReplicaOptions>().BindConfiguration(ReplicaOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<ReadReplica>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ReadReplica>());
+
         builder.AddGateway();
         builder.AddAccess();
         builder.AddGracefulDrain();

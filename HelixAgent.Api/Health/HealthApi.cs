@@ -25,7 +25,7 @@ internal static class HealthApi
         return TypedResults.Json(body, ApiJsonContext.Default.HealthResponse, statusCode: StatusOf(s));
     }
 
-    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool, MaintenanceMode maintenance, ClusterRateLimiter limiter)
+    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool, MaintenanceMode maintenance, ClusterRateLimiter limiter, ReadReplica replica)
     {
         var s = await reporter.GetAsync();
         var gc = GC.GetGCMemoryInfo();
@@ -41,6 +41,7 @@ internal static class HealthApi
             IsReady(reporter), reporter.IsDraining, maintenance.IsOn,
             new RateLimitHealth(limiter.IsDegraded ? HealthStatus.Degraded : HealthStatus.Healthy, limiter.IsDegraded,
                 limiter.Admitted, limiter.Rejected, limiter.DegradedDecisions),
+            new ReplicaHealth(replica.Configured, replica.ServingReads, replica.LagSeconds, replica.Configured ? replica.Problem : null),
             new SchemaHealth(s.SchemaVersion, SchemaMigrator.ExpectedVersion, s.SchemaVersion == SchemaMigrator.ExpectedVersion),
             pool.Snapshot(), process, s.CheckedAt);
         return TypedResults.Json(body, ApiJsonContext.Default.DetailedHealthResponse, statusCode: StatusOf(s));

@@ -30,6 +30,7 @@ internal sealed record DetailedHealthResponse(
     bool Draining,
     bool Maintenance,
     RateLimitHealth RateLimits,
+    ReplicaHealth ReadReplica,
     SchemaHealth Schema,
     PoolStats DatabasePool,
     ProcessStats Process,
@@ -37,6 +38,9 @@ internal sealed record DetailedHealthResponse(
 
 /// <summary>Degraded when Redis is unreachable and each replica enforces limits alone.</summary>
 internal sealed record RateLimitHealth(string Status, bool Degraded, long Admitted, long Rejected, long DegradedDecisions);
+
+/// <summary>The optional read replica: whether reads go to it, and why not.</summary>
+internal sealed record ReplicaHealth(bool Configured, bool ServingReads, double? LagSeconds, string? Problem);
 
 internal sealed record SchemaHealth(long Version, long ExpectedVersion, bool UpToDate);
 
