@@ -95,6 +95,7 @@ internal static class GatewayApi
         finally
         {
             s.Ledger.Record(ToRecord(trace, s.Time));
+            TagRequestSpan(trace);
             s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
             await s.Limiter.SettleAsync(ticket.Value, trace.Usage.TotalTokens);
         }
@@ -323,6 +324,7 @@ internal static class GatewayApi
         finally
         {
             s.Ledger.Record(ToRecord(trace, s.Time));
+            TagRequestSpan(trace);
             s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
             await s.Limiter.SettleAsync(ticket.Value, trace.Usage.TotalTokens);
         }
@@ -446,6 +448,25 @@ internal static class GatewayApi
     /// <summary>A key with an allow-list may use the listed models (by the name asked for, or the route it resolves to).</summary>
     private static bool ModelAllowed(HelixAgent.Data.ApiKeyInfo? key, string model, ModelRoute route) =>
         key?.AllowedModels is not { Length: > 0 } allowed || allowed.Contains(model) || allowed.Contains(route.Id);
+
+    /// <summary>The request's span (ASP.NET Core's) gets the outcome in GenAI terms; never the key or the content.</summary>
+    private static void TagRequestSpan(RequestTrace trace)
+    {
+        if (System.Diagnostics.Activity.Current is not { IsAllDataRequested: true } span)
+        {
+            return;
+        }
+        span.SetTag("helixagent.request_id", trace.RequestId);
+        span.SetTag("gen_ai.request.model", trace.Model);
+        span.SetTag("helixagent.provider", trace.Provider);
+        span.SetTag("helixagent.attempts", trace.Attempts);
+        span.SetTag("gen_ai.usage.input_tokens", trace.Usage.PromptTokens);
+        span.SetTag("gen_ai.usage.output_tokens", trace.Usage.CompletionTokens);
+        if (trace.ErrorType is not null)
+        {
+            span.SetTag("error.type", trace.ErrorType);
+        }
+    }
 
     private static string NewRequestId() => Guid.CreateVersion7().ToString("N");
 

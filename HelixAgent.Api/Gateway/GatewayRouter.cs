@@ -36,6 +36,9 @@ public sealed record AttemptSuccess<T>(T Value, RouteTarget Target, Cancellation
 /// </summary>
 public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, TimeProvider time, GatewayMetrics metrics, ILogger<GatewayRouter> logger)
 {
+    /// <summary>Spans of upstream attempts; registered with OpenTelemetry by the service defaults.</summary>
+    public static readonly ActivitySource ActivitySource = new("HelixAgent.Gateway");
+
     private readonly GatewayOptions _options = options.Value;
 
     public TimeSpan Remaining(RequestTrace trace) =>
@@ -76,6 +79,13 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                 }
                 triedThisRound = true;
                 trace.Attempts++;
+                // One span per upstream attempt (OpenTelemetry GenAI conventions), children of the request's span.
+                using var span = ActivitySource.StartActivity($"{route.Id} {target.Provider.Name}", ActivityKind.Client);
+                span?.SetTag("gen_ai.system", target.Provider.Adapter.Type);
+                span?.SetTag("gen_ai.operation.name", "chat");
+                span?.SetTag("gen_ai.request.model", target.UpstreamModel);
+                span?.SetTag("helixagent.provider", target.Provider.Name);
+                span?.SetTag("helixagent.attempt", trace.Attempts);
                 var cts = CancellationTokenSource.CreateLinkedTokenSource(clientAborted);
                 var timeout = Min(budget(target), Remaining(trace));
                 cts.CancelAfter(timeout);
@@ -86,6 +96,7 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                     var elapsed = time.GetElapsedTime(started);
                     state.RecordSuccess(elapsed);
                     metrics.ProviderAttempt(target.Provider.Name, "success", elapsed);
+                    span?.SetStatus(ActivityStatusCode.Ok);
                     trace.Provider = target.Provider.Name;
                     return (new AttemptSuccess<T>(value, target, cts), null);
                 }
@@ -105,6 +116,8 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                 {
                     cts.Dispose();
                     metrics.ProviderAttempt(target.Provider.Name, GatewayMetrics.Outcome(ex.Kind), time.GetElapsedTime(started));
+                    span?.SetStatus(ActivityStatusCode.Error, ex.Message);
+                    span?.SetTag("error.type", GatewayMetrics.Outcome(ex.Kind));
                     state.RecordFailure(ex.Kind, ex.Message, ex.RetryAfter);
                     LogProviderError(logger, target.Provider.Name, route.Id, ex.StatusCode ?? 0, ex.Kind, ex.Message);
                     trace.Provider = target.Provider.Name;
@@ -130,6 +143,8 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                     cts.Dispose();
                     var message = $"{target.Provider.Name}: no answer within {timeout.TotalSeconds:0.###}s";
                     metrics.ProviderAttempt(target.Provider.Name, "timeout", time.GetElapsedTime(started));
+                    span?.SetStatus(ActivityStatusCode.Error, message);
+                    span?.SetTag("error.type", "timeout");
                     state.RecordFailure(UpstreamFailure.Timeout, message, null);
                     LogProviderError(logger, target.Provider.Name, route.Id, 0, UpstreamFailure.Timeout, message);
                     trace.Provider = target.Provider.Name;
