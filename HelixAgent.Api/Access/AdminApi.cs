@@ -24,6 +24,30 @@ internal static class AdminApi
         admin.MapPost("/keys/{name}/rotate", RotateKey);
         admin.MapPost("/keys/{nameOrId}/revoke", RevokeKey);
         admin.MapGet("/usage", UsageReport);
+        admin.MapGet("/cache", (HelixAgent.Api.Observability.GatewayMetrics metrics, Microsoft.Extensions.Options.IOptions<CacheOptions> options) =>
+        {
+            var lookups = metrics.CacheHits + metrics.CacheMisses;
+            return GatewayApi.Json(new JsonObject
+            {
+                ["mode"] = options.Value.Mode,
+                ["ttl_seconds"] = options.Value.TtlSeconds,
+                ["hits"] = metrics.CacheHits,
+                ["misses"] = metrics.CacheMisses,
+                ["hit_rate"] = lookups == 0 ? 0 : Math.Round((double)metrics.CacheHits / lookups, 4),
+            });
+        });
+        admin.MapDelete("/cache", async (ResponseCache cache, HttpContext ctx) =>
+        {
+            try
+            {
+                return GatewayApi.Json(new JsonObject { ["deleted"] = await cache.FlushAsync() });
+            }
+            catch (RedisException ex)
+            {
+                ctx.Response.Headers.RetryAfter = "5";
+                return OpenAiErrors.Result(503, $"The response cache (Redis) is unreachable: {ex.Message}", "service_unavailable", "redis_unavailable");
+            }
+        });
         admin.MapGet("/maintenance", (MaintenanceMode m) => GatewayApi.Json(new JsonObject { ["enabled"] = m.IsOn }));
         admin.MapPost("/maintenance", SetMaintenance);
         admin.MapPost("/providers/{name}/reset", (string name, ProviderRegistry registry) =>
@@ -41,7 +65,7 @@ internal static class AdminApi
     private static async Task<IResult> ListKeys([AsParameters] AdminServices s, CancellationToken ct)
     {
         var now = s.Time.GetUtcNow();
-        var keys = await new ApiKeyStore(s.Reads.ForReads()).ListAsync(ct);
+        var keys = await s.Reads.ReadAsync(db => new ApiKeyStore(db).ListAsync(ct));
         return GatewayApi.Json(new JsonObject
         {
             ["object"] = "list",
@@ -144,7 +168,6 @@ internal static class AdminApi
     /// </summary>
     private static async Task<IResult> UsageReport(HttpContext ctx, [AsParameters] AdminServices s)
     {
-        var db = s.Reads.ForReads();
         var q = ctx.Request.Query;
         var groupBy = q["group_by"].ToString() is { Length: > 0 } g ? g : "model";
         var column = groupBy switch
@@ -163,6 +186,19 @@ internal static class AdminApi
         {
             return OpenAiErrors.Result(400, "Invalid 'from'/'to': expected dates as YYYY-MM-DD with from <= to.", "invalid_request_error", "invalid_request_error", "from");
         }
+        var data = await s.Reads.ReadAsync(db => QueryUsageAsync(db, column, groupBy, from, to, ctx.RequestAborted));
+        return GatewayApi.Json(new JsonObject
+        {
+            ["object"] = "list",
+            ["from"] = from.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture),
+            ["to"] = to.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture),
+            ["group_by"] = groupBy,
+            ["data"] = data,
+        });
+    }
+
+    private static async Task<JsonArray> QueryUsageAsync(Npgsql.NpgsqlDataSource db, string column, string groupBy, DateOnly from, DateOnly to, CancellationToken ct)
+    {
         await using var cmd = db.CreateCommand($"""
             SELECT {column}, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens),
                    sum(latency_p50_ms * requests) / nullif(sum(requests), 0),
@@ -173,8 +209,8 @@ internal static class AdminApi
         cmd.Parameters.AddWithValue(from);
         cmd.Parameters.AddWithValue(to);
         var data = new JsonArray();
-        await using var r = await cmd.ExecuteReaderAsync(ctx.RequestAborted);
-        while (await r.ReadAsync(ctx.RequestAborted))
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        while (await r.ReadAsync(ct))
         {
             data.Add(new JsonObject
             {
@@ -187,14 +223,7 @@ internal static class AdminApi
                 ["latency_p95_ms"] = r.IsDBNull(6) ? null : Math.Round(r.GetDouble(6), 2),
             });
         }
-        return GatewayApi.Json(new JsonObject
-        {
-            ["object"] = "list",
-            ["from"] = from.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture),
-            ["to"] = to.ToString("yyyy-MM-dd", System.Globalization.CultureInfo.InvariantCulture),
-            ["group_by"] = groupBy,
-            ["data"] = data,
-        });
+        return data;
     }
 
     private static bool TryDate(Microsoft.Extensions.Primitives.StringValues value, DateOnly fallback, out DateOnly date)

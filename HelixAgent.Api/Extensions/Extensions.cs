@@ -75,6 +75,9 @@ internal static class Extensions
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<ProviderRegistry>>()));
         builder.Services.AddSingleton<GatewayRouter>();
+        builder.Services.AddOptions<CacheOptions>().BindConfiguration(CacheOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<ResponseCache>();
         // Per-key RPM/TPM limits shared by all replicas through Redis, per replica while Redis is unreachable.
         builder.Services.AddSingleton<ClusterRateLimiter>();
         builder.Services.AddOptions<RateLimitOptions>().BindConfiguration(RateLimitOptions.Section)

@@ -18,6 +18,7 @@ internal sealed record GatewayServices(
     ClusterRateLimiter Limiter,
     IOptions<RateLimitOptions> Limits,
     IOptions<GatewayOptions> Options,
+    ResponseCache Cache,
     TimeProvider Time);
 
 /// <summary>
@@ -84,7 +85,8 @@ internal static class GatewayApi
             }
             else
             {
-                await CompleteChatAsync(ctx, s, route, chatBody, trace, legacy);
+                await CompleteChatAsync(ctx, s, route, chatBody, trace, legacy,
+                    s.Cache.KeyFor(ctx.Request, trace.Endpoint, route, body, key?.Id));
             }
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
@@ -130,8 +132,12 @@ internal static class GatewayApi
         return null;
     }
 
-    private static async Task CompleteChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, bool legacy)
+    private static async Task CompleteChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, bool legacy, string? cacheKey)
     {
+        if (await ServeFromCacheAsync(ctx, s, trace, cacheKey))
+        {
+            return;
+        }
         var (success, error) = await s.Router.RunAsync(
             route, trace,
             t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
@@ -148,7 +154,46 @@ internal static class GatewayApi
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         SetRouteHeaders(ctx, trace);
         var response = legacy ? LegacyCompletions.FromChatResponse(success.Value.Response, trace.RequestId) : success.Value.Response;
-        await WriteJsonAsync(ctx, response, StatusCodes.Status200OK);
+        await WriteAndCacheAsync(ctx, s, cacheKey, response, trace.Usage);
+    }
+
+    /// <summary>Answers from the response cache when it has this request (no upstream call, no attempt).</summary>
+    private static async Task<bool> ServeFromCacheAsync(HttpContext ctx, GatewayServices s, RequestTrace trace, string? cacheKey)
+    {
+        if (cacheKey is null)
+        {
+            ctx.Response.Headers["x-helixagent-cache"] = "bypass";
+            return false;
+        }
+        var cached = await s.Cache.GetAsync(cacheKey, ctx.RequestAborted);
+        if (cached is null)
+        {
+            ctx.Response.Headers["x-helixagent-cache"] = "miss";
+            return false;
+        }
+        trace.CacheHit = true;
+        trace.Usage = cached.Usage;
+        trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
+        ctx.Response.Headers["x-helixagent-cache"] = "hit";
+        SetRouteHeaders(ctx, trace);
+        ctx.Response.StatusCode = StatusCodes.Status200OK;
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.WriteAsync(cached.Body, ctx.RequestAborted);
+        return true;
+    }
+
+    private static async Task WriteAndCacheAsync(HttpContext ctx, GatewayServices s, string? cacheKey, JsonNode response, TokenUsage usage)
+    {
+        if (cacheKey is null)
+        {
+            await WriteJsonAsync(ctx, response, StatusCodes.Status200OK);
+            return;
+        }
+        var json = response.ToJsonString();
+        s.Cache.Set(cacheKey, json, usage);
+        ctx.Response.StatusCode = StatusCodes.Status200OK;
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.WriteAsync(json, ctx.RequestAborted);
     }
 
     /// <summary>An attempt's stream, opened up to (and including) its first content chunk.</summary>
@@ -300,6 +345,11 @@ internal static class GatewayApi
         ctx.Response.Headers["x-request-id"] = trace.RequestId;
         try
         {
+            var cacheKey = s.Cache.KeyFor(ctx.Request, trace.Endpoint, route, body, key?.Id);
+            if (await ServeFromCacheAsync(ctx, s, trace, cacheKey))
+            {
+                return;
+            }
             var (success, error) = await s.Router.RunAsync(
                 route, trace,
                 t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
@@ -314,7 +364,7 @@ internal static class GatewayApi
             using var cancellation = success!.Cancellation;
             trace.Usage = success.Value.Usage;
             SetRouteHeaders(ctx, trace);
-            await WriteJsonAsync(ctx, success.Value.Response, StatusCodes.Status200OK);
+            await WriteAndCacheAsync(ctx, s, cacheKey, success.Value.Response, trace.Usage);
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
@@ -476,5 +526,5 @@ internal static class GatewayApi
         t.RequestId, t.KeyId, t.KeyName, t.Model, t.Provider, t.Endpoint, t.Status, t.ErrorType,
         t.Usage.PromptTokens, t.Usage.CompletionTokens,
         time.GetElapsedTime(t.StartTimestamp).TotalMilliseconds, t.TtftMs,
-        CacheHit: false, t.Stream, t.Attempts, time.GetUtcNow());
+        t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow());
 }

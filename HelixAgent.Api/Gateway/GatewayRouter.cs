@@ -18,6 +18,7 @@ public sealed class RequestTrace(string requestId, string model, string endpoint
     public int Attempts { get; set; }
     public TokenUsage Usage { get; set; }
     public double? TtftMs { get; set; }
+    public bool CacheHit { get; set; }
     public int Status { get; set; } = 200;
     public string? ErrorType { get; set; }
 }

@@ -58,6 +58,28 @@ public sealed partial class ReadReplica : BackgroundService
     /// <summary>The replica when it is healthy and close enough, else the primary.</summary>
     public NpgsqlDataSource ForReads() => _usable && _replica is not null ? _replica : _primary;
 
+    /// <summary>
+    /// Runs a read on <see cref="ForReads"/>; if the replica fails it (down, or not caught up with a new table), the
+    /// replica is set aside until its next good check and the read is retried on the primary.
+    /// </summary>
+    public async Task<T> ReadAsync<T>(Func<NpgsqlDataSource, Task<T>> read)
+    {
+        var source = ForReads();
+        if (ReferenceEquals(source, _primary))
+        {
+            return await read(_primary);
+        }
+        try
+        {
+            return await read(source);
+        }
+        catch (NpgsqlException ex)
+        {
+            Set(ex.Message);
+            return await read(_primary);
+        }
+    }
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         if (_replica is null)

@@ -143,6 +143,9 @@ public sealed class GatewayMetrics
         _dbQuery.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("operation", operation));
 
     /// <summary>For the response cache: one lookup.</summary>
+    public long CacheHits => Interlocked.Read(ref _cacheHits);
+    public long CacheMisses => Interlocked.Read(ref _cacheMisses);
+
     public void CacheLookup(bool hit) => Interlocked.Increment(ref hit ? ref _cacheHits : ref _cacheMisses);
 
     private double CacheHitRate()

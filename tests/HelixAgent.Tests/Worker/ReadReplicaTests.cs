@@ -37,7 +37,8 @@ public sealed class ReadReplicaTests(PostgresServer postgres, RedisServer redis)
             {
                 var sql = a.TagObjects.Select(t => t.Value as string).FirstOrDefault(v => v is not null && (v.Contains("usage_daily") || v.Contains("INSERT INTO completions")));
                 var port = a.TagObjects.Where(t => t.Key.Contains("port", StringComparison.Ordinal)).Select(t => Convert.ToInt32(t.Value)).FirstOrDefault();
-                if (sql is not null)
+                // Other test classes run in parallel: only this test's database counts.
+                if (sql is not null && a.TagObjects.Any(t => t.Value as string == database))
                 {
                     ports.Enqueue((sql, port));
                 }
@@ -53,6 +54,13 @@ public sealed class ReadReplicaTests(PostgresServer postgres, RedisServer redis)
             return ports.Last(p => p.Sql.Contains("usage_daily")).Port;
         }
 
+        // The replica has replayed the migrations (streaming is asynchronous).
+        await Eventually(async () =>
+        {
+            await using var r = new NpgsqlConnection(replica.ConnectionString(database) + ";Pooling=false");
+            await r.OpenAsync();
+            return await new NpgsqlCommand("SELECT to_regclass('usage_daily') IS NOT NULL", r).ExecuteScalarAsync() is true;
+        });
         await Eventually(ServingReads);
         Assert.Equal(replica.Port, await UsagePort());
 
