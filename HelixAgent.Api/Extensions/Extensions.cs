@@ -43,6 +43,7 @@ internal static class Extensions
 
         builder.AddGateway();
         builder.AddAccess();
+        builder.AddFileLogging();
         builder.AddGracefulDrain();
         builder.Services.AddProblemDetails();
         return builder;

@@ -19,6 +19,7 @@ internal sealed record GatewayServices(
     IOptions<RateLimitOptions> Limits,
     IOptions<GatewayOptions> Options,
     ResponseCache Cache,
+    ILogger<GatewayRouter> Log,
     TimeProvider Time);
 
 /// <summary>
@@ -77,6 +78,7 @@ internal static class GatewayApi
             KeyName = key?.Name,
         };
         ctx.Response.Headers["x-request-id"] = trace.RequestId;
+        using var logScope = s.Log.BeginScope(new RequestLogScope(trace.RequestId, model, key?.Name));
         try
         {
             if (stream)
@@ -343,6 +345,7 @@ internal static class GatewayApi
         }
         var trace = new RequestTrace(NewRequestId(), model, "embeddings", false, s.Time.GetTimestamp()) { KeyId = key?.Id, KeyName = key?.Name };
         ctx.Response.Headers["x-request-id"] = trace.RequestId;
+        using var logScope = s.Log.BeginScope(new RequestLogScope(trace.RequestId, model, key?.Name));
         try
         {
             var cacheKey = s.Cache.KeyFor(ctx.Request, trace.Endpoint, route, body, key?.Id);
