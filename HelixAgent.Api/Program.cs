@@ -37,6 +37,7 @@ app.MapHealthApi();
 app.MapGatewayApi();
 app.MapProvidersApi();
 app.MapAdminApi();
+app.MapDiagnosticsApi();
 app.MapMetricsApi();
 
 await app.RunAsync();

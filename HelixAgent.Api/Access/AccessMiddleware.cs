@@ -20,7 +20,7 @@ public sealed class AuthenticatedKey(ApiKeyInfo key)
 /// <c>X-API-Key</c> or <c>Authorization: Bearer</c>, never in the query string. Maintenance mode answers client routes
 /// with 503; health, readiness, metrics and admin keep working.
 /// </summary>
-public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator authenticator, MaintenanceMode maintenance)
+public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator authenticator, MaintenanceMode maintenance, InFlightRequests inflight)
 {
     public async Task InvokeAsync(HttpContext ctx)
     {
@@ -71,7 +71,20 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
             return;
         }
         new AuthenticatedKey(key).Attach(ctx);
-        await next(ctx);
+        if (!client)
+        {
+            await next(ctx);
+            return;
+        }
+        var id = inflight.Start(ctx);
+        try
+        {
+            await next(ctx);
+        }
+        finally
+        {
+            inflight.Stop(id);
+        }
     }
 
     internal static bool IsClientRoute(PathString path) =>

@@ -97,6 +97,7 @@ internal static class Extensions
         builder.Services.AddSingleton<ApiKeyStore>();
         builder.Services.AddSingleton<KeyAuthenticator>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<KeyAuthenticator>());
+        builder.Services.AddSingleton<InFlightRequests>();
         builder.Services.AddSingleton<MaintenanceMode>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<MaintenanceMode>());
         return builder;
