@@ -57,9 +57,16 @@ public sealed class ReadReplicaTests(PostgresServer postgres, RedisServer redis)
         // The replica has replayed the migrations (streaming is asynchronous).
         await Eventually(async () =>
         {
-            await using var r = new NpgsqlConnection(replica.ConnectionString(database) + ";Pooling=false");
-            await r.OpenAsync();
-            return await new NpgsqlCommand("SELECT to_regclass('usage_daily') IS NOT NULL", r).ExecuteScalarAsync() is true;
+            try
+            {
+                await using var r = new NpgsqlConnection(replica.ConnectionString(database) + ";Pooling=false");
+                await r.OpenAsync();
+                return await new NpgsqlCommand("SELECT to_regclass('usage_daily') IS NOT NULL", r).ExecuteScalarAsync() is true;
+            }
+            catch (PostgresException)
+            {
+                return false; // the database itself has not been replayed yet
+            }
         });
         await Eventually(ServingReads);
         Assert.Equal(replica.Port, await UsagePort());
