@@ -105,6 +105,9 @@ public sealed partial class FakeUpstream : IAsyncDisposable
 
     public FakeProtocol Protocol { get; }
 
+    /// <summary>Keep every request for <see cref="Requests"/> (tests); off for long runs (benchmarks) so memory stays flat.</summary>
+    public bool RecordRequests { get; set; } = true;
+
     /// <summary>The bound port.</summary>
     public int Port { get; private set; }
 
@@ -432,7 +435,10 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         var recorded = new RecordedRequest(ctx.Request.Method, ctx.Request.Path.Value + ctx.Request.QueryString.Value, headers, body, DateTimeOffset.UtcNow);
         lock (_gate)
         {
-            _requests.Add(recorded);
+            if (RecordRequests)
+            {
+                _requests.Add(recorded);
+            }
             Release(_requestWaiters, ++_requestCount);
         }
         JsonObject? json = null;

@@ -23,6 +23,7 @@ internal static class FakeUpstreamProgram
         }
         var port = int.Parse(options.GetValueOrDefault("port") ?? Environment.GetEnvironmentVariable("PORT") ?? "0", CultureInfo.InvariantCulture);
         await using var fake = await FakeUpstream.StartAsync(protocol, port);
+        fake.RecordRequests = false; // a long-running server: count requests, do not keep them
         if (options.TryGetValue("reply", out var reply))
         {
             fake.Reply = reply;
