@@ -21,7 +21,16 @@ internal static class FileLogging
         }
         var maxBytes = builder.Configuration.GetValue<long?>("Logging:File:MaxBytes") ?? 100L * 1024 * 1024;
         var keep = builder.Configuration.GetValue<int?>("Logging:File:Keep") ?? 5;
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        }
+        catch (Exception ex) when (ex is UnauthorizedAccessException or IOException)
+        {
+            // A read-only or missing log volume must not stop the gateway: say so and log to the console only.
+            Console.Error.WriteLine($"helixagent: file logging disabled, cannot create the folder of {path}: {ex.Message}");
+            return builder;
+        }
         var logger = new LoggerConfiguration()
             .MinimumLevel.Information()
             .MinimumLevel.Override("Microsoft.AspNetCore", Serilog.Events.LogEventLevel.Warning)
