@@ -27,9 +27,34 @@ public sealed partial class RunbookTests
         foreach (var file in new[] { "docs/runbook.md", "README.md" })
         {
             var text = File.ReadAllText(Path.Combine(KustomizeOutput.RepoRoot, file)).Replace("\\\n", " ", StringComparison.Ordinal);
-            foreach (Match m in KubectlLine().Matches(text))
+            var candidates = new List<string>();
+            // lines of fenced code blocks, and inline code spans of three words or more (shorter ones are prose)
+            var inFence = false;
+            foreach (var raw in text.Split('\n'))
             {
-                var line = Regex.Replace(m.Value.Trim().TrimEnd('`'), @"\s+", " ");
+                if (raw.TrimStart().StartsWith("```", StringComparison.Ordinal))
+                {
+                    inFence = !inFence;
+                    continue;
+                }
+                if (inFence)
+                {
+                    candidates.Add(raw.Trim());
+                }
+                else
+                {
+                    candidates.AddRange(InlineCode().Matches(raw).Select(m => m.Groups[1].Value.Trim())
+                        .Where(c => c.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length >= 3));
+                }
+            }
+            foreach (var candidate in candidates)
+            {
+                var at = candidate.IndexOf("kubectl ", StringComparison.Ordinal);
+                if (at < 0)
+                {
+                    continue;
+                }
+                var line = Regex.Replace(candidate[at..], @"\s+", " ");
                 if (!data.Contains(line))
                 {
                     data.Add(line);
@@ -86,8 +111,8 @@ public sealed partial class RunbookTests
         Assert.True(checkedSomething || NamesNothing.ContainsKey(line), $"`{line}` names nothing this test knows how to check");
     }
 
-    [GeneratedRegex(@"kubectl [^\n`|]*(\|[^\n`]*)?")]
-    private static partial Regex KubectlLine();
+    [GeneratedRegex(@"`([^`]+)`")]
+    private static partial Regex InlineCode();
 
     [GeneratedRegex(@"(?:\bdeployment/|\bdeploy/|\bdeployment )(?<name>[a-z0-9-]+)")]
     private static partial Regex DeploymentRef();
