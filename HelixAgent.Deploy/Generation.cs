@@ -54,8 +54,24 @@ public static class Generation
         }
     }
 
+    /// <summary>aspirate-output/ files, relative to that folder.</summary>
     public static SortedDictionary<string, string> Generate(string manifestJson, string version) =>
         new KustomizeGenerator(new AspireManifest(manifestJson), version).Generate();
+
+    /// <summary>docker-compose.yml and .env.example, relative to the repository root.</summary>
+    public static SortedDictionary<string, string> GenerateCompose(string manifestJson, string version) =>
+        new ComposeGenerator(new AspireManifest(manifestJson), version).Generate();
+
+    /// <summary>Writes files relative to <paramref name="dir"/> (UTF-8 without BOM, content as given: LF).</summary>
+    public static void WriteFiles(string dir, SortedDictionary<string, string> files)
+    {
+        foreach (var (relative, content) in files)
+        {
+            var path = Path.Combine(dir, relative.Replace('/', Path.DirectorySeparatorChar));
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            File.WriteAllBytes(path, new System.Text.UTF8Encoding(false).GetBytes(content));
+        }
+    }
 
     /// <summary>
     /// Replaces the generated files in <paramref name="outputDir"/>: every file not starting with a dot is removed first
@@ -80,12 +96,7 @@ public static class Generation
                 }
             }
         }
-        foreach (var (relative, content) in files)
-        {
-            var path = Path.Combine(outputDir, relative.Replace('/', Path.DirectorySeparatorChar));
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            File.WriteAllBytes(path, new System.Text.UTF8Encoding(false).GetBytes(content));
-        }
+        WriteFiles(outputDir, files);
     }
 
     private static async Task RunDotnetAsync(string workingDir, string[] args, TextWriter log, CancellationToken ct)

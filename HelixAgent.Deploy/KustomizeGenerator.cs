@@ -49,6 +49,34 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
         return files;
     }
 
+    /// <summary>
+    /// A workload's environment: the manifest's plus what a deployment needs on top (the API's drain delay, the
+    /// database the AppHost adds to the postgres server as POSTGRES_DB). Shared by the kustomize and compose output.
+    /// </summary>
+    public static List<(string Name, string Expression)> WorkloadEnv(AspireManifest manifest, string name)
+    {
+        var env = manifest.Env(name).ToList();
+        if (name == ApiName)
+        {
+            env.Add(("Shutdown__DrainDelaySeconds", DrainDelaySeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        }
+        if (manifest.TypeOf(name) == "container.v0" && name == "postgres")
+        {
+            const string prefix = "{postgres.connectionString};Database=";
+            var database = manifest.ResourceNames
+                .Where(n => manifest.TypeOf(n) == "value.v0")
+                .Select(n => manifest[n].GetProperty("connectionString").GetString() ?? "")
+                .Where(cs => cs.StartsWith(prefix, StringComparison.Ordinal))
+                .Select(cs => cs[prefix.Length..])
+                .FirstOrDefault();
+            if (database is not null)
+            {
+                env.Add(("POSTGRES_DB", database));
+            }
+        }
+        return env.OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
+    }
+
     private sealed record EnvPlan(
         SortedDictionary<string, string> ConfigMap,
         SortedDictionary<string, string> SecretKeys, // key → parameter
@@ -108,25 +136,7 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
         var resource = manifest[name];
         var isProject = manifest.TypeOf(name) == "project.v0";
         var isApi = name == ApiName;
-        var env = manifest.Env(name).ToList();
-        if (isApi)
-        {
-            env.Add(("Shutdown__DrainDelaySeconds", DrainDelaySeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)));
-        }
-        if (!isProject && name == "postgres")
-        {
-            // the database the AppHost adds on this server (value.v0 "{postgres.connectionString};Database=x")
-            var database = manifest.ResourceNames
-                .Where(n => manifest.TypeOf(n) == "value.v0")
-                .Select(n => manifest[n].GetProperty("connectionString").GetString() ?? "")
-                .Where(cs => cs.StartsWith("{postgres.connectionString};Database=", StringComparison.Ordinal))
-                .Select(cs => cs["{postgres.connectionString};Database=".Length..])
-                .FirstOrDefault();
-            if (database is not null)
-            {
-                env.Add(("POSTGRES_DB", database));
-            }
-        }
+        var env = WorkloadEnv(manifest, name);
         var plan = PlanEnv(name, env);
 
         // ports: projects expose http only (TLS, when wanted, terminates at the ingress or via helixagent-tls)

@@ -30,4 +30,11 @@ var files = Generation.Generate(json, Generation.ReadVersion(root));
 var dir = Path.GetFullPath(output ?? Path.Combine(root, Generation.OutputFolder));
 Generation.Write(dir, files);
 Console.WriteLine($"wrote {files.Count} files to {dir}");
+if (output is null)
+{
+    // docker-compose.yml (+ .env.example) at the repository root, from the same manifest
+    var compose = Generation.GenerateCompose(json, Generation.ReadVersion(root));
+    Generation.WriteFiles(root, compose);
+    Console.WriteLine($"wrote {string.Join(", ", compose.Keys)} to {root}");
+}
 return 0;
