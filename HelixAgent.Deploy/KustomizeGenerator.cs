@@ -82,7 +82,7 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
         SortedDictionary<string, string> SecretKeys, // key → parameter
         SortedDictionary<string, string> ExplicitEnv); // name → value with $(VAR)
 
-    private EnvPlan PlanEnv(string name, IEnumerable<(string Name, string Expression)> env)
+    private EnvPlan PlanEnv(IEnumerable<(string Name, string Expression)> env)
     {
         var config = new SortedDictionary<string, string>(StringComparer.Ordinal);
         var secrets = new SortedDictionary<string, string>(StringComparer.Ordinal);
@@ -127,7 +127,6 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
             }
             explicitEnv[key] = sb.ToString();
         }
-        _ = name;
         return new EnvPlan(config, secrets, explicitEnv);
     }
 
@@ -137,7 +136,7 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
         var isProject = manifest.TypeOf(name) == "project.v0";
         var isApi = name == ApiName;
         var env = WorkloadEnv(manifest, name);
-        var plan = PlanEnv(name, env);
+        var plan = PlanEnv(env);
 
         // ports: projects expose http only (TLS, when wanted, terminates at the ingress or via helixagent-tls)
         var ports = new List<(string Name, int Port)>();

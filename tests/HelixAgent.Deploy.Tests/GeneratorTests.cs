@@ -31,14 +31,13 @@ public sealed class GeneratorTests
         var first = Generation.Generate(json, "1.0.0");
         var second = Generation.Generate(json, "1.0.0");
         Assert.Equal(first, second);
-        foreach (var (path, content) in first)
+        foreach (var content in first.Values)
         {
             Assert.DoesNotContain('\r', content);
             Assert.EndsWith("\n", content, StringComparison.Ordinal);
             Assert.DoesNotContain(KustomizeOutput.RepoRoot, content, StringComparison.Ordinal);
             Assert.DoesNotContain("apphost-", content, StringComparison.OrdinalIgnoreCase); // Aspire's path-hashed volume names
             Assert.DoesNotContain("{", content.Replace("{}", "", StringComparison.Ordinal), StringComparison.Ordinal); // unresolved expressions
-            _ = path;
         }
     }
 
