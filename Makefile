@@ -3,7 +3,7 @@
 DOTNET ?= dotnet
 CLI = $(DOTNET) run --project HelixAgent.Api --verbosity quiet --
 
-.PHONY: build test run migrate-up migrate-down migrate-status
+.PHONY: build test run migrate-up migrate-down migrate-status k8s-generate
 
 build:
 	$(DOTNET) build HelixAgent.sln
@@ -22,3 +22,8 @@ migrate-down:
 
 migrate-status:
 	$(CLI) migrate status
+
+# Regenerate aspirate-output/ (kustomize) from the AppHost's publish manifest; tests fail when it drifts.
+k8s-generate:
+	$(DOTNET) build HelixAgent.Deploy --nologo -v q
+	$(DOTNET) run --project HelixAgent.Deploy --no-build -- generate

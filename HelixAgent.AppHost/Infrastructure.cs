@@ -102,7 +102,8 @@ public static class InfrastructureExtensions
 
     private static Infrastructure AddContainers(IDistributedApplicationBuilder builder)
     {
-        var user = builder.AddParameter("postgres-user", KnownResourceNames.DatabaseUser);
+        // publishValueAsDefault: the manifest carries the user name, so deployments generated from it need no input.
+        var user = builder.AddParameter("postgres-user", KnownResourceNames.DatabaseUser, publishValueAsDefault: true);
         var postgres = builder.AddPostgres(KnownResourceNames.Postgres, userName: user)
             .WithDataVolume();
         var database = postgres.AddDatabase(KnownResourceNames.Database, KnownResourceNames.DatabaseName);
