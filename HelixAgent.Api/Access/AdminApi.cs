@@ -42,7 +42,7 @@ internal static class AdminApi
             {
                 return GatewayApi.Json(new JsonObject { ["deleted"] = await cache.FlushAsync() });
             }
-            catch (RedisException ex)
+            catch (Exception ex) when (ex is RedisException or TimeoutException)
             {
                 ctx.Response.Headers.RetryAfter = "5";
                 return OpenAiErrors.Result(503, $"The response cache (Redis) is unreachable: {ex.Message}", "service_unavailable", "redis_unavailable");
@@ -157,7 +157,16 @@ internal static class AdminApi
             return OpenAiErrors.Result(503, "Redis is unreachable; maintenance mode is shared through Redis and cannot be switched now.",
                 "service_unavailable", "redis_unavailable");
         }
-        await MaintenanceMode.SetAsync(redis, on);
+        try
+        {
+            await MaintenanceMode.SetAsync(redis, on);
+        }
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        {
+            ctx.Response.Headers.RetryAfter = "5";
+            return OpenAiErrors.Result(503, $"Redis did not take the change ({ex.Message}); maintenance mode is unchanged.",
+                "service_unavailable", "redis_unavailable");
+        }
         s.Maintenance.Apply(on);
         return GatewayApi.Json(new JsonObject { ["enabled"] = on });
     }

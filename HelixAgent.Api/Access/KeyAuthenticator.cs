@@ -35,6 +35,8 @@ public sealed partial class KeyAuthenticator : IHostedService
     private readonly AuthOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<KeyAuthenticator> _logger;
+    private readonly CancellationTokenSource _stopping = new();
+    private Task? _subscription;
 
     public KeyAuthenticator(ApiKeyStore store, IServiceProvider services, IOptions<AuthOptions> options, TimeProvider time, ILogger<KeyAuthenticator> logger)
     {
@@ -106,7 +108,7 @@ public sealed partial class KeyAuthenticator : IHostedService
             }
             return true;
         }
-        catch (RedisException)
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
             return false;
         }
@@ -118,14 +120,25 @@ public sealed partial class KeyAuthenticator : IHostedService
         return now.UtcTicks - entry.CachedAtTicks >= TimeSpan.FromSeconds(ttl).Ticks;
     }
 
-    public async Task StartAsync(CancellationToken cancellationToken)
+    /// <summary>Subscribes to revocations in the background: a slow or absent Redis never delays or fails the start.</summary>
+    public Task StartAsync(CancellationToken cancellationToken)
     {
-        try
+        _subscription = Task.Run(() => SubscribeAsync(_stopping.Token), CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    private async Task SubscribeAsync(CancellationToken stopping)
+    {
+        var redis = _services.GetService<IConnectionMultiplexer>();
+        if (redis is null)
         {
-            var redis = _services.GetService<IConnectionMultiplexer>();
-            if (redis is not null)
+            return;
+        }
+        for (var delay = TimeSpan.FromMilliseconds(200); !stopping.IsCancellationRequested; delay = TimeSpan.FromSeconds(Math.Min(delay.TotalSeconds * 2, 10)))
+        {
+            try
             {
-                // StackExchange.Redis re-subscribes by itself after a reconnect.
+                // StackExchange.Redis re-subscribes by itself after a reconnect once this has succeeded.
                 await redis.GetSubscriber().SubscribeAsync(RevocationChannel, (_, message) =>
                 {
                     if (message.HasValue)
@@ -133,15 +146,31 @@ public sealed partial class KeyAuthenticator : IHostedService
                         Evict(message.ToString());
                     }
                 });
+                return;
             }
-        }
-        catch (RedisException ex)
-        {
-            LogNoFanOut(_logger, ex.Message, _options.CacheSeconds);
+            catch (Exception ex) when (ex is RedisException or TimeoutException)
+            {
+                LogNoFanOut(_logger, ex.Message, _options.CacheSeconds);
+                try
+                {
+                    await Task.Delay(delay, stopping);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
         }
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        if (_subscription is not null)
+        {
+            await _subscription.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
 
     [LoggerMessage(31, LogLevel.Warning, "Key store unreachable ({Reason}); using the cached key")]
     private static partial void LogServingStale(ILogger logger, string reason);

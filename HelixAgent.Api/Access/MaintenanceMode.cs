@@ -48,7 +48,7 @@ public sealed partial class MaintenanceMode(IServiceProvider services, ILogger<M
         {
             await redis.GetSubscriber().SubscribeAsync(Channel, (_, message) => _on = message == "on");
         }
-        catch (RedisException ex)
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
             LogUnreachable(logger, ex.Message);
         }
@@ -62,7 +62,7 @@ public sealed partial class MaintenanceMode(IServiceProvider services, ILogger<M
                     _on = await ReadAsync(redis);
                 }
             }
-            catch (RedisException ex)
+            catch (Exception ex) when (ex is RedisException or TimeoutException)
             {
                 LogUnreachable(logger, ex.Message);
             }

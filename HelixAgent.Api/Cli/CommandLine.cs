@@ -34,7 +34,7 @@ internal static class CommandLine
             await err.WriteLineAsync($"helixagent: database error: {ex.Message}");
             return 3;
         }
-        catch (RedisException ex)
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
             await err.WriteLineAsync($"helixagent: redis error: {ex.Message}");
             return 3;

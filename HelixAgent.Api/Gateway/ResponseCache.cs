@@ -106,7 +106,7 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
             redis.GetDatabase().StringSet(key, $"{usage.PromptTokens}|{usage.CompletionTokens}|{body}",
                 TimeSpan.FromSeconds(_options.TtlSeconds), flags: CommandFlags.FireAndForget);
         }
-        catch (RedisException ex)
+        catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
             LogUnavailable(logger, ex.Message);
         }
