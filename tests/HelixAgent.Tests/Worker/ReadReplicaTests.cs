@@ -74,8 +74,9 @@ public sealed class ReadReplicaTests(PostgresServer postgres, RedisServer redis)
         ports.Clear();
         await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("sim-small"));
         await gw.LedgerRowsAsync(1);
+        // The insert's span ends a moment after its row is visible.
+        await Eventually(() => Task.FromResult(ports.Any(p => p.Sql.Contains("INSERT INTO completions"))));
         Assert.All(ports.Where(p => p.Sql.Contains("INSERT INTO completions")), p => Assert.Equal(postgres.Port, p.Port));
-        Assert.NotEmpty(ports);
 
         // Replay paused: the replica falls behind, reads go back to the primary until it catches up.
         await using (var r = new NpgsqlConnection(replica.ConnectionString(database) + ";Pooling=false"))
