@@ -41,55 +41,70 @@ internal static class GatewayApi
 
     private static async Task HandleChatAsync(HttpContext ctx, GatewayServices s, bool legacy)
     {
+        var admitted = await AdmitRequestAsync(ctx, s, legacy ? RequestValidation.Completion : RequestValidation.Chat, embeddings: false);
+        if (admitted is null)
+        {
+            return;
+        }
+        var (body, model, route, key, _) = admitted;
+        var stream = body["stream"] is JsonValue sv && sv.GetValue<bool>();
+        var includeUsage = stream && body["stream_options"]?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
+        var chatBody = legacy ? LegacyCompletions.ToChatRequest(body) : body;
+        var trace = new RequestTrace(NewRequestId(), model, legacy ? "completions" : "chat.completions", stream, s.Time.GetTimestamp());
+        await ServeAsync(ctx, s, admitted, trace, () => stream
+            ? StreamChatAsync(ctx, s, route, chatBody, trace, includeUsage, legacy)
+            : CompleteChatAsync(ctx, s, route, chatBody, trace, legacy, s.Cache.KeyFor(ctx.Request, trace.Endpoint, route, body, key?.Id)));
+    }
+
+    /// <summary>A request that passed every check before routing: its body, route, key and rate-limit reservation.</summary>
+    private sealed record Admitted(JsonObject Body, string Model, ModelRoute Route, HelixAgent.Data.ApiKeyInfo? Key, RateLimitTicket Ticket);
+
+    /// <summary>
+    /// Everything before routing, shared by every endpoint: body (413/400), validation (400 naming the field), route
+    /// (404), the key's model allow-list (403) and the rate limit (429). Answers itself and returns null when refused;
+    /// nothing refused here is routed, so nothing here writes a ledger row.
+    /// </summary>
+    private static async Task<Admitted?> AdmitRequestAsync(HttpContext ctx, GatewayServices s, Func<JsonObject, ValidationError?> validate, bool embeddings)
+    {
         var body = await ReadBodyAsync(ctx, s.Options.Value.MaxRequestBodyBytes);
         if (body is null)
         {
-            return;
+            return null;
         }
-        var invalid = legacy ? RequestValidation.Completion(body) : RequestValidation.Chat(body);
-        if (invalid is not null)
+        if (validate(body) is { } invalid)
         {
             await WriteErrorAsync(ctx, invalid.Status, invalid.Message, "invalid_request_error", invalid.Code, invalid.Param);
-            return;
+            return null;
         }
         var model = body["model"]!.GetValue<string>();
-        if (!s.Registry.TryGetRoute(model, out var route))
+        if (!s.Registry.TryGetRoute(model, out var route) || (embeddings && !route.Targets.Any(t => t.Provider.Adapter.SupportsEmbeddings)))
         {
             await WriteModelNotFoundAsync(ctx, model);
-            return;
+            return null;
         }
         var key = AuthenticatedKey.Of(ctx);
         if (!ModelAllowed(key, model, route))
         {
             await WriteErrorAsync(ctx, 403, $"This API key may not use model '{model}'.", "permission_error", "model_not_allowed", "model");
-            return;
+            return null;
         }
         var ticket = await AdmitAsync(ctx, s, key, body);
-        if (ticket is null)
-        {
-            return;
-        }
-        var stream = body["stream"] is JsonValue sv && sv.GetValue<bool>();
-        var includeUsage = stream && body["stream_options"]?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
-        var chatBody = legacy ? LegacyCompletions.ToChatRequest(body) : body;
-        var trace = new RequestTrace(NewRequestId(), model, legacy ? "completions" : "chat.completions", stream, s.Time.GetTimestamp())
-        {
-            KeyId = key?.Id,
-            KeyName = key?.Name,
-        };
+        return ticket is null ? null : new Admitted(body, model, route, key, ticket.Value);
+    }
+
+    /// <summary>
+    /// Serves an admitted request and, whatever happens (answer, failure, client disconnect), records it: one ledger row,
+    /// the request span's tags, the metrics, and the rate limiter's settlement with the actual usage.
+    /// </summary>
+    private static async Task ServeAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace, Func<Task> serve)
+    {
+        trace.KeyId = admitted.Key?.Id;
+        trace.KeyName = admitted.Key?.Name;
         ctx.Response.Headers["x-request-id"] = trace.RequestId;
-        using var logScope = s.Log.BeginScope(new RequestLogScope(trace.RequestId, model, key?.Name));
+        using var logScope = s.Log.BeginScope(new RequestLogScope(trace.RequestId, admitted.Model, admitted.Key?.Name));
         try
         {
-            if (stream)
-            {
-                await StreamChatAsync(ctx, s, route, chatBody, trace, includeUsage, legacy);
-            }
-            else
-            {
-                await CompleteChatAsync(ctx, s, route, chatBody, trace, legacy,
-                    s.Cache.KeyFor(ctx.Request, trace.Endpoint, route, body, key?.Id));
-            }
+            await serve();
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
@@ -101,7 +116,7 @@ internal static class GatewayApi
             s.Ledger.Record(ToRecord(trace, s.Time));
             TagRequestSpan(trace);
             s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
-            await s.Limiter.SettleAsync(ticket.Value, trace.Usage.TotalTokens);
+            await s.Limiter.SettleAsync(admitted.Ticket, trace.Usage.TotalTokens);
         }
     }
 
@@ -316,71 +331,37 @@ internal static class GatewayApi
 
     private static async Task HandleEmbeddingsAsync(HttpContext ctx, [AsParameters] GatewayServices s)
     {
-        var body = await ReadBodyAsync(ctx, s.Options.Value.MaxRequestBodyBytes);
-        if (body is null)
+        var admitted = await AdmitRequestAsync(ctx, s, RequestValidation.Embeddings, embeddings: true);
+        if (admitted is null)
         {
             return;
         }
-        if (RequestValidation.Embeddings(body) is { } invalid)
-        {
-            await WriteErrorAsync(ctx, invalid.Status, invalid.Message, "invalid_request_error", invalid.Code, invalid.Param);
-            return;
-        }
-        var model = body["model"]!.GetValue<string>();
-        if (!s.Registry.TryGetRoute(model, out var route) || !route.Targets.Any(t => t.Provider.Adapter.SupportsEmbeddings))
-        {
-            await WriteModelNotFoundAsync(ctx, model);
-            return;
-        }
-        var key = AuthenticatedKey.Of(ctx);
-        if (!ModelAllowed(key, model, route))
-        {
-            await WriteErrorAsync(ctx, 403, $"This API key may not use model '{model}'.", "permission_error", "model_not_allowed", "model");
-            return;
-        }
-        var ticket = await AdmitAsync(ctx, s, key, body);
-        if (ticket is null)
+        var trace = new RequestTrace(NewRequestId(), admitted.Model, "embeddings", false, s.Time.GetTimestamp());
+        await ServeAsync(ctx, s, admitted, trace, () => EmbedAsync(ctx, s, admitted, trace));
+    }
+
+    private static async Task EmbedAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace)
+    {
+        var cacheKey = s.Cache.KeyFor(ctx.Request, trace.Endpoint, admitted.Route, admitted.Body, admitted.Key?.Id);
+        if (await ServeFromCacheAsync(ctx, s, trace, cacheKey))
         {
             return;
         }
-        var trace = new RequestTrace(NewRequestId(), model, "embeddings", false, s.Time.GetTimestamp()) { KeyId = key?.Id, KeyName = key?.Name };
-        ctx.Response.Headers["x-request-id"] = trace.RequestId;
-        using var logScope = s.Log.BeginScope(new RequestLogScope(trace.RequestId, model, key?.Name));
-        try
+        var (success, error) = await s.Router.RunAsync(
+            admitted.Route, trace,
+            t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
+            (t, cts) => t.Provider.Adapter.EmbedAsync(new EmbeddingCall(admitted.Body, t.UpstreamModel, trace.RequestId), cts.Token),
+            t => t.Provider.Adapter.SupportsEmbeddings,
+            ctx.RequestAborted);
+        if (error is not null)
         {
-            var cacheKey = s.Cache.KeyFor(ctx.Request, trace.Endpoint, route, body, key?.Id);
-            if (await ServeFromCacheAsync(ctx, s, trace, cacheKey))
-            {
-                return;
-            }
-            var (success, error) = await s.Router.RunAsync(
-                route, trace,
-                t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
-                (t, cts) => t.Provider.Adapter.EmbedAsync(new EmbeddingCall(body, t.UpstreamModel, trace.RequestId), cts.Token),
-                t => t.Provider.Adapter.SupportsEmbeddings,
-                ctx.RequestAborted);
-            if (error is not null)
-            {
-                await FailAsync(ctx, trace, error);
-                return;
-            }
-            using var cancellation = success!.Cancellation;
-            trace.Usage = success.Value.Usage;
-            SetRouteHeaders(ctx, trace);
-            await WriteAndCacheAsync(ctx, s, cacheKey, success.Value.Response, trace.Usage);
+            await FailAsync(ctx, trace, error);
+            return;
         }
-        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
-        {
-            trace.Status = 499;
-            trace.ErrorType = "client_disconnected";
-        }
-        finally
-        {
-            s.Ledger.Record(ToRecord(trace, s.Time));
-            TagRequestSpan(trace);
-            s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
-            await s.Limiter.SettleAsync(ticket.Value, trace.Usage.TotalTokens);
-        }
+        using var cancellation = success!.Cancellation;
+        trace.Usage = success.Value.Usage;
+        SetRouteHeaders(ctx, trace);
+        await WriteAndCacheAsync(ctx, s, cacheKey, success.Value.Response, trace.Usage);
     }
 
     private static readonly long ModelsCreated = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
