@@ -104,10 +104,7 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
         }
         foreach (var choice in choices)
         {
-            if (choice?["delta"] is JsonObject delta &&
-                ((delta["content"] is JsonValue c && c.TryGetValue<string>(out var text) && text.Length > 0) ||
-                 delta["tool_calls"] is JsonArray { Count: > 0 } ||
-                 delta["refusal"] is JsonValue))
+            if (choice?["delta"] is JsonObject delta && OpenAiShapes.HasContent(delta))
             {
                 return true;
             }

@@ -118,10 +118,11 @@ public static class OpenAiShapes
     /// <summary>A fresh OpenAI-style tool call id for upstreams that do not name their calls.</summary>
     public static string NewToolCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
 
-    /// <summary>True when a chunk delta carries something the client sees: non-empty content or tool-call deltas.</summary>
+    /// <summary>True when a chunk delta carries something the client sees: non-empty content, a refusal or tool-call deltas.</summary>
     public static bool HasContent(JsonObject delta) =>
         (delta["content"] is JsonValue c && c.TryGetValue<string>(out var text) && text.Length > 0) ||
-        delta["tool_calls"] is JsonArray { Count: > 0 };
+        delta["tool_calls"] is JsonArray { Count: > 0 } ||
+        delta["refusal"] is JsonValue;
 
     /// <summary>Wraps a chunk object, deriving <see cref="ChatChunk.HasContent"/> from its first choice's delta.</summary>
     public static ChatChunk ToChatChunk(JsonObject chunk, TokenUsage? usage = null)

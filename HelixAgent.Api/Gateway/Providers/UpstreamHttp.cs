@@ -222,6 +222,4 @@ public static class UpstreamHttp
             throw new UpstreamException(UpstreamFailure.Protocol, $"{provider}: response broke off: {ex.Message}", inner: ex);
         }
     }
-
-    public static bool IsTransient(HttpStatusCode status) => (int)status is 429 or >= 500;
 }

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text;
-using Npgsql;
 
 namespace HelixAgent.Tests.Infrastructure;
 
@@ -31,34 +30,13 @@ public sealed class PostgresReplica : IAsyncDisposable
         return replica;
     }
 
-    public async Task StartAsync()
-    {
-        var cmd = ServerProcess.AsPostgres(Path.Combine(_primary.Bin, "postgres"), "-D", _dataDir, "-p", Port.ToString(),
-            "-k", Path.GetDirectoryName(_dataDir)!, "-c", "listen_addresses=127.0.0.1", "-c", "hot_standby=on", "-c", "fsync=off", "-c", "max_connections=200");
-        _process = ServerProcess.Start(cmd, _log);
-        await ServerProcess.WaitForPortAsync(Port, _process, _log, TimeSpan.FromSeconds(30));
-        for (var i = 0; ; i++)
-        {
-            try
-            {
-                await using var conn = new NpgsqlConnection(ConnectionString("postgres") + ";Pooling=false");
-                await conn.OpenAsync();
-                return;
-            }
-            catch (PostgresException) when (i < 100)
-            {
-                await Task.Delay(50);
-            }
-        }
-    }
+    public async Task StartAsync() =>
+        _process = await PostgresServer.RunPostgresAsync(_primary.Bin, _dataDir, Port, _log,
+            "-c", "hot_standby=on", "-c", "fsync=off", "-c", "max_connections=200");
 
     public async Task StopAsync()
     {
-        if (_process is { HasExited: false } p)
-        {
-            ServerProcess.Run("kill", ["-INT", p.Id.ToString()]);
-            await p.WaitForExitAsync();
-        }
+        await PostgresServer.StopPostgresAsync(_process);
         _process = null;
     }
 

@@ -27,21 +27,31 @@ public sealed class PostgresServer : IAsyncLifetime
         await StartAsync();
     }
 
-    public async Task StartAsync()
+    public async Task StartAsync() =>
+        _process = await RunPostgresAsync(Bin, _dataDir, Port, _log,
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200");
+
+    /// <summary>Fast shutdown (SIGINT): open connections are cut, as in a real outage.</summary>
+    public async Task StopAsync()
     {
-        var cmd = ServerProcess.AsPostgres(Path.Combine(Bin, "postgres"), "-D", _dataDir, "-p", Port.ToString(),
-            "-k", Path.GetDirectoryName(_dataDir)!, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-            "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200");
-        _process = ServerProcess.Start(cmd, _log);
-        await ServerProcess.WaitForPortAsync(Port, _process, _log, TimeSpan.FromSeconds(30));
-        // Accepting TCP is not the same as accepting queries: wait for a real connection.
+        await StopPostgresAsync(_process);
+        _process = null;
+    }
+
+    /// <summary>Starts <c>postgres</c> on <paramref name="dataDir"/> and returns once it accepts queries, not just TCP.</summary>
+    internal static async Task<Process> RunPostgresAsync(string bin, string dataDir, int port, StringBuilder log, params string[] settings)
+    {
+        var cmd = ServerProcess.AsPostgres(Path.Combine(bin, "postgres"), ["-D", dataDir, "-p", port.ToString(),
+            "-k", Path.GetDirectoryName(dataDir)!, "-c", "listen_addresses=127.0.0.1", .. settings]);
+        var process = ServerProcess.Start(cmd, log);
+        await ServerProcess.WaitForPortAsync(port, process, log, TimeSpan.FromSeconds(30));
         for (var i = 0; ; i++)
         {
             try
             {
-                await using var conn = new NpgsqlConnection(ConnectionString("postgres") + ";Pooling=false");
+                await using var conn = new NpgsqlConnection($"Host=127.0.0.1;Port={port};Username=postgres;Database=postgres;Timeout=5;Pooling=false");
                 await conn.OpenAsync();
-                return;
+                return process;
             }
             catch (PostgresException) when (i < 100)
             {
@@ -50,15 +60,13 @@ public sealed class PostgresServer : IAsyncLifetime
         }
     }
 
-    /// <summary>Fast shutdown (SIGINT): open connections are cut, as in a real outage.</summary>
-    public async Task StopAsync()
+    internal static async Task StopPostgresAsync(Process? process)
     {
-        if (_process is { HasExited: false } p)
+        if (process is { HasExited: false } p)
         {
             ServerProcess.Run("kill", ["-INT", p.Id.ToString()]);
             await p.WaitForExitAsync();
         }
-        _process = null;
     }
 
     public string ConnectionString(string database) =>
