@@ -56,6 +56,8 @@ public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redi
         var metrics = await gw.Anonymous().GetStringAsync("/metrics");
         Assert.Contains("helixagent_cache_hits_total 1\n", metrics);
         Assert.Contains("helixagent_cache_hit_rate 0.5\n", metrics);
+        var stats = JsonNode.Parse(await gw.WithKey(gw.AdminKey).GetStringAsync("/admin/cache"))!;
+        Assert.Equal((1L, 1L, 0.5), (stats["hits"]!.GetValue<long>(), stats["misses"]!.GetValue<long>(), stats["hit_rate"]!.GetValue<double>()));
     }
 
     [Fact]

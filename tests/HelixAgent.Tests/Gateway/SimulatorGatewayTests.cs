@@ -328,6 +328,14 @@ public sealed class SimulatorGatewayTests(PostgresServer postgres, RedisServer r
 
         var rows = await gw.LedgerRowsAsync(3);
         Assert.Equal([(short)502, (short)502, (short)502], rows.Select(r => r.Status));
+
+        // The contract's "provider circuit reset" for admins closes it at once.
+        Assert.Equal(HttpStatusCode.Forbidden, (await gw.Client.PostAsync("/admin/providers/sim/reset", null)).StatusCode);
+        var reset = await gw.WithKey(gw.AdminKey).PostAsync("/admin/providers/sim/reset", null);
+        Assert.Equal(HttpStatusCode.OK, reset.StatusCode);
+        Assert.Equal("closed", (await JsonAsync(reset)).GetProperty("circuit").GetString());
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("sim-small"))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await gw.WithKey(gw.AdminKey).PostAsync("/admin/providers/claude/reset", null)).StatusCode);
     }
 
     [Fact]
