@@ -108,6 +108,20 @@ public sealed partial class ClusterRateLimiter : IDisposable
     }
 
     /// <summary>
+    /// <see cref="SettleAsync"/> without waiting for Redis's answer, so the client's response never waits for it. The
+    /// command is queued on the multiplexer before this returns, and commands keep their order on the connection: the
+    /// key's next admission is evaluated after this settlement.
+    /// </summary>
+    public void Settle(RateLimitTicket ticket, int actualTokens)
+    {
+        var pending = SettleAsync(ticket, actualTokens);
+        if (!pending.IsCompleted)
+        {
+            _ = pending.AsTask();
+        }
+    }
+
+    /// <summary>
     /// Corrects the reservation with the actual usage (actual − reserved; negative gives tokens back) in the minute the
     /// request was admitted in. Failures are logged, never thrown.
     /// </summary>

@@ -116,7 +116,7 @@ internal static class GatewayApi
             s.Ledger.Record(ToRecord(trace, s.Time));
             TagRequestSpan(trace);
             s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
-            await s.Limiter.SettleAsync(admitted.Ticket, trace.Usage.TotalTokens);
+            s.Limiter.Settle(admitted.Ticket, trace.Usage.TotalTokens);
         }
     }
 
@@ -170,8 +170,8 @@ internal static class GatewayApi
         trace.Usage = success.Value.Usage;
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         SetRouteHeaders(ctx, trace);
-        var response = legacy ? LegacyCompletions.FromChatResponse(success.Value.Response, trace.RequestId) : success.Value.Response;
-        await WriteAndCacheAsync(ctx, s, cacheKey, response, trace.Usage);
+        var answer = legacy ? JsonBytes.Of(LegacyCompletions.FromChatResponse(success.Value.Response, trace.RequestId)) : success.Value.Utf8Json;
+        await WriteAndCacheAsync(ctx, s, cacheKey, answer, trace.Usage);
     }
 
     /// <summary>Answers from the response cache when it has this request (no upstream call, no attempt).</summary>
@@ -193,24 +193,26 @@ internal static class GatewayApi
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         ctx.Response.Headers["x-helixagent-cache"] = "hit";
         SetRouteHeaders(ctx, trace);
-        ctx.Response.StatusCode = StatusCodes.Status200OK;
-        ctx.Response.ContentType = "application/json";
-        await ctx.Response.WriteAsync(cached.Body, ctx.RequestAborted);
+        await WriteUtf8JsonAsync(ctx, cached.Body);
         return true;
     }
 
-    private static async Task WriteAndCacheAsync(HttpContext ctx, GatewayServices s, string? cacheKey, JsonNode response, TokenUsage usage)
+    private static Task WriteAndCacheAsync(HttpContext ctx, GatewayServices s, string? cacheKey, ReadOnlyMemory<byte> body, TokenUsage usage)
     {
-        if (cacheKey is null)
+        if (cacheKey is not null)
         {
-            await WriteJsonAsync(ctx, response, StatusCodes.Status200OK);
-            return;
+            s.Cache.Set(cacheKey, body, usage);
         }
-        var json = response.ToJsonString();
-        s.Cache.Set(cacheKey, json, usage);
+        return WriteUtf8JsonAsync(ctx, body);
+    }
+
+    /// <summary>A 200 JSON answer from its UTF-8 bytes, with a Content-Length (no chunked framing).</summary>
+    private static async Task WriteUtf8JsonAsync(HttpContext ctx, ReadOnlyMemory<byte> body)
+    {
         ctx.Response.StatusCode = StatusCodes.Status200OK;
         ctx.Response.ContentType = "application/json";
-        await ctx.Response.WriteAsync(json, ctx.RequestAborted);
+        ctx.Response.ContentLength = body.Length;
+        await ctx.Response.Body.WriteAsync(body, ctx.RequestAborted);
     }
 
     /// <summary>An attempt's stream, opened up to (and including) its first content chunk.</summary>
@@ -361,7 +363,7 @@ internal static class GatewayApi
         using var cancellation = success!.Cancellation;
         trace.Usage = success.Value.Usage;
         SetRouteHeaders(ctx, trace);
-        await WriteAndCacheAsync(ctx, s, cacheKey, success.Value.Response, trace.Usage);
+        await WriteAndCacheAsync(ctx, s, cacheKey, JsonBytes.Of(success.Value.Response), trace.Usage);
     }
 
     private static readonly long ModelsCreated = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -428,17 +430,6 @@ internal static class GatewayApi
 
     private static Task WriteErrorAsync(HttpContext ctx, int status, string message, string type, string? code, string? param) =>
         OpenAiErrors.WriteAsync(ctx, status, message, type, code, param);
-
-    private static async Task WriteJsonAsync(HttpContext ctx, JsonNode node, int status)
-    {
-        ctx.Response.StatusCode = status;
-        ctx.Response.ContentType = "application/json";
-        await using (var writer = new Utf8JsonWriter(ctx.Response.BodyWriter, new JsonWriterOptions { SkipValidation = true }))
-        {
-            node.WriteTo(writer);
-        }
-        await ctx.Response.BodyWriter.FlushAsync(ctx.RequestAborted);
-    }
 
     /// <summary>Reads a JSON object body, answering 413/400 itself (and returning null) when it is not acceptable.</summary>
     private static async Task<JsonObject?> ReadBodyAsync(HttpContext ctx, long maxBytes)

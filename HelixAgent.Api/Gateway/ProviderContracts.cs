@@ -42,8 +42,54 @@ public interface IChatProvider
 /// </summary>
 public sealed record ChatCall(JsonObject Request, string UpstreamModel, string RequestId);
 
-/// <summary>An OpenAI <c>chat.completion</c> object and the usage it reports.</summary>
-public sealed record ChatResult(JsonObject Response, TokenUsage Usage);
+/// <summary>
+/// An OpenAI <c>chat.completion</c> object and the usage it reports. Adapters that translate build a
+/// <see cref="JsonObject"/>; the OpenAI-compatible adapter keeps the upstream's validated bytes
+/// (<see cref="FromUtf8"/>), which are served as they are: no tree is built and nothing is serialised again.
+/// </summary>
+public sealed class ChatResult
+{
+    private JsonObject? _response;
+    private readonly ReadOnlyMemory<byte> _utf8;
+
+    public ChatResult(JsonObject response, TokenUsage usage)
+    {
+        _response = response;
+        Usage = usage;
+    }
+
+    private ChatResult(ReadOnlyMemory<byte> utf8, TokenUsage usage)
+    {
+        _utf8 = utf8;
+        Usage = usage;
+    }
+
+    /// <summary>An answer already in OpenAI's shape (the caller checked it is a JSON object with <c>choices</c>).</summary>
+    public static ChatResult FromUtf8(ReadOnlyMemory<byte> utf8, TokenUsage usage) => new(utf8, usage);
+
+    public TokenUsage Usage { get; }
+
+    /// <summary>The answer as a JSON tree (parsed on first use when the result holds bytes).</summary>
+    public JsonObject Response => _response ??= JsonNode.Parse(_utf8.Span) as JsonObject
+        ?? throw new InvalidOperationException("The answer is not a JSON object.");
+
+    /// <summary>The answer as UTF-8 JSON, the form it is written to the client and the cache in.</summary>
+    public ReadOnlyMemory<byte> Utf8Json => _utf8.IsEmpty ? JsonBytes.Of(Response) : _utf8;
+}
+
+/// <summary>UTF-8 JSON of a tree, written once into a buffer sized as it grows (no UTF-16 string in between).</summary>
+internal static class JsonBytes
+{
+    public static ReadOnlyMemory<byte> Of(JsonNode node)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
+        using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, new System.Text.Json.JsonWriterOptions { SkipValidation = true }))
+        {
+            node.WriteTo(writer);
+        }
+        return buffer.WrittenMemory;
+    }
+}
 
 /// <summary>
 /// One OpenAI <c>chat.completion.chunk</c>. <see cref="HasContent"/> is true when the chunk carries content the client

@@ -1,6 +1,9 @@
+using System.Buffers;
+using System.Buffers.Text;
 using System.ComponentModel.DataAnnotations;
 using System.Security.Cryptography;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using HelixAgent.Api.Observability;
 using Microsoft.Extensions.Options;
@@ -34,8 +37,8 @@ public sealed class CacheOptions
     public int LookupTimeoutMs { get; set; } = 100;
 }
 
-/// <summary>A cached answer: the exact JSON body the client got, and its usage for the ledger.</summary>
-public sealed record CachedAnswer(string Body, TokenUsage Usage);
+/// <summary>A cached answer: the exact JSON body (UTF-8) the client got, and its usage for the ledger.</summary>
+public sealed record CachedAnswer(ReadOnlyMemory<byte> Body, TokenUsage Usage);
 
 /// <summary>
 /// The response cache in Redis (shared by every replica): the key is a SHA-256 of the endpoint, the route, the API key
@@ -60,14 +63,37 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         {
             return null;
         }
-        var canonical = (JsonObject)body.DeepClone();
-        foreach (var field in Irrelevant)
+        // SHA-256 over endpoint, route, scope and the body without the fields that do not change the answer, written
+        // straight into the hash (no copy of the tree, no string).
+        var buffer = new ArrayBufferWriter<byte>(512);
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true }))
         {
-            canonical.Remove(field);
+            writer.WriteStartObject();
+            foreach (var (name, value) in body)
+            {
+                if (Array.IndexOf(Irrelevant, name) >= 0)
+                {
+                    continue;
+                }
+                writer.WritePropertyName(name);
+                if (value is null)
+                {
+                    writer.WriteNullValue();
+                }
+                else
+                {
+                    value.WriteTo(writer);
+                }
+            }
+            writer.WriteEndObject();
         }
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var scope = _options.SharedAcrossKeys ? "*" : keyId?.ToString("N") ?? "-";
-        var material = $"{endpoint}\n{route.Id}\n{scope}\n{canonical.ToJsonString()}";
-        return Prefix + Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(material)));
+        hash.AppendData(Encoding.UTF8.GetBytes($"{endpoint}\n{route.Id}\n{scope}\n"));
+        hash.AppendData(buffer.WrittenSpan);
+        Span<byte> digest = stackalloc byte[32];
+        hash.GetHashAndReset(digest);
+        return Prefix + Convert.ToHexString(digest);
     }
 
     public async ValueTask<CachedAnswer?> GetAsync(string key, CancellationToken cancellationToken)
@@ -82,7 +108,7 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         {
             var value = await redis.GetDatabase().StringGetAsync(key)
                 .WaitAsync(TimeSpan.FromMilliseconds(_options.LookupTimeoutMs), cancellationToken);
-            var answer = value.HasValue ? Decode(value.ToString()) : null;
+            var answer = value.HasValue ? Decode((byte[])value!) : null;
             metrics.CacheLookup(hit: answer is not null);
             return answer;
         }
@@ -94,17 +120,20 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         }
     }
 
-    /// <summary>Stores an answer without waiting (fire and forget).</summary>
-    public void Set(string key, string body, TokenUsage usage)
+    /// <summary>Stores an answer without waiting (fire and forget) as <c>prompt|completion|body</c>.</summary>
+    public void Set(string key, ReadOnlyMemory<byte> body, TokenUsage usage)
     {
         if (body.Length > _options.MaxEntryBytes || Redis() is not { } redis)
         {
             return;
         }
+        var header = Encoding.ASCII.GetBytes($"{usage.PromptTokens}|{usage.CompletionTokens}|");
+        var value = new byte[header.Length + body.Length];
+        header.CopyTo(value, 0);
+        body.Span.CopyTo(value.AsSpan(header.Length));
         try
         {
-            redis.GetDatabase().StringSet(key, $"{usage.PromptTokens}|{usage.CompletionTokens}|{body}",
-                TimeSpan.FromSeconds(_options.TtlSeconds), flags: CommandFlags.FireAndForget);
+            redis.GetDatabase().StringSet(key, value, TimeSpan.FromSeconds(_options.TtlSeconds), flags: CommandFlags.FireAndForget);
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
@@ -157,15 +186,17 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
     private static bool Deterministic(JsonObject body) =>
         (body["temperature"] is JsonValue t && t.TryGetValue<double>(out var temperature) && temperature == 0) || body["seed"] is JsonValue;
 
-    private static CachedAnswer? Decode(string value)
+    private static CachedAnswer? Decode(byte[] value)
     {
-        var first = value.IndexOf('|');
-        var second = first < 0 ? -1 : value.IndexOf('|', first + 1);
-        if (second < 0 || !int.TryParse(value.AsSpan(0, first), out var prompt) || !int.TryParse(value.AsSpan(first + 1, second - first - 1), out var completion))
+        var first = Array.IndexOf(value, (byte)'|');
+        var second = first < 0 ? -1 : Array.IndexOf(value, (byte)'|', first + 1);
+        if (second < 0 ||
+            !Utf8Parser.TryParse(value.AsSpan(0, first), out int prompt, out var n1) || n1 != first ||
+            !Utf8Parser.TryParse(value.AsSpan(first + 1, second - first - 1), out int completion, out var n2) || n2 != second - first - 1)
         {
             return null;
         }
-        return new CachedAnswer(value[(second + 1)..], new TokenUsage(prompt, completion));
+        return new CachedAnswer(value.AsMemory(second + 1), new TokenUsage(prompt, completion));
     }
 
     private IConnectionMultiplexer? Redis() => services.GetService<IConnectionMultiplexer>() is { IsConnected: true } redis ? redis : null;

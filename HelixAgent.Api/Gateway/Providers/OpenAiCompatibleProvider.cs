@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Net.Http.Headers;
 using System.Runtime.CompilerServices;
 using System.Text;
@@ -21,29 +22,32 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
 
     public async Task<ChatResult> CompleteAsync(ChatCall call, CancellationToken cancellationToken)
     {
-        var body = Clone(call.Request, call.UpstreamModel);
-        body["stream"] = false;
-        body.Remove("stream_options");
-        using var response = await UpstreamHttp.SendAsync(http, Post("/chat/completions", body), Name, cancellationToken);
-        using var doc = await UpstreamHttp.ReadJsonAsync(response, Name, cancellationToken);
-        var json = JsonObject.Create(doc.RootElement.Clone())
-            ?? throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answered a non-object");
-        if (json["choices"] is not JsonArray)
+        using var response = await UpstreamHttp.SendAsync(http, Post("/chat/completions", call.Request, call.UpstreamModel, RequestMode.Complete), Name, cancellationToken);
+        var bytes = await UpstreamHttp.ReadBytesAsync(response, Name, cancellationToken);
+        // The answer is already in the canonical shape: check it and read its usage, then serve the upstream's bytes.
+        try
         {
-            throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answer has no choices");
+            using var doc = JsonDocument.Parse(bytes);
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answered a non-object");
+            }
+            if (!root.TryGetProperty("choices", out var choices) || choices.ValueKind != JsonValueKind.Array)
+            {
+                throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answer has no choices");
+            }
+            return ChatResult.FromUtf8(bytes, UsageOf(root));
         }
-        return new ChatResult(json, UsageOf(json));
+        catch (JsonException ex)
+        {
+            throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answered invalid JSON: {ex.Message}", inner: ex);
+        }
     }
 
     public async IAsyncEnumerable<ChatChunk> StreamAsync(ChatCall call, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var body = Clone(call.Request, call.UpstreamModel);
-        body["stream"] = true;
-        var streamOptions = body["stream_options"] as JsonObject ?? [];
-        streamOptions["include_usage"] = true;
-        body["stream_options"] = streamOptions;
-
-        using var response = await UpstreamHttp.SendAsync(http, Post("/chat/completions", body), Name, cancellationToken);
+        using var response = await UpstreamHttp.SendAsync(http, Post("/chat/completions", call.Request, call.UpstreamModel, RequestMode.Stream), Name, cancellationToken);
         await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken);
         var done = false;
         await foreach (var sse in UpstreamHttp.ReadSseAsync(stream, Name, cancellationToken))
@@ -81,8 +85,7 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
 
     public async Task<EmbeddingResult> EmbedAsync(EmbeddingCall call, CancellationToken cancellationToken)
     {
-        var body = Clone(call.Request, call.UpstreamModel);
-        using var response = await UpstreamHttp.SendAsync(http, Post("/embeddings", body), Name, cancellationToken);
+        using var response = await UpstreamHttp.SendAsync(http, Post("/embeddings", call.Request, call.UpstreamModel, RequestMode.Embed), Name, cancellationToken);
         using var doc = await UpstreamHttp.ReadJsonAsync(response, Name, cancellationToken);
         var json = JsonObject.Create(doc.RootElement.Clone())
             ?? throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answered a non-object");
@@ -112,6 +115,16 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
         return false;
     }
 
+    internal static TokenUsage UsageOf(JsonElement json)
+    {
+        if (!json.TryGetProperty("usage", out var usage) || usage.ValueKind != JsonValueKind.Object)
+        {
+            return default;
+        }
+        static int Int(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i) ? i : 0;
+        return new TokenUsage(Int(usage, "prompt_tokens"), Int(usage, "completion_tokens"));
+    }
+
     internal static TokenUsage UsageOf(JsonObject json)
     {
         if (json["usage"] is not JsonObject usage)
@@ -122,21 +135,70 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
         return new TokenUsage(Int(usage["prompt_tokens"]), Int(usage["completion_tokens"]));
     }
 
-    private static JsonObject Clone(JsonObject request, string model)
+    private enum RequestMode { Complete, Stream, Embed }
+
+    /// <summary>
+    /// The client's body as the upstream gets it, written straight to UTF-8 (no copy of the tree): <c>model</c> is
+    /// the upstream model; a completion has <c>stream: false</c> and no <c>stream_options</c>; a stream has
+    /// <c>stream: true</c> and <c>stream_options.include_usage: true</c> (so usage is always known).
+    /// </summary>
+    private HttpRequestMessage Post(string path, JsonObject request, string model, RequestMode mode)
     {
-        var body = (JsonObject)request.DeepClone();
-        body["model"] = model;
-        return body;
+        var buffer = new ArrayBufferWriter<byte>(512);
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true }))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("model", model);
+            foreach (var (name, value) in request)
+            {
+                if (name == "model" || (mode != RequestMode.Embed && name is "stream" or "stream_options"))
+                {
+                    continue;
+                }
+                writer.WritePropertyName(name);
+                WriteValue(writer, value);
+            }
+            if (mode == RequestMode.Complete)
+            {
+                writer.WriteBoolean("stream", false);
+            }
+            else if (mode == RequestMode.Stream)
+            {
+                writer.WriteBoolean("stream", true);
+                writer.WriteStartObject("stream_options");
+                if (request["stream_options"] is JsonObject options)
+                {
+                    foreach (var (name, value) in options)
+                    {
+                        if (name != "include_usage")
+                        {
+                            writer.WritePropertyName(name);
+                            WriteValue(writer, value);
+                        }
+                    }
+                }
+                writer.WriteBoolean("include_usage", true);
+                writer.WriteEndObject();
+            }
+            writer.WriteEndObject();
+        }
+        var content = new ReadOnlyMemoryContent(buffer.WrittenMemory);
+        content.Headers.ContentType = new MediaTypeHeaderValue(UpstreamHttp.JsonMediaType);
+        var message = new HttpRequestMessage(HttpMethod.Post, _baseUrl + path) { Content = content };
+        Authorize(message);
+        return message;
     }
 
-    private HttpRequestMessage Post(string path, JsonObject body)
+    private static void WriteValue(Utf8JsonWriter writer, JsonNode? value)
     {
-        var request = new HttpRequestMessage(HttpMethod.Post, _baseUrl + path)
+        if (value is null)
         {
-            Content = new StringContent(body.ToJsonString(), Encoding.UTF8, UpstreamHttp.JsonMediaType),
-        };
-        Authorize(request);
-        return request;
+            writer.WriteNullValue();
+        }
+        else
+        {
+            value.WriteTo(writer);
+        }
     }
 
     private void Authorize(HttpRequestMessage request)

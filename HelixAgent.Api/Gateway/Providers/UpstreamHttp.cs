@@ -206,6 +206,19 @@ public static class UpstreamHttp
     }
 
     /// <summary>Reads a whole JSON body, turning a cut connection into a protocol failure.</summary>
+    /// <summary>The whole body as bytes; a body that breaks off becomes an <see cref="UpstreamException"/> (protocol).</summary>
+    public static async Task<byte[]> ReadBytesAsync(HttpResponseMessage response, string provider, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await response.Content.ReadAsByteArrayAsync(cancellationToken);
+        }
+        catch (Exception ex) when (ex is IOException or HttpRequestException)
+        {
+            throw new UpstreamException(UpstreamFailure.Protocol, $"{provider}: response broke off: {ex.Message}", inner: ex);
+        }
+    }
+
     public static async Task<JsonDocument> ReadJsonAsync(HttpResponseMessage response, string provider, CancellationToken cancellationToken)
     {
         try
