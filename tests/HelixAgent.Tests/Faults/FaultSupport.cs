@@ -31,10 +31,10 @@ internal sealed class FaultDatabase
         return new FaultDatabase(cs);
     }
 
-    public async Task<string> CreateKeyAsync(string name, int? requestsPerMinute = null)
+    public async Task<string> CreateKeyAsync(string name, int? requestsPerMinute = null, string scope = "client")
     {
         await using var ds = NpgsqlDataSource.Create(ConnectionString);
-        return (await new ApiKeyStore(ds).CreateAsync(name, "client", requestsPerMinute, null, null, null, DateTimeOffset.UtcNow)).Secret;
+        return (await new ApiKeyStore(ds).CreateAsync(name, scope, requestsPerMinute, null, null, null, DateTimeOffset.UtcNow)).Secret;
     }
 
     /// <summary>Polls <c>completions</c> until it holds <paramref name="expected"/> rows (or more), or the timeout passes.</summary>

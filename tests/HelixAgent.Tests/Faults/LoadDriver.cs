@@ -261,3 +261,74 @@ internal sealed class LoadDriver : IDisposable
 
     public void Dispose() => _http.Dispose();
 }
+
+/// <summary>
+/// What a load balancer does with readiness: requests go round-robin to the instances whose <c>/ready</c> last answered
+/// 200; an instance that answers anything else (or refuses the connection) is taken out of rotation for good.
+/// </summary>
+internal sealed class ReadinessRotation : IAsyncDisposable
+{
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(2) };
+    private readonly CancellationTokenSource _stop = new();
+    private readonly ConcurrentDictionary<Uri, DateTimeOffset> _removedAt = new();
+    private readonly Task _poller;
+    private volatile Uri[] _ready;
+    private int _next = -1;
+
+    public ReadinessRotation(params Uri[] instances)
+    {
+        _ready = instances;
+        _poller = Task.Run(PollAsync);
+    }
+
+    /// <summary>When each instance left the rotation.</summary>
+    public IReadOnlyDictionary<Uri, DateTimeOffset> RemovedAt => _removedAt;
+
+    /// <summary>The next instance in rotation.</summary>
+    public Uri Next()
+    {
+        var ready = _ready;
+        return ready.Length == 0 ? throw new InvalidOperationException("no instance is ready") : ready[(int)((uint)Interlocked.Increment(ref _next) % ready.Length)];
+    }
+
+    private async Task PollAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            foreach (var instance in _ready)
+            {
+                bool ready;
+                try
+                {
+                    using var response = await _http.GetAsync(new Uri(instance, "/ready"), _stop.Token);
+                    ready = response.IsSuccessStatusCode;
+                }
+                catch (HttpRequestException)
+                {
+                    ready = false;
+                }
+                catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
+                {
+                    ready = true; // a slow answer is not a "no"
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                if (!ready && _removedAt.TryAdd(instance, DateTimeOffset.UtcNow))
+                {
+                    _ready = [.. _ready.Where(i => i != instance)];
+                }
+            }
+            await Task.Delay(100, _stop.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        await _poller.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        _stop.Dispose();
+        _http.Dispose();
+    }
+}
