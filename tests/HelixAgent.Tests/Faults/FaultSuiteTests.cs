@@ -309,9 +309,23 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         var db = await FaultDatabase.CreateAsync(postgres);
         // A limit far above the load: every admission asks Redis, and must fall back to this replica while it is away.
         var key = await db.CreateKeyAsync("faults-redis", requestsPerMinute: 1_000_000);
+        var adminKey = await db.CreateKeyAsync("faults-redis-admin", scope: "admin");
         var env = FaultEnvironment.For(db, redis).WithProvider("p0", upstream, "m");
         await using var api = await ApiProcess.StartAsync(env);
         using var driver = new LoadDriver(key);
+        using var admin = new HttpClient { BaseAddress = api.BaseAddress, Timeout = TimeSpan.FromSeconds(10) };
+        admin.DefaultRequestHeaders.Add("X-API-Key", adminKey);
+        // The operator's Redis-backed actions: flushing the cache, switching maintenance mode (off: the load goes on).
+        async Task<(int Status, string? Code, bool RetryAfter)> OperatorAsync(HttpMethod method, string path, string? body = null)
+        {
+            using var request = new HttpRequestMessage(method, path)
+            {
+                Content = body is null ? null : new StringContent(body, System.Text.Encoding.UTF8, "application/json"),
+            };
+            using var response = await admin.SendAsync(request);
+            var json = System.Text.Json.Nodes.JsonNode.Parse(await response.Content.ReadAsStringAsync());
+            return ((int)response.StatusCode, json?["error"]?["code"]?.GetValue<string>(), response.Headers.RetryAfter is not null);
+        }
 
         // One request in three asks something cacheable (temperature 0, four distinct questions): cache lookups and
         // writes go on through the outage too.
@@ -337,10 +351,13 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         var down = DateTimeOffset.UtcNow;
         await redis.StopAsync();
         double degradedDuring;
+        (int Status, string? Code, bool RetryAfter) flushDuring, maintenanceDuring;
         try
         {
             await Task.Delay(TimeSpan.FromSeconds(3));
             degradedDuring = (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_rate_limit_degraded");
+            flushDuring = await OperatorAsync(HttpMethod.Delete, "/admin/cache");
+            maintenanceDuring = await OperatorAsync(HttpMethod.Post, "/admin/maintenance", """{"enabled":false}""");
             await Task.Delay(TimeSpan.FromSeconds(10) - (DateTimeOffset.UtcNow - down));
         }
         finally
@@ -371,6 +388,11 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         Assert.Equal(1, degradedDuring);
         Assert.Equal(0, degradedAfter);
         Assert.True(before.Sum("helixagent_cache_hits_total") > 0, "the cache served hits before the outage");
+        // What needs Redis says so cleanly (503 + Retry-After), and works again once it is back.
+        Assert.Equal((503, "redis_unavailable", true), flushDuring);
+        Assert.Equal((503, "redis_unavailable", true), maintenanceDuring);
+        Assert.Equal(200, (await OperatorAsync(HttpMethod.Delete, "/admin/cache")).Status);
+        Assert.Equal(200, (await OperatorAsync(HttpMethod.Post, "/admin/maintenance", """{"enabled":false}""")).Status);
 
         await AssertLedgerParityAsync(db, outcomes, api);
         Assert.Equal(0, (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_ledger_rows_lost_total"));
