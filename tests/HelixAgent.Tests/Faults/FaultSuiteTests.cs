@@ -426,7 +426,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
 
         // Limits are per minute of the Redis server's clock (a sliding estimate across two minutes): run the load
         // inside one minute, so the limit to hold is exactly `limit`.
-        var minute = await FreshRedisMinuteAsync(TimeSpan.FromSeconds(30));
+        var minute = await FreshRedisMinuteAsync(TimeSpan.FromSeconds(15));
         using var driver = new LoadDriver(limitedKey);
         var clock = Stopwatch.StartNew();
         var outcomes = await driver.RunAsync(count, concurrency: 16, id => LoadRequest.Chat(id, Spread(id), "m", id % 3 == 0));
