@@ -34,6 +34,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     private readonly List<(int Count, TaskCompletionSource Done)> _requestWaiters = [];
     private readonly List<(int Count, TaskCompletionSource Done)> _cancelWaiters = [];
     private readonly Queue<FaultPlan> _faults = new();
+    private Func<RecordedRequest, FakeFault>? _chooseFault;
     private int _requestCount;
     private int _cancelledCount;
     private int _sequence;
@@ -216,6 +217,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         lock (_gate)
         {
             _faults.Clear();
+            _chooseFault = null;
             if (fault != FakeFault.None && times > 0)
             {
                 _faults.Enqueue(new FaultPlan(fault, times, when));
@@ -229,10 +231,26 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         lock (_gate)
         {
             _faults.Clear();
+            _chooseFault = null;
             foreach (var f in faults)
             {
                 _faults.Enqueue(new FaultPlan(f, 1, null));
             }
+        }
+    }
+
+    /// <summary>
+    /// Lets each request choose its own fault (<see cref="FakeFault.None"/> for a normal answer), e.g. from a marker in
+    /// its body: under concurrent load the same request always gets the same fault, whatever the arrival order.
+    /// Replaces any fault set before; <see cref="Reset"/> removes it.
+    /// </summary>
+    public void FailEach(Func<RecordedRequest, FakeFault> choose)
+    {
+        ArgumentNullException.ThrowIfNull(choose);
+        lock (_gate)
+        {
+            _faults.Clear();
+            _chooseFault = choose;
         }
     }
 
@@ -242,6 +260,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         lock (_gate)
         {
             _faults.Clear();
+            _chooseFault = null;
         }
     }
 
@@ -458,6 +477,15 @@ public sealed partial class FakeUpstream : IAsyncDisposable
 
     private FakeFault TakeFault(RecordedRequest request)
     {
+        Func<RecordedRequest, FakeFault>? choose;
+        lock (_gate)
+        {
+            choose = _chooseFault;
+        }
+        if (choose is not null)
+        {
+            return choose(request);
+        }
         lock (_gate)
         {
             while (_faults.TryPeek(out var plan))

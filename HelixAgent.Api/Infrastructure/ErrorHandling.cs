@@ -34,12 +34,22 @@ internal sealed record ErrorEnvelope(ErrorBody Error);
 
 internal static class ErrorHandlingExtensions
 {
-    /// <summary>Unhandled exceptions and bare status codes (404, 405, 413...) become OpenAI-shaped JSON errors.</summary>
+    /// <summary>
+    /// Unhandled exceptions and bare status codes (404, 405, 413...) become OpenAI-shaped JSON errors. PostgreSQL or
+    /// Redis being unreachable is an outage, not a bug: 503 with <c>Retry-After</c> (e.g. key management while the
+    /// database is down), never a 500.
+    /// </summary>
     public static WebApplication UseApplicationErrors(this WebApplication app)
     {
         app.UseExceptionHandler(errorApp => errorApp.Run(ctx =>
         {
             var feature = ctx.Features.Get<IExceptionHandlerFeature>();
+            if (Unreachable(feature?.Error) is var (what, code))
+            {
+                ctx.Response.Headers.RetryAfter = "5";
+                return OpenAiErrors.WriteAsync(ctx, StatusCodes.Status503ServiceUnavailable,
+                    $"{what} is unreachable right now; please retry shortly.", OpenAiErrors.TypeFor(503), code);
+            }
             var status = feature?.Error is BadHttpRequestException bad ? bad.StatusCode : StatusCodes.Status500InternalServerError;
             var message = status == 500 ? "The server had an error while processing your request." : feature?.Error.Message ?? "Bad request.";
             return OpenAiErrors.WriteAsync(ctx, status, message, OpenAiErrors.TypeFor(status));
@@ -58,4 +68,15 @@ internal static class ErrorHandlingExtensions
         });
         return app;
     }
+
+    /// <summary>
+    /// The dependency an exception says is unreachable: PostgreSQL for Npgsql's transient failures (refused or broken
+    /// connection, server shutting down or starting up, pool exhausted), Redis for its connection failures and timeouts.
+    /// </summary>
+    private static (string What, string Code)? Unreachable(Exception? error) => error switch
+    {
+        Npgsql.NpgsqlException { IsTransient: true } => ("The database", "database_unavailable"),
+        StackExchange.Redis.RedisConnectionException or StackExchange.Redis.RedisTimeoutException => ("Redis", "redis_unavailable"),
+        _ => null,
+    };
 }

@@ -651,6 +651,28 @@ public sealed class FakeUpstreamTests
     }
 
     [Fact]
+    public async Task FailEach_gives_every_request_the_fault_its_own_body_asks_for_under_concurrency_until_Reset()
+    {
+        await using var fake = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        fake.FailEach(r => r.Body.Contains("please fail", StringComparison.Ordinal) ? FakeFault.Status500 : FakeFault.None);
+        HttpRequestMessage Ask(string text) => new(HttpMethod.Post, fake.BaseUrl + "/chat/completions")
+        {
+            Content = new StringContent(new JsonObject
+            {
+                ["model"] = "gpt-4o-mini",
+                ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }),
+            }.ToJsonString(), Encoding.UTF8, "application/json"),
+        };
+
+        var statuses = await Task.WhenAll(Enumerable.Range(0, 40).Select(async i =>
+            (i, (int)(await Http.SendAsync(Ask(i % 4 == 0 ? $"please fail {i}" : $"answer {i}"))).StatusCode)));
+
+        Assert.All(statuses, s => Assert.Equal(s.i % 4 == 0 ? 500 : 200, s.Item2));
+        fake.Reset();
+        Assert.Equal(HttpStatusCode.OK, (await Http.SendAsync(Ask("please fail again"))).StatusCode);
+    }
+
+    [Fact]
     public async Task MalformedJson_answers_200_with_a_body_that_does_not_parse()
     {
         await using var fake = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);

@@ -98,9 +98,12 @@ public sealed class GatewayHarness : IAsyncDisposable
         }
     }
 
-    private async Task<List<LedgerRow>> ReadRowsAsync()
+    private Task<List<LedgerRow>> ReadRowsAsync() => ReadLedgerAsync(DatabaseConnectionString);
+
+    /// <summary>Every row of <c>completions</c> in the database at <paramref name="connectionString"/>, oldest first.</summary>
+    public static async Task<List<LedgerRow>> ReadLedgerAsync(string connectionString)
     {
-        await using var conn = new NpgsqlConnection(DatabaseConnectionString + ";Pooling=false");
+        await using var conn = new NpgsqlConnection(connectionString + ";Pooling=false");
         await conn.OpenAsync();
         await using var cmd = new NpgsqlCommand(
             "SELECT request_id, model, provider, endpoint, status, error_type, prompt_tokens, completion_tokens, stream, attempts, ttft_ms, key_name FROM completions ORDER BY id", conn);

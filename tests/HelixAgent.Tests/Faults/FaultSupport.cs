@@ -1,0 +1,150 @@
+using System.Globalization;
+using HelixAgent.Data;
+using HelixAgent.Fakes;
+using HelixAgent.Tests.Infrastructure;
+using Npgsql;
+
+namespace HelixAgent.Tests.Faults;
+
+/// <summary>
+/// The fault suite runs alone (no other test class beside it): it loads a 2-core machine on purpose and stops the
+/// PostgreSQL and Redis servers it shares between its own tests, which must not slow down or break anyone else's.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class FaultSuite
+{
+    public const string Name = "Fault suite";
+}
+
+/// <summary>One scenario's own database (migrated), its API keys and its ledger.</summary>
+internal sealed class FaultDatabase
+{
+    private FaultDatabase(string connectionString) => ConnectionString = connectionString;
+
+    public string ConnectionString { get; }
+
+    public static async Task<FaultDatabase> CreateAsync(PostgresServer postgres)
+    {
+        var cs = await postgres.CreateDatabaseAsync("faults");
+        await using var ds = NpgsqlDataSource.Create(cs);
+        await new SchemaMigrator(ds).UpAsync();
+        return new FaultDatabase(cs);
+    }
+
+    public async Task<string> CreateKeyAsync(string name, int? requestsPerMinute = null, string scope = "client")
+    {
+        await using var ds = NpgsqlDataSource.Create(ConnectionString);
+        return (await new ApiKeyStore(ds).CreateAsync(name, scope, requestsPerMinute, null, null, null, DateTimeOffset.UtcNow)).Secret;
+    }
+
+    /// <summary>Polls <c>completions</c> until it holds <paramref name="expected"/> rows (or more), or the timeout passes.</summary>
+    public async Task<List<LedgerRow>> WaitForRowsAsync(int expected, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var rows = await GatewayHarness.ReadLedgerAsync(ConnectionString);
+            if (rows.Count >= expected || DateTime.UtcNow > deadline)
+            {
+                // A moment more: a surplus row (a duplicate, a row nobody asked for) would arrive with the last batch.
+                await Task.Delay(300);
+                return await GatewayHarness.ReadLedgerAsync(ConnectionString);
+            }
+            await Task.Delay(200);
+        }
+    }
+}
+
+/// <summary>Environment for a real <c>helixagent</c> process (<see cref="ApiProcess"/>) in front of fake upstreams.</summary>
+internal static class FaultEnvironment
+{
+    public static Dictionary<string, string> For(FaultDatabase db, RedisServer redis) => new()
+    {
+        ["ConnectionStrings__helixagent-db"] = db.ConnectionString,
+        ["ConnectionStrings__redis"] = redis.ConnectionString,
+        ["Gateway__ProbeIntervalSeconds"] = "0",
+        ["Gateway__BackoffMs"] = "1",
+        ["Ledger__FlushIntervalMs"] = "50",
+        // Thousands of injected faults are each worth a warning; keep the captured log readable.
+        ["Logging__LogLevel__Default"] = "Warning",
+        ["Logging__LogLevel__HelixAgent.Api.Gateway.GatewayRouter"] = "Error",
+    };
+
+    /// <summary>Provider <paramref name="name"/> of the fake's protocol, serving <paramref name="model"/>.</summary>
+    public static Dictionary<string, string> WithProvider(this Dictionary<string, string> env, string name, FakeUpstream fake, string model,
+        double timeoutSeconds = 10, double firstTokenTimeoutSeconds = 10)
+    {
+        env[$"Providers__{name}__Type"] = fake.Protocol switch
+        {
+            FakeProtocol.OpenAI => "openai",
+            FakeProtocol.Anthropic => "anthropic",
+            FakeProtocol.Gemini => "gemini",
+            _ => "ollama",
+        };
+        env[$"Providers__{name}__BaseUrl"] = fake.BaseUrl.ToString();
+        env[$"Providers__{name}__ApiKey"] = $"upstream-key-{name}";
+        env[$"Providers__{name}__Models__0"] = model;
+        env[$"Providers__{name}__TimeoutSeconds"] = timeoutSeconds.ToString(CultureInfo.InvariantCulture);
+        env[$"Providers__{name}__FirstTokenTimeoutSeconds"] = firstTokenTimeoutSeconds.ToString(CultureInfo.InvariantCulture);
+        return env;
+    }
+
+    /// <summary>The end of the process's log, for assertion messages.</summary>
+    public static string LogTail(this ApiProcess api, int chars = 4000)
+    {
+        lock (api.Log)
+        {
+            var log = api.Log.ToString();
+            return log.Length > chars ? "..." + log[^chars..] : log;
+        }
+    }
+}
+
+/// <summary>A scrape of <c>/metrics</c> (Prometheus text exposition).</summary>
+internal sealed class ScrapedMetrics
+{
+    private sealed record Sample(string Name, Dictionary<string, string> Labels, double Value);
+
+    private readonly List<Sample> _samples;
+
+    private ScrapedMetrics(List<Sample> samples) => _samples = samples;
+
+    public static async Task<ScrapedMetrics> ScrapeAsync(Uri instance)
+    {
+        using var http = new HttpClient { BaseAddress = instance, Timeout = TimeSpan.FromSeconds(10) };
+        var text = await http.GetStringAsync("/metrics");
+        var samples = new List<Sample>();
+        foreach (var line in text.Split('\n'))
+        {
+            if (line.Length == 0 || line[0] == '#')
+            {
+                continue;
+            }
+            var space = line.LastIndexOf(' ');
+            var brace = line.IndexOf('{');
+            var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+            string name;
+            if (brace >= 0 && brace < space)
+            {
+                name = line[..brace];
+                foreach (var pair in line[(brace + 1)..line.LastIndexOf('}')].Split("\",", StringSplitOptions.RemoveEmptyEntries))
+                {
+                    var eq = pair.IndexOf('=');
+                    labels[pair[..eq]] = pair[(eq + 1)..].Trim('"');
+                }
+            }
+            else
+            {
+                name = line[..space];
+            }
+            var raw = line[(space + 1)..];
+            samples.Add(new Sample(name, labels, raw == "+Inf" ? double.PositiveInfinity : double.Parse(raw, CultureInfo.InvariantCulture)));
+        }
+        return new ScrapedMetrics(samples);
+    }
+
+    /// <summary>The sum of every series of <paramref name="name"/> whose labels include <paramref name="labels"/> (0 when none).</summary>
+    public double Sum(string name, params (string Label, string Value)[] labels) => _samples
+        .Where(s => s.Name == name && labels.All(l => s.Labels.TryGetValue(l.Label, out var v) && v == l.Value))
+        .Sum(s => s.Value);
+}
