@@ -16,7 +16,7 @@
 # time-to-first-token, cache hits and the soak. "Added" is gateway minus direct upstream, percentile by percentile.
 #
 # Settings (environment):
-#   DURATION=5s                    wrk run length, per concurrency and target
+#   DURATION=5s                    wrk run length, per concurrency and target (an empty list skips a part)
 #   CONCURRENCY="1 16 64 256"      wrk connections
 #   RATES="500 1000 2000 3000 4000 5000"   fixed rates (requests/s), each direct and through the gateway
 #   RATE_DURATION=5s WARMUP=1s     each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
@@ -28,6 +28,7 @@
 #                                  sdk: spans sampled and recorded, no exporter; off: sampler always_off
 #   TRACES_SAMPLER=parentbased_always_on TRACES_SAMPLER_ARG=   OTEL_TRACES_SAMPLER(_ARG) for the gateway
 #   SOAK=0 SOAK_RATE=1000 SOAK_EVERY=10        soak seconds (0: none; --soak sets 300), rate, RSS sample interval
+#   KEEP_LOGS=DIR                  copy the gateway's, upstream's, PostgreSQL's, Redis's and load generator's logs there
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,8 +46,8 @@ while [ $# -gt 0 ]; do
 done
 if [ "$main" = 0 ] && [ "$SOAK" = 0 ]; then SOAK=300; fi
 DURATION=${DURATION:-5s}
-CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
-RATES=${RATES:-"500 1000 2000 3000 4000 5000"}
+CONCURRENCY=${CONCURRENCY-"1 16 64 256"}
+RATES=${RATES-"500 1000 2000 3000 4000 5000"}
 RATE_DURATION=${RATE_DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -83,6 +84,10 @@ pids=()
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
+  # The gateway first (so it does not log PostgreSQL and Redis going away), then the rest.
+  if [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null; then
+    for _ in $(seq 1 50); do kill -0 "$gw_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # The postmaster runs under setpriv in a subshell: stop it by the pid it wrote (fast shutdown).
   if [ -f "$work/pg/data/postmaster.pid" ]; then kill -INT "$(head -1 "$work/pg/data/postmaster.pid")" 2>/dev/null || true; fi
@@ -95,6 +100,7 @@ cleanup() {
   done
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$work"/*.log "$work"/*.err "$KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$work"
   exit $code
 }
@@ -133,12 +139,14 @@ case "$TRACING" in
   sdk) tracing_text="sampler $TRACES_SAMPLER${TRACES_SAMPLER_ARG:+ $TRACES_SAMPLER_ARG}, spans recorded but not exported (no OTLP endpoint)" ;;
   off) otel=(OTEL_TRACES_SAMPLER=always_off); tracing_text="off (sampler always_off)" ;;
 esac
+# Started from its output directory like the container (WORKDIR /app): the content root is the current directory,
+# and only there does it read its appsettings.json (log levels, ledger and gateway settings).
 # GC and other runtime settings are the product's (its csproj / runtimeconfig), not the benchmark's.
-env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$gw_port" \
+( cd "$(dirname "$api")" && exec env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$gw_port" \
   "ConnectionStrings__helixagent-db=$db" "ConnectionStrings__redis=127.0.0.1:$redis_port" \
   Providers__bench__Type=openai Providers__bench__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__bench__Models__0=bench-model \
   "${otel[@]}" \
-  dotnet "$api" >"$work/gateway.log" 2>&1 &
+  dotnet "$(basename "$api")" ) >"$work/gateway.log" 2>&1 &
 gw_pid=$!; pids+=($gw_pid)
 wait_port "$up_port"; wait_port "$gw_port"
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.1; done
