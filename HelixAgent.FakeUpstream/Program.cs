@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace HelixAgent.Fakes;
 
@@ -38,11 +39,15 @@ internal static class FakeUpstreamProgram
         }
         Console.WriteLine($"fake {protocol} upstream (not a real provider) at {fake.BaseUrl}");
         var stop = new TaskCompletionSource();
-        Console.CancelKeyPress += (_, e) =>
+        // The host inside the fake (started, not run) swallows SIGTERM for its own lifetime; stop on it here.
+        void Stop(PosixSignalContext context)
         {
-            e.Cancel = true;
+            context.Cancel = true;
             stop.TrySetResult();
-        };
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+        using var sigquit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, Stop);
         AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
         await stop.Task;
         return 0;
