@@ -289,12 +289,12 @@ if [ "$SOAK" -gt 0 ]; then
   dotnet "$loadgen" --connections "$CONNECTIONS" --url "$gw_url" --key "$key" --body "$body" --rate "$SOAK_RATE" --duration "${SOAK}s" \
     --label soak >"$work/soak.out" 2>>"$work/loadgen.err" &
   soak_pid=$!; pids+=($soak_pid)
-  samples=""
+  samples=""; rss_values=()
   t0=$(date +%s)
   while kill -0 "$soak_pid" 2>/dev/null; do
     sleep "$SOAK_EVERY"
     kill -0 "$soak_pid" 2>/dev/null || break
-    s=$(rss); samples="$samples $(( $(date +%s) - t0 ))s:${s}"
+    s=$(rss); samples="$samples $(( $(date +%s) - t0 ))s:${s}"; rss_values+=("$s")
     [ -z "$soak_first" ] && soak_first=$s
     soak_last=$s
     [ -z "$soak_max" ] || [ "$s" -gt "$soak_max" ] && soak_max=$s
@@ -305,7 +305,8 @@ if [ "$SOAK" -gt 0 ]; then
     echo
     echo "Soak: $SOAK_RATE/s for ${SOAK}s through the gateway, open loop: p50 $(ms "$(field p50_us "$s")") p99 $(ms "$(field p99_us "$s")") p99.9 $(ms "$(field p999_us "$s")") ms, $(field ok "$s")/$(field sent "$s") 2xx, late p99 $(ms "$(field late_p99_us "$s")") ms"
     echo "  gateway RSS (MB) every ${SOAK_EVERY}s:$samples"
-    echo "  first ${soak_first:-?} MB, last ${soak_last:-?} MB, max ${soak_max:-?} MB; growth last - first: $(( ${soak_last:-0} - ${soak_first:-0} )) MB"
+    half=${rss_values[$(( ${#rss_values[@]} / 2 ))]:-${soak_last:-0}}
+    echo "  first ${soak_first:-?} MB, last ${soak_last:-?} MB, max ${soak_max:-?} MB; growth last - first: $(( ${soak_last:-0} - ${soak_first:-0} )) MB, over the second half: $(( ${soak_last:-0} - half )) MB"
   } >>"$report"
 fi
 
@@ -341,7 +342,8 @@ after_rss=$(rss); peak_rss=$(hwm)
     echo "  streaming added time-to-first-token p99: ${stream_added_ttft} ms (no floor)"
   fi
   if [ "$SOAK" -gt 0 ]; then
-    echo "  soak ${SOAK}s: RSS ${soak_first:-?} -> ${soak_last:-?} MB (max ${soak_max:-?}); the floor is <= 250 MB with no growth"
+    echo "  $(verdict "steady RSS <= 250 MB during the ${SOAK}s soak (max ${soak_max:--} MB)" "${soak_max:--} <= 250")"
+    echo "  no RSS growth over the soak: ${soak_first:-?} -> ${soak_last:-?} MB, $(( ${soak_last:-0} - ${half:-0} )) MB over the second half (judge the samples above)"
   else
     echo "  no RSS growth over 5 minutes: not measured (bench/run.sh --soak)"
   fi
