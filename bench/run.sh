@@ -16,8 +16,8 @@
 # time-to-first-token, cache hits and the soak. "Added" is gateway minus direct upstream, percentile by percentile.
 #
 # Settings (environment):
-#   DURATION=5s                    wrk run length, per concurrency and target (an empty list skips a part)
-#   CONCURRENCY="1 16 64 256"      wrk connections
+#   DURATION=5s                    wrk run length, per concurrency and target
+#   CONCURRENCY="1 16 64 256"      wrk connections (CONCURRENCY="" or RATES="" skips that part)
 #   RATES="500 1000 2000 3000 4000 5000"   fixed rates (requests/s), each direct and through the gateway
 #   RATE_DURATION=5s WARMUP=1s     each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
 #   CONNECTIONS=64                 load generator connection pool (pre-opened)
