@@ -3,7 +3,7 @@
 DOTNET ?= dotnet
 CLI = $(DOTNET) run --project HelixAgent.Api --verbosity quiet --
 
-.PHONY: build test run migrate-up migrate-down migrate-status k8s-generate
+.PHONY: build test run migrate-up migrate-down migrate-status k8s-generate bench
 
 build:
 	$(DOTNET) build HelixAgent.sln
@@ -27,3 +27,9 @@ migrate-status:
 k8s-generate:
 	$(DOTNET) build HelixAgent.Deploy --nologo -v q
 	$(DOTNET) run --project HelixAgent.Deploy --no-build -- generate
+
+# Benchmark (issue 8): builds Release, starts its own PostgreSQL, Redis, fake upstream and gateway, prints the table and
+# writes it to bench/results/<UTC date>.txt (about 3 minutes). `make bench BENCH_ARGS=--soak` adds the 5-minute soak;
+# settings are environment variables (bench/run.sh --help).
+bench:
+	bench/run.sh $(BENCH_ARGS)

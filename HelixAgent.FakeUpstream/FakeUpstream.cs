@@ -41,6 +41,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     private FakeToolCall? _nextToolCall;
     private string _reply;
     private TimeSpan _chunkDelay = TimeSpan.Zero;
+    private TimeSpan _latency = TimeSpan.Zero;
     private int _retryAfterSeconds = 1;
     private int _embeddingDimensions = 8;
     private string? _expectedApiKey;
@@ -133,6 +134,16 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     {
         get { lock (_gate) { return _chunkDelay; } }
         set { lock (_gate) { _chunkDelay = value; } }
+    }
+
+    /// <summary>
+    /// Pause before the first byte of every answer (JSON or stream; not the fault answers), like a real provider's
+    /// processing time. Zero by default.
+    /// </summary>
+    public TimeSpan Latency
+    {
+        get { lock (_gate) { return _latency; } }
+        set { lock (_gate) { _latency = value; } }
     }
 
     /// <summary><c>Retry-After</c> seconds sent with <see cref="FakeFault.Status429"/> (default 1).</summary>
@@ -389,6 +400,11 @@ public sealed partial class FakeUpstream : IAsyncDisposable
                 answer = Route(incoming);
             }
 
+            var latency = Latency;
+            if (latency > TimeSpan.Zero)
+            {
+                await Task.Delay(latency, token);
+            }
             switch (answer)
             {
                 case JsonAnswer json:

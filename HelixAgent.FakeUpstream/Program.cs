@@ -1,9 +1,10 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace HelixAgent.Fakes;
 
 /// <summary>
-/// <c>helixagent-fake-upstream --protocol anthropic [--port 9099] [--reply "text"] [--chunk-delay-ms 20]</c>.
+/// <c>helixagent-fake-upstream --protocol anthropic [--port 9099] [--reply "text"] [--chunk-delay-ms 20] [--latency-ms 5]</c>.
 /// The port also comes from <c>PORT</c> (set by the AppHost). Prints the base URL a provider config uses and runs
 /// until stopped.
 /// </summary>
@@ -18,7 +19,7 @@ internal static class FakeUpstreamProgram
         }
         if (!Enum.TryParse<FakeProtocol>(options.GetValueOrDefault("protocol", "openai"), ignoreCase: true, out var protocol))
         {
-            Console.Error.WriteLine("usage: helixagent-fake-upstream --protocol openai|anthropic|gemini|ollama [--port N] [--reply TEXT] [--chunk-delay-ms N]");
+            Console.Error.WriteLine("usage: helixagent-fake-upstream --protocol openai|anthropic|gemini|ollama [--port N] [--reply TEXT] [--chunk-delay-ms N] [--latency-ms N]");
             return 2;
         }
         var port = int.Parse(options.GetValueOrDefault("port") ?? Environment.GetEnvironmentVariable("PORT") ?? "0", CultureInfo.InvariantCulture);
@@ -32,13 +33,21 @@ internal static class FakeUpstreamProgram
         {
             fake.ChunkDelay = TimeSpan.FromMilliseconds(double.Parse(delay, CultureInfo.InvariantCulture));
         }
+        if (options.TryGetValue("latency-ms", out var latency))
+        {
+            fake.Latency = TimeSpan.FromMilliseconds(double.Parse(latency, CultureInfo.InvariantCulture));
+        }
         Console.WriteLine($"fake {protocol} upstream (not a real provider) at {fake.BaseUrl}");
         var stop = new TaskCompletionSource();
-        Console.CancelKeyPress += (_, e) =>
+        // The host inside the fake (started, not run) swallows SIGTERM for its own lifetime; stop on it here.
+        void Stop(PosixSignalContext context)
         {
-            e.Cancel = true;
+            context.Cancel = true;
             stop.TrySetResult();
-        };
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
+        using var sigquit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, Stop);
         AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.TrySetResult();
         await stop.Task;
         return 0;

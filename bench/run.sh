@@ -1,43 +1,117 @@
 #!/usr/bin/env bash
-# HelixAgent benchmark: gateway-minus-direct latency and throughput against a local fake OpenAI upstream, with the
-# production path on (auth, cluster rate limits in Redis, usage ledger in PostgreSQL, metrics, tracing).
-#   bench/run.sh                 # DURATION=10s CONCURRENCY="1 16 64 256" by default
-# Prints a table and writes it to bench/results/<date>.txt. Needs postgresql, redis-server and wrk (Debian packages).
+# HelixAgent benchmark (issue 8): what the gateway adds on top of a local fake OpenAI upstream, with the production
+# path on (auth, cluster rate limits in Redis, usage ledger in PostgreSQL, metrics, tracing with every request sampled
+# and exported over OTLP).
+#
+#   bench/run.sh                  # or `make bench`: about 3 minutes
+#   bench/run.sh --soak [SECONDS] # then a soak: 1,000 requests/s for SOAK seconds (300), gateway RSS every 10 s
+#   bench/run.sh --soak-only [SECONDS]
+#
+# Prints a table and writes it with the machine description to bench/results/<UTC date>.txt.
+# Needs postgresql, redis-server, wrk and python3 (Debian packages) and the .NET SDK.
+#
+# Load comes from a second process: `wrk` (closed loop: N connections, each sends its next request when the answer
+# came) for requests/s per concurrency, and bench/HelixAgent.LoadGen (open loop: requests start at a fixed rate
+# whatever the answers do, latency counted from when each was due) for latency at fixed rates, streaming
+# time-to-first-token, cache hits and the soak. "Added" is gateway minus direct upstream, percentile by percentile.
+#
+# Settings (environment):
+#   DURATION=5s                    wrk run length, per concurrency and target
+#   CONCURRENCY="1 16 64 256"      wrk connections (CONCURRENCY="" or RATES="" skips that part)
+#   RATES="500 1000 2000 3000 4000 5000"   fixed rates (requests/s), each direct and through the gateway
+#   RATE_DURATION=5s WARMUP=1s     each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
+#   CONNECTIONS=64                 load generator connection pool (pre-opened)
+#   STREAM_RATE=200 STREAM_CHUNK_DELAY_MS=1    streaming run; the upstream pauses between stream chunks
+#   CACHE_RATE=1000                cache-hit run
+#   UPSTREAM_LATENCY_MS=0          fixed latency the fake upstream adds before every answer
+#   TRACING=export                 export: OTLP http/protobuf to bench/otlp_sink.py (as with a collector);
+#                                  sdk: spans sampled and recorded, no exporter; off: sampler always_off
+#   TRACES_SAMPLER=parentbased_always_on TRACES_SAMPLER_ARG=   OTEL_TRACES_SAMPLER(_ARG) for the gateway
+#   SOAK=0 SOAK_RATE=1000 SOAK_EVERY=10        soak seconds (0: none; --soak sets 300), rate, RSS sample interval
+#   KEEP_LOGS=DIR                  copy the gateway's, upstream's, PostgreSQL's, Redis's and load generator's logs there
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10s}
-CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
-export DOTNET_CLI_TELEMETRY_OPTOUT=1
 
-for tool in wrk redis-server; do
-  command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install -y wrk redis-server)" >&2; exit 1; }
+SOAK=${SOAK:-0}
+main=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --soak|--soak-only)
+      [ "$1" = --soak-only ] && main=0
+      if [[ "${2:-}" =~ ^[0-9]+$ ]]; then SOAK=$2; shift; elif [ "$SOAK" = 0 ]; then SOAK=300; fi ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench: unknown argument $1 (see bench/run.sh --help)" >&2; exit 2 ;;
+  esac
+  shift
 done
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-[ -x "$pgbin/initdb" ] || { echo "bench: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 1; }
+if [ "$main" = 0 ] && [ "$SOAK" = 0 ]; then SOAK=300; fi
+DURATION=${DURATION:-5s}
+CONCURRENCY=${CONCURRENCY-"1 16 64 256"}
+RATES=${RATES-"500 1000 2000 3000 4000 5000"}
+RATE_DURATION=${RATE_DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+CONNECTIONS=${CONNECTIONS:-64}
+STREAM_RATE=${STREAM_RATE:-200}
+STREAM_CHUNK_DELAY_MS=${STREAM_CHUNK_DELAY_MS:-1}
+CACHE_RATE=${CACHE_RATE:-1000}
+UPSTREAM_LATENCY_MS=${UPSTREAM_LATENCY_MS:-0}
+TRACING=${TRACING:-export}
+TRACES_SAMPLER=${TRACES_SAMPLER:-parentbased_always_on}
+TRACES_SAMPLER_ARG=${TRACES_SAMPLER_ARG:-}
+SOAK_RATE=${SOAK_RATE:-1000}
+SOAK_EVERY=${SOAK_EVERY:-10}
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+started=$(date +%s)
 
-echo "building Release..." >&2
-dotnet build -c Release HelixAgent.Api/HelixAgent.Api.csproj -v q -nologo >/dev/null
-dotnet build -c Release HelixAgent.FakeUpstream/HelixAgent.FakeUpstream.csproj -v q -nologo >/dev/null
+for tool in wrk redis-server python3 curl; do
+  command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install -y wrk redis-server python3 curl)" >&2; exit 1; }
+done
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 1; }
+case "$TRACING" in export|sdk|off) ;; *) echo "bench: TRACING is export, sdk or off" >&2; exit 2 ;; esac
+
+echo "bench: building Release..." >&2
+for project in HelixAgent.Api HelixAgent.FakeUpstream bench/HelixAgent.LoadGen; do
+  out=$(dotnet build -c Release "$project" -v q -nologo 2>&1) || { echo "$out" >&2; exit 1; }
+done
 api=HelixAgent.Api/bin/Release/net10.0/helixagent.dll
 fake=HelixAgent.FakeUpstream/bin/Release/net10.0/helixagent-fake-upstream.dll
+loadgen=bench/HelixAgent.LoadGen/bin/Release/net10.0/helixagent-loadgen.dll
 
 work=$(mktemp -d /tmp/helixagent-bench.XXXXXX)
 chmod 755 "$work"
 pids=()
 cleanup() {
+  local code=$?
+  trap - EXIT INT TERM
+  # The gateway first (so it does not log PostgreSQL and Redis going away), then the rest.
+  if [ -n "${gw_pid:-}" ] && kill "$gw_pid" 2>/dev/null; then
+    for _ in $(seq 1 50); do kill -0 "$gw_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -INT -f -- "-D $work/pg/data" 2>/dev/null || true
-  sleep 1
+  # The postmaster runs under setpriv in a subshell: stop it by the pid it wrote (fast shutdown).
+  if [ -f "$work/pg/data/postmaster.pid" ]; then kill -INT "$(head -1 "$work/pg/data/postmaster.pid")" 2>/dev/null || true; fi
+  for _ in $(seq 1 50); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ -f "$work/pg/data/postmaster.pid" ] && alive=1
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS" && cp "$work"/*.log "$work"/*.err "$KEEP_LOGS"/ 2>/dev/null || true; fi
   rm -rf "$work"
+  exit $code
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "bench: port $1 did not open" >&2; exit 1; }
 
-pg_port=$(free_port); redis_port=$(free_port); up_port=$(free_port); gw_port=$(free_port)
+echo "bench: starting PostgreSQL, Redis, the fake upstream and the gateway..." >&2
+pg_port=$(free_port); redis_port=$(free_port); up_port=$(free_port); gw_port=$(free_port); otlp_port=$(free_port)
 mkdir -p "$work/pg"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$work/pg"
 as_pg "$pgbin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
 as_pg "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -k "$work/pg" -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off >"$work/pg.log" 2>&1 &
@@ -47,28 +121,52 @@ pids+=($!)
 wait_port "$pg_port"; wait_port "$redis_port"; sleep 0.5
 psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE helixagent_db" >/dev/null
 db="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=helixagent_db"
-redis="127.0.0.1:$redis_port"
 env "ConnectionStrings__helixagent-db=$db" dotnet "$api" migrate up >/dev/null
 key=$(env "ConnectionStrings__helixagent-db=$db" dotnet "$api" keys create --name bench --rpm 1000000000 --tpm 2000000000 --quiet | tail -1)
 
-dotnet "$fake" --protocol openai --port "$up_port" --reply "The quick brown fox jumps over the lazy dog" >"$work/fake.log" 2>&1 &
+dotnet "$fake" --protocol openai --port "$up_port" --reply "The quick brown fox jumps over the lazy dog" \
+  --latency-ms "$UPSTREAM_LATENCY_MS" --chunk-delay-ms "$STREAM_CHUNK_DELAY_MS" >"$work/fake.log" 2>&1 &
 pids+=($!)
-env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$gw_port" \
-  "ConnectionStrings__helixagent-db=$db" "ConnectionStrings__redis=$redis" \
+otel=(OTEL_TRACES_SAMPLER="$TRACES_SAMPLER")
+[ -n "$TRACES_SAMPLER_ARG" ] && otel+=(OTEL_TRACES_SAMPLER_ARG="$TRACES_SAMPLER_ARG")
+case "$TRACING" in
+  export)
+    python3 bench/otlp_sink.py "$otlp_port" >"$work/otlp.log" 2>&1 &
+    pids+=($!)
+    wait_port "$otlp_port"
+    otel+=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+    tracing_text="sampler $TRACES_SAMPLER${TRACES_SAMPLER_ARG:+ $TRACES_SAMPLER_ARG}, traces/metrics/logs exported over OTLP http/protobuf to a local sink" ;;
+  sdk) tracing_text="sampler $TRACES_SAMPLER${TRACES_SAMPLER_ARG:+ $TRACES_SAMPLER_ARG}, spans recorded but not exported (no OTLP endpoint)" ;;
+  off) otel=(OTEL_TRACES_SAMPLER=always_off); tracing_text="off (sampler always_off)" ;;
+esac
+# Started from its output directory like the container (WORKDIR /app): the content root is the current directory,
+# and only there does it read its appsettings.json (log levels, ledger and gateway settings).
+# GC and other runtime settings are the product's (its csproj / runtimeconfig), not the benchmark's.
+( cd "$(dirname "$api")" && exec env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$gw_port" \
+  "ConnectionStrings__helixagent-db=$db" "ConnectionStrings__redis=127.0.0.1:$redis_port" \
   Providers__bench__Type=openai Providers__bench__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__bench__Models__0=bench-model \
-  Logging__LogLevel__Default=Warning DOTNET_gcServer=0 \
-  dotnet "$api" >"$work/gateway.log" 2>&1 &
+  "${otel[@]}" \
+  dotnet "$(basename "$api")" ) >"$work/gateway.log" 2>&1 &
 gw_pid=$!; pids+=($gw_pid)
 wait_port "$up_port"; wait_port "$gw_port"
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null || { echo "bench: the gateway is not ready" >&2; tail -20 "$work/gateway.log" >&2; exit 1; }
 
+up_url="http://127.0.0.1:$up_port/v1/chat/completions"
+gw_url="http://127.0.0.1:$gw_port/v1/chat/completions"
 body='{"model":"bench-model","messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
 upbody='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
+streambody='{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
+upstreambody='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
 cachebody='{"model":"bench-model","temperature":0,"messages":[{"role":"user","content":"Cache me."}],"max_tokens":32}'
-rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status"; }
+
+rss() { awk '/^VmRSS/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status"; }
+hwm() { awk '/^VmHWM/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status"; }
+ms() { awk -v v="$1" 'BEGIN { if (v < 0) print "-"; else printf "%.3f", v/1000 }'; }           # µs -> ms
+added() { awk -v a="$1" -v b="$2" 'BEGIN { if (a < 0 || b < 0) print "-"; else printf "%.3f", (a-b)/1000 }'; }
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
-# run URL BODY KEY CONNECTIONS -> "p50_ms p99_ms rps total non2xx"
-run() {
+# wrk URL BODY KEY CONNECTIONS -> "p50_ms p99_ms rps total non2xx"
+wrk_run() {
   local threads=2; [ "$4" -lt 2 ] && threads=1
   local out; out=$(BODY="$2" KEY="$3" wrk -t"$threads" -c"$4" -d"$DURATION" --latency -s bench/chat.lua "$1" 2>&1)
   local p50 p99 rps total non2xx
@@ -79,42 +177,177 @@ run() {
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}'); non2xx=${non2xx:-0}
   echo "$p50 $p99 $rps $total $non2xx"
 }
-
-idle_rss=$(rss)
-# warm-up (JIT, pools)
-BODY="$body" KEY="$key" wrk -t2 -c16 -d3s -s bench/chat.lua "http://127.0.0.1:$gw_port/v1/chat/completions" >/dev/null 2>&1
-BODY="$upbody" wrk -t2 -c16 -d3s -s bench/chat.lua "http://127.0.0.1:$up_port/v1/chat/completions" >/dev/null 2>&1
+# loadgen ARGS... -> the key=value line (also kept in $work/loadgen.log)
+loadgen() {
+  local out
+  out=$(dotnet "$loadgen" --connections "$CONNECTIONS" "$@" 2>>"$work/loadgen.err") || { echo "bench: the load generator failed" >&2; cat "$work/loadgen.err" >&2; exit 1; }
+  echo "$out" >>"$work/loadgen.log"
+  echo "$out"
+}
+# field NAME LINE
+field() { echo "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2; exit}'; }
+metric_sum() { curl -s "http://127.0.0.1:$gw_port/metrics" | awk -v pat="$1" '$0 ~ pat {s += $NF} END {printf "%d", s}'; }
 
 report="$work/report.txt"
 {
-  echo "HelixAgent benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ), $DURATION per run, wrk -t2"
-  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), .NET $(dotnet --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "upstream: fake OpenAI server on loopback (no added latency); gateway: Production, auth, Redis rate limits, ledger, metrics"
-  echo
-  printf "%-6s | %10s %10s %9s | %10s %10s %9s | %10s %10s\n" conns "direct p50" "direct p99" "direct/s" "gw p50" "gw p99" "gw/s" "added p50" "added p99"
+  echo "HelixAgent benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "machine: $(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r), .NET $(dotnet --version), commit $(git describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the load generators, upstream, PostgreSQL and Redis share these cores with the gateway)"
+  echo "upstream: fake OpenAI server on loopback, ${UPSTREAM_LATENCY_MS} ms fixed latency, ${STREAM_CHUNK_DELAY_MS} ms between stream chunks"
+  echo "gateway: Release, ASPNETCORE_ENVIRONMENT=Production, API key auth, Redis cluster rate limits (key at 1e9 rpm), PostgreSQL ledger, metrics;"
+  echo "  tracing: $tracing_text"
 } >"$report"
-for c in $CONCURRENCY; do
-  read -r dp50 dp99 drps _ _ < <(run "http://127.0.0.1:$up_port/v1/chat/completions" "$upbody" "" "$c")
-  read -r gp50 gp99 grps _ _ < <(run "http://127.0.0.1:$gw_port/v1/chat/completions" "$body" "$key" "$c")
-  printf "%-6s | %8sms %8sms %9s | %8sms %8sms %9s | %8sms %8sms\n" "$c" "$dp50" "$dp99" "$drps" "$gp50" "$gp99" "$grps" \
-    "$(awk -v a="$gp50" -v b="$dp50" 'BEGIN{printf "%.3f", a-b}')" "$(awk -v a="$gp99" -v b="$dp99" 'BEGIN{printf "%.3f", a-b}')" >>"$report"
+
+idle_rss=$(rss)
+( while kill -0 "$gw_pid" 2>/dev/null; do echo "$(date +%s) $(rss)"; sleep 1; done ) >"$work/rss.log" 2>/dev/null &
+sampler=$!; pids+=($sampler)
+
+if [ "$main" = 1 ]; then
+  echo "bench: warm-up..." >&2
+  loadgen --url "$gw_url" --key "$key" --body "$body" --rate 1000 --duration 3s --label warm >/dev/null
+  loadgen --url "$up_url" --body "$upbody" --rate 1000 --duration 2s --label warm >/dev/null
+  BODY="$body" KEY="$key" wrk -t2 -c16 -d2s -s bench/chat.lua "$gw_url" >/dev/null 2>&1
+  load_from=$(date +%s)
+
+  echo "bench: closed loop (wrk), $DURATION per run..." >&2
+  {
+    echo
+    echo "Throughput, closed loop (wrk, $DURATION per run; ms)"
+    printf "%-6s | %10s %10s %9s | %10s %10s %9s | %10s %10s\n" conns "direct p50" "direct p99" "direct/s" "gw p50" "gw p99" "gw/s" "added p50" "added p99"
+  } >>"$report"
+  best_rps=0
+  for c in $CONCURRENCY; do
+    read -r dp50 dp99 drps _ _ < <(wrk_run "$up_url" "$upbody" "" "$c")
+    read -r gp50 gp99 grps _ gnon < <(wrk_run "$gw_url" "$body" "$key" "$c")
+    [ "$gnon" = 0 ] && [ "${grps:-0}" -gt "$best_rps" ] && best_rps=$grps
+    printf "%-6s | %10s %10s %9s | %10s %10s %9s | %10s %10s%s\n" "$c" "$dp50" "$dp99" "$drps" "$gp50" "$gp99" "$grps" \
+      "$(awk -v a="$gp50" -v b="$dp50" 'BEGIN{printf "%.3f", a-b}')" "$(awk -v a="$gp99" -v b="$dp99" 'BEGIN{printf "%.3f", a-b}')" \
+      "$([ "$gnon" = 0 ] || echo "  ($gnon non-2xx)")" >>"$report"
+  done
+
+  echo "bench: open loop at fixed rates, $RATE_DURATION per run..." >&2
+  {
+    echo
+    echo "Fixed rate, open loop (helixagent-loadgen, $RATE_DURATION per run after $WARMUP warm-up, $CONNECTIONS connections; ms, from each request's due time)"
+    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %7s | %13s\n" "rate/s" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" "gw ok/s" "failed" "late p99 d/gw"
+  } >>"$report"
+  best_rate=""; added_p99_1000=""
+  for rate in $RATES; do
+    d=$(loadgen --url "$up_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "direct@$rate")
+    g=$(loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "gw@$rate")
+    failed=$(( $(field non2xx "$g") + $(field errors "$g") ))
+    a99=$(added "$(field p99_us "$g")" "$(field p99_us "$d")")
+    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8.0f %7s | %6s/%-6s\n" "$rate" \
+      "$(ms "$(field p50_us "$d")")" "$(ms "$(field p99_us "$d")")" "$(ms "$(field p50_us "$g")")" "$(ms "$(field p99_us "$g")")" \
+      "$(added "$(field p50_us "$g")" "$(field p50_us "$d")")" "$a99" "$(field ok_rps "$g")" "$failed" \
+      "$(ms "$(field late_p99_us "$d")")" "$(ms "$(field late_p99_us "$g")")" >>"$report"
+    [ "$rate" = 1000 ] && added_p99_1000=$a99
+    # Counts when every request was answered 2xx at (within 2% of) the rate and p99 added stayed under 1 ms.
+    if [ "$failed" = 0 ] && [ "$a99" != - ] && awk -v a="$a99" -v ok="$(field ok_rps "$g")" -v r="$rate" 'BEGIN {exit !(a < 1 && ok >= 0.98*r)}'; then
+      best_rate=$rate
+    fi
+  done
+  echo "highest rate with p99 added < 1 ms: $([ -n "$best_rate" ] && echo "$best_rate requests/s" || echo "none of $RATES")" >>"$report"
+
+  echo "bench: streaming at $STREAM_RATE/s..." >&2
+  d=$(loadgen --url "$up_url" --body "$upstreambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-direct")
+  g=$(loadgen --url "$gw_url" --key "$key" --body "$streambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-gw")
+  {
+    echo
+    echo "Streaming at $STREAM_RATE/s, open loop (time to first token = first SSE event with non-empty delta content; ms)"
+    printf "%-8s | %10s %10s | %10s %10s | %7s\n" "" "TTFT p50" "TTFT p99" "total p50" "total p99" failed
+    for row in "direct:$d" "gateway:$g"; do
+      line=${row#*:}
+      printf "%-8s | %10s %10s | %10s %10s | %7s\n" "${row%%:*}" "$(ms "$(field ttft_p50_us "$line")")" "$(ms "$(field ttft_p99_us "$line")")" \
+        "$(ms "$(field p50_us "$line")")" "$(ms "$(field p99_us "$line")")" "$(( $(field non2xx "$line") + $(field errors "$line") ))"
+    done
+    printf "%-8s | %10s %10s | %10s %10s |\n" added "$(added "$(field ttft_p50_us "$g")" "$(field ttft_p50_us "$d")")" \
+      "$(added "$(field ttft_p99_us "$g")" "$(field ttft_p99_us "$d")")" "$(added "$(field p50_us "$g")" "$(field p50_us "$d")")" \
+      "$(added "$(field p99_us "$g")" "$(field p99_us "$d")")"
+  } >>"$report"
+  stream_added_ttft=$(added "$(field ttft_p99_us "$g")" "$(field ttft_p99_us "$d")")
+
+  echo "bench: cache hits..." >&2
+  curl -s -o /dev/null "$gw_url" -H "X-API-Key: $key" -H "Content-Type: application/json" -d "$cachebody"
+  c=$(loadgen --url "$gw_url" --key "$key" --body "$cachebody" --rate "$CACHE_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" \
+    --expect-header x-helixagent-cache=hit --label cache)
+  read -r cp50 cp99 crps _ cnon < <(wrk_run "$gw_url" "$cachebody" "$key" 16)
+  cache_p99=$(ms "$(field p99_us "$c")")
+  {
+    echo
+    echo "Cache hits (same deterministic request; ms): open loop at $CACHE_RATE/s p50 $(ms "$(field p50_us "$c")") p99 $cache_p99 p99.9 $(ms "$(field p999_us "$c")"), $(field header_matched "$c")/$(field sent "$c") answered x-helixagent-cache: hit;"
+    echo "  closed loop (wrk, 16 connections) p50 ${cp50} p99 ${cp99}, ${crps}/s$([ "$cnon" = 0 ] || echo ", $cnon non-2xx")"
+  } >>"$report"
+  load_to=$(date +%s)
+  steady_rss=$(awk -v a="$load_from" -v b="$load_to" '$1 >= a && $1 <= b {print $2}' "$work/rss.log" | sort -n | awk '{v[NR]=$1} END {print (NR ? v[int((NR+1)/2)] : "?")}')
+fi
+
+soak_first=""; soak_last=""; soak_max=""
+if [ "$SOAK" -gt 0 ]; then
+  echo "bench: soak, $SOAK_RATE/s for ${SOAK}s..." >&2
+  [ "$main" = 1 ] || loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$SOAK_RATE" --duration 3s --label warm >/dev/null
+  dotnet "$loadgen" --connections "$CONNECTIONS" --url "$gw_url" --key "$key" --body "$body" --rate "$SOAK_RATE" --duration "${SOAK}s" \
+    --label soak >"$work/soak.out" 2>>"$work/loadgen.err" &
+  soak_pid=$!; pids+=($soak_pid)
+  samples=""; rss_values=()
+  t0=$(date +%s)
+  while kill -0 "$soak_pid" 2>/dev/null; do
+    sleep "$SOAK_EVERY"
+    kill -0 "$soak_pid" 2>/dev/null || break
+    s=$(rss); samples="$samples $(( $(date +%s) - t0 ))s:${s}"; rss_values+=("$s")
+    [ -z "$soak_first" ] && soak_first=$s
+    soak_last=$s
+    [ -z "$soak_max" ] || [ "$s" -gt "$soak_max" ] && soak_max=$s
+  done
+  wait "$soak_pid" || true
+  s=$(cat "$work/soak.out")
+  {
+    echo
+    echo "Soak: $SOAK_RATE/s for ${SOAK}s through the gateway, open loop: p50 $(ms "$(field p50_us "$s")") p99 $(ms "$(field p99_us "$s")") p99.9 $(ms "$(field p999_us "$s")") ms, $(field ok "$s")/$(field sent "$s") 2xx, late p99 $(ms "$(field late_p99_us "$s")") ms"
+    echo "  gateway RSS (MB) every ${SOAK_EVERY}s:$samples"
+    half=${rss_values[$(( ${#rss_values[@]} / 2 ))]:-${soak_last:-0}}
+    echo "  first ${soak_first:-?} MB, last ${soak_last:-?} MB, max ${soak_max:-?} MB; growth last - first: $(( ${soak_last:-0} - ${soak_first:-0} )) MB, over the second half: $(( ${soak_last:-0} - half )) MB"
+  } >>"$report"
+fi
+
+# The ledger writes in batches (and wrk stops with requests in flight that the gateway still answers): wait until
+# the rows catch up with the gateway's own count of 2xx answers.
+answered2xx=0; rows2xx=0
+for _ in $(seq 1 100); do
+  answered2xx=$(metric_sum '^helixagent_requests_total.*status_class="2xx"')
+  rows2xx=$(psql -h 127.0.0.1 -p "$pg_port" -U postgres -d helixagent_db -Atc "SELECT count(*) FROM completions WHERE status BETWEEN 200 AND 299")
+  [ "$rows2xx" = "$answered2xx" ] && break
+  sleep 0.2
 done
-steady_rss=$(rss)
-curl -s "http://127.0.0.1:$gw_port/v1/chat/completions" -H "X-API-Key: $key" -H "Content-Type: application/json" -d "$cachebody" >/dev/null
-read -r cp50 cp99 crps _ _ < <(run "http://127.0.0.1:$gw_port/v1/chat/completions" "$cachebody" "$key" 16)
-sleep 2
-# wrk stops with requests in flight that the gateway still serves: compare the ledger with the gateway's own count.
 rows=$(psql -h 127.0.0.1 -p "$pg_port" -U postgres -d helixagent_db -Atc "SELECT count(*) FROM completions")
-rows2xx=$(psql -h 127.0.0.1 -p "$pg_port" -U postgres -d helixagent_db -Atc "SELECT count(*) FROM completions WHERE status BETWEEN 200 AND 299")
-metrics=$(curl -s "http://127.0.0.1:$gw_port/metrics")
-answered=$(echo "$metrics" | awk '/^helixagent_requests_total/ {s += $NF} END {printf "%d", s}')
-answered2xx=$(echo "$metrics" | awk '/^helixagent_requests_total/ && /status_class="2xx"/ {s += $NF} END {printf "%d", s}')
-lost=$(echo "$metrics" | awk '$1=="helixagent_ledger_rows_lost_total" {print $2}')
+answered=$(metric_sum '^helixagent_requests_total')
+lost=$(curl -s "http://127.0.0.1:$gw_port/metrics" | awk '$1=="helixagent_ledger_rows_lost_total" {print $2}')
+after_rss=$(rss); peak_rss=$(hwm)
 {
   echo
-  echo "cache hit (16 conns): p50 ${cp50}ms p99 ${cp99}ms, ${crps}/s"
-  echo "RSS: idle ${idle_rss} MB, steady ${steady_rss} MB, after $(rss) MB"
-  echo "ledger: completions rows = ${rows} (2xx: ${rows2xx}); requests the gateway answered = ${answered} (2xx: ${answered2xx}); rows lost = ${lost:-?}"
+  echo "RSS: idle ${idle_rss} MB, steady ${steady_rss:--} MB (median under load), peak ${peak_rss} MB (VmHWM), after ${after_rss} MB"
+  echo "ledger: completions rows with 2xx = ${rows2xx}, 2xx responses (gateway metrics) = ${answered2xx}: $([ "$rows2xx" = "$answered2xx" ] && echo equal || echo DIFFERENT); all rows ${rows}, all responses ${answered}, rows lost ${lost:-?}"
+  if [ "$TRACING" = export ]; then
+    echo "OTLP sink received: $(curl -s "http://127.0.0.1:$otlp_port/stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(", ".join("%s %d requests %.1f MB" % (p, v["requests"], v["bytes"] / 1048576) for p, v in sorted(d.items())) or "nothing")')"
+  fi
+  echo
+  # verdict TEXT AWK-CONDITION (a value that is "-", i.e. not measured, makes the condition invalid: not met)
+  verdict() { if awk "BEGIN {exit !($2)}" 2>/dev/null; then echo "$1: met"; else echo "$1: NOT met"; fi; }
+  echo "Floors (issue 8, this machine):"
+  if [ "$main" = 1 ]; then
+    echo "  $(verdict "added latency p99 <= 1 ms at 1,000 requests/s (${added_p99_1000:--} ms)" "${added_p99_1000:--} <= 1")"
+    echo "  $(verdict ">= 5,000 requests/s non-streaming (wrk, best of $CONCURRENCY connections: ${best_rps}/s)" "$best_rps >= 5000")"
+    echo "  $(verdict "cache-hit p99 <= 1 ms (${cache_p99} ms at $CACHE_RATE/s)" "$cache_p99 <= 1")"
+    echo "  $(verdict "steady RSS <= 250 MB (${steady_rss} MB)" "$steady_rss <= 250")"
+    echo "  streaming added time-to-first-token p99: ${stream_added_ttft} ms (no floor)"
+  fi
+  if [ "$SOAK" -gt 0 ]; then
+    echo "  $(verdict "steady RSS <= 250 MB during the ${SOAK}s soak (max ${soak_max:--} MB)" "${soak_max:--} <= 250")"
+    echo "  no RSS growth over the soak: ${soak_first:-?} -> ${soak_last:-?} MB, $(( ${soak_last:-0} - ${half:-0} )) MB over the second half (judge the samples above)"
+  else
+    echo "  no RSS growth over 5 minutes: not measured (bench/run.sh --soak)"
+  fi
+  echo "run time: $(( $(date +%s) - started ))s"
 } >>"$report"
 cat "$report"
 mkdir -p bench/results

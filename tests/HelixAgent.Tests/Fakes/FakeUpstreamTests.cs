@@ -708,6 +708,26 @@ public sealed class FakeUpstreamTests
     }
 
     [Fact]
+    public async Task Latency_delays_every_answer_before_its_first_byte()
+    {
+        await using var fake = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await (await Http.SendAsync(Chat(fake, stream: false))).Content.ReadAsStringAsync(); // connection and JIT warm
+        fake.Latency = TimeSpan.FromMilliseconds(200);
+        // Task.Delay's timer ticks in whole milliseconds and may fire a little before the Stopwatch says 200 ms.
+        var atLeast = TimeSpan.FromMilliseconds(190);
+
+        var clock = Stopwatch.StartNew();
+        var body = await (await Http.SendAsync(Chat(fake, stream: false))).Content.ReadAsStringAsync();
+        Assert.True(clock.Elapsed >= atLeast, $"non-streaming answer after {clock.Elapsed}");
+        Assert.Contains("OpenAI", body);
+
+        clock.Restart();
+        using var response = await Http.SendAsync(Chat(fake, stream: true), HttpCompletionOption.ResponseHeadersRead);
+        Assert.True(clock.Elapsed >= atLeast, $"stream headers after {clock.Elapsed}");
+        Assert.Equal("[DONE]", ParseSse(await response.Content.ReadAsStringAsync())[^1].Data);
+    }
+
+    [Fact]
     public async Task Requests_are_recorded_with_method_path_query_headers_and_body()
     {
         await using var fake = await FakeUpstream.StartAsync(FakeProtocol.Gemini);
