@@ -23,8 +23,12 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     /// <summary>How long the stall faults wait for the client to give up.</summary>
     public static readonly TimeSpan StallLimit = TimeSpan.FromMinutes(5);
 
-    /// <summary>How long <see cref="FakeFault.CutMidStream"/> waits after flushing before it aborts the connection.</summary>
-    private static readonly TimeSpan CutGrace = TimeSpan.FromMilliseconds(100);
+    /// <summary>
+    /// How long <see cref="FakeFault.CutMidStream"/> waits after flushing before it aborts the connection. The abort is
+    /// a TCP reset, and a reset makes the client's kernel drop bytes it has not read yet: on a loaded 2-core CI machine
+    /// 100 ms was sometimes too short for the client to read the frames sent before the cut.
+    /// </summary>
+    private static readonly TimeSpan CutGrace = TimeSpan.FromMilliseconds(400);
 
     private readonly WebApplication _app;
     private readonly CancellationTokenSource _stopping = new();

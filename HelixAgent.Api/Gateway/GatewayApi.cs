@@ -468,6 +468,15 @@ internal static class GatewayApi
             await WriteErrorAsync(ctx, 413, $"Request body too large: the limit is {maxBytes} bytes.", "invalid_request_error", "request_too_large", null);
             return null;
         }
+        catch (Exception ex) when (ex is BadHttpRequestException or IOException or OperationCanceledException)
+        {
+            // The client hung up (or sent less than its Content-Length): nobody is left to answer, nothing was routed.
+            if (!ctx.RequestAborted.IsCancellationRequested && ex is BadHttpRequestException bad)
+            {
+                await WriteErrorAsync(ctx, 400, $"The request body could not be read: {bad.Message}", "invalid_request_error", "invalid_body", null);
+            }
+            return null;
+        }
     }
 
     /// <summary>A key with an allow-list may use the listed models (by the name asked for, or the route it resolves to).</summary>
