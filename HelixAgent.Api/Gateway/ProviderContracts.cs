@@ -89,6 +89,27 @@ internal static class JsonBytes
         }
         return buffer.WrittenMemory;
     }
+
+    /// <summary>Writes the properties of <paramref name="obj"/> for which <paramref name="skip"/> is false, as they are.</summary>
+    public static void WritePropertiesExcept(System.Text.Json.Utf8JsonWriter writer, JsonObject obj, Func<string, bool> skip)
+    {
+        foreach (var (name, value) in obj)
+        {
+            if (skip(name))
+            {
+                continue;
+            }
+            writer.WritePropertyName(name);
+            if (value is null)
+            {
+                writer.WriteNullValue();
+            }
+            else
+            {
+                value.WriteTo(writer);
+            }
+        }
+    }
 }
 
 /// <summary>

@@ -69,22 +69,7 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true }))
         {
             writer.WriteStartObject();
-            foreach (var (name, value) in body)
-            {
-                if (Array.IndexOf(Irrelevant, name) >= 0)
-                {
-                    continue;
-                }
-                writer.WritePropertyName(name);
-                if (value is null)
-                {
-                    writer.WriteNullValue();
-                }
-                else
-                {
-                    value.WriteTo(writer);
-                }
-            }
+            JsonBytes.WritePropertiesExcept(writer, body, static n => Array.IndexOf(Irrelevant, n) >= 0);
             writer.WriteEndObject();
         }
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);

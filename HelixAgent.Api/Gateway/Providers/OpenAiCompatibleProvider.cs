@@ -149,15 +149,7 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
         {
             writer.WriteStartObject();
             writer.WriteString("model", model);
-            foreach (var (name, value) in request)
-            {
-                if (name == "model" || (mode != RequestMode.Embed && name is "stream" or "stream_options"))
-                {
-                    continue;
-                }
-                writer.WritePropertyName(name);
-                WriteValue(writer, value);
-            }
+            JsonBytes.WritePropertiesExcept(writer, request, mode == RequestMode.Embed ? static n => n == "model" : static n => n is "model" or "stream" or "stream_options");
             if (mode == RequestMode.Complete)
             {
                 writer.WriteBoolean("stream", false);
@@ -168,14 +160,7 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
                 writer.WriteStartObject("stream_options");
                 if (request["stream_options"] is JsonObject options)
                 {
-                    foreach (var (name, value) in options)
-                    {
-                        if (name != "include_usage")
-                        {
-                            writer.WritePropertyName(name);
-                            WriteValue(writer, value);
-                        }
-                    }
+                    JsonBytes.WritePropertiesExcept(writer, options, static n => n == "include_usage");
                 }
                 writer.WriteBoolean("include_usage", true);
                 writer.WriteEndObject();
@@ -187,18 +172,6 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
         var message = new HttpRequestMessage(HttpMethod.Post, _baseUrl + path) { Content = content };
         Authorize(message);
         return message;
-    }
-
-    private static void WriteValue(Utf8JsonWriter writer, JsonNode? value)
-    {
-        if (value is null)
-        {
-            writer.WriteNullValue();
-        }
-        else
-        {
-            value.WriteTo(writer);
-        }
     }
 
     private void Authorize(HttpRequestMessage request)
