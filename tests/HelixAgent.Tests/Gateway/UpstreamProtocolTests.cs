@@ -46,6 +46,42 @@ public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer r
     }
 
     [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_openai_compatible_upstream_gets_every_client_field_as_sent_with_only_model_and_stream_settings_rewritten(bool stream)
+    {
+        await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var gw = await GatewayAsync([upstream], s => s["Routes:m:Targets:0"] = "p0/gpt-upstream");
+        var body = GatewayHarness.Chat("m", stream: stream);
+        body["x_vendor"] = new JsonObject { ["list"] = new JsonArray(1, null, "é"), ["nested"] = new JsonObject { ["k"] = true } };
+        body["temperature"] = 0.25;
+        body["stream_options"] = new JsonObject { ["include_usage"] = false, ["x_other"] = 7 };
+
+        using var response = await gw.PostJsonAsync("/v1/chat/completions", body);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var answer = await response.Content.ReadAsStringAsync();
+        Assert.Contains("chat.completion", answer);
+
+        var sent = Assert.Single(upstream.Requests).Json!.AsObject();
+        Assert.Equal("gpt-upstream", (string?)sent["model"]);
+        Assert.Equal(stream, (bool?)sent["stream"]);
+        Assert.True(JsonNode.DeepEquals(body["x_vendor"], sent["x_vendor"]), sent.ToJsonString());
+        Assert.True(JsonNode.DeepEquals(body["messages"], sent["messages"]), sent.ToJsonString());
+        Assert.Equal(0.25, (double?)sent["temperature"]);
+        if (stream)
+        {
+            // Usage is always asked for (the ledger needs it); the client's other stream options pass through.
+            Assert.True(JsonNode.DeepEquals(new JsonObject { ["x_other"] = 7, ["include_usage"] = true }, sent["stream_options"]), sent.ToJsonString());
+            Assert.DoesNotContain("\"prompt_tokens\"", answer); // the client asked for no usage chunk
+        }
+        else
+        {
+            Assert.Null(sent["stream_options"]);
+            Assert.Equal(answer.Length, response.Content.Headers.ContentLength);
+        }
+    }
+
+    [Theory]
     [InlineData(FakeProtocol.OpenAI)]
     [InlineData(FakeProtocol.Anthropic)]
     [InlineData(FakeProtocol.Gemini)]
