@@ -41,30 +41,36 @@ internal static class GatewayApi
 
     private static async Task HandleChatAsync(HttpContext ctx, GatewayServices s, bool legacy)
     {
-        var admitted = await AdmitRequestAsync(ctx, s, legacy ? RequestValidation.Completion : RequestValidation.Chat, embeddings: false);
+        var endpoint = legacy ? "completions" : "chat.completions";
+        var admitted = await AdmitRequestAsync(ctx, s, legacy ? RequestValidation.Completion : RequestValidation.Chat, endpoint);
         if (admitted is null)
         {
             return;
         }
-        var (body, model, route, key, _) = admitted;
-        var stream = body["stream"] is JsonValue sv && sv.GetValue<bool>();
+        var (body, model, route, _, _, cache) = admitted;
+        var stream = IsStream(body);
         var includeUsage = stream && body["stream_options"]?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
         var chatBody = legacy ? LegacyCompletions.ToChatRequest(body) : body;
-        var trace = new RequestTrace(NewRequestId(), model, legacy ? "completions" : "chat.completions", stream, s.Time.GetTimestamp());
+        var trace = new RequestTrace(NewRequestId(), model, endpoint, stream, s.Time.GetTimestamp());
         await ServeAsync(ctx, s, admitted, trace, () => stream
             ? StreamChatAsync(ctx, s, route, chatBody, trace, includeUsage, legacy)
-            : CompleteChatAsync(ctx, s, route, chatBody, trace, legacy, s.Cache.KeyFor(ctx.Request, trace.Endpoint, route, body, key?.Id)));
+            : CompleteChatAsync(ctx, s, route, chatBody, trace, legacy, cache));
     }
 
-    /// <summary>A request that passed every check before routing: its body, route, key and rate-limit reservation.</summary>
-    private sealed record Admitted(JsonObject Body, string Model, ModelRoute Route, HelixAgent.Data.ApiKeyInfo? Key, RateLimitTicket Ticket);
+    private static bool IsStream(JsonObject body) => body["stream"] is JsonValue sv && sv.GetValue<bool>();
+
+    /// <summary>
+    /// A request that passed every check before routing: its body, route, key, rate-limit reservation and, when it may
+    /// be answered from the response cache, the lookup started alongside the admission.
+    /// </summary>
+    private sealed record Admitted(JsonObject Body, string Model, ModelRoute Route, HelixAgent.Data.ApiKeyInfo? Key, RateLimitTicket Ticket, CacheLookup? Cache);
 
     /// <summary>
     /// Everything before routing, shared by every endpoint: body (413/400), validation (400 naming the field), route
     /// (404), the key's model allow-list (403) and the rate limit (429). Answers itself and returns null when refused;
     /// nothing refused here is routed, so nothing here writes a ledger row.
     /// </summary>
-    private static async Task<Admitted?> AdmitRequestAsync(HttpContext ctx, GatewayServices s, Func<JsonObject, ValidationError?> validate, bool embeddings)
+    private static async Task<Admitted?> AdmitRequestAsync(HttpContext ctx, GatewayServices s, Func<JsonObject, ValidationError?> validate, string endpoint)
     {
         var body = await ReadBodyAsync(ctx, s.Options.Value.MaxRequestBodyBytes);
         if (body is null)
@@ -77,6 +83,7 @@ internal static class GatewayApi
             return null;
         }
         var model = body["model"]!.GetValue<string>();
+        var embeddings = endpoint == "embeddings";
         if (!s.Registry.TryGetRoute(model, out var route) || (embeddings && !route.Targets.Any(t => t.Provider.Adapter.SupportsEmbeddings)))
         {
             await WriteModelNotFoundAsync(ctx, model);
@@ -88,8 +95,10 @@ internal static class GatewayApi
             await WriteErrorAsync(ctx, 403, $"This API key may not use model '{model}'.", "permission_error", "model_not_allowed", "model");
             return null;
         }
+        // Streams are never cached. The lookup goes to Redis with the admission; a refused request drops its result.
+        var cache = IsStream(body) ? null : s.Cache.Begin(ctx.Request, endpoint, route, body, key?.Id, ctx.RequestAborted);
         var ticket = await AdmitAsync(ctx, s, key, body);
-        return ticket is null ? null : new Admitted(body, model, route, key, ticket.Value);
+        return ticket is null ? null : new Admitted(body, model, route, key, ticket.Value, cache);
     }
 
     /// <summary>
@@ -149,9 +158,9 @@ internal static class GatewayApi
         return null;
     }
 
-    private static async Task CompleteChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, bool legacy, string? cacheKey)
+    private static async Task CompleteChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, bool legacy, CacheLookup? cache)
     {
-        if (await ServeFromCacheAsync(ctx, s, trace, cacheKey))
+        if (await ServeFromCacheAsync(ctx, s, trace, cache))
         {
             return;
         }
@@ -171,18 +180,19 @@ internal static class GatewayApi
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         SetRouteHeaders(ctx, trace);
         var answer = legacy ? JsonBytes.Of(LegacyCompletions.FromChatResponse(success.Value.Response, trace.RequestId)) : success.Value.Utf8Json;
-        await WriteAndCacheAsync(ctx, s, cacheKey, answer, trace.Usage);
+        await WriteAndCacheAsync(ctx, s, cache?.Key, answer, trace.Usage);
     }
 
     /// <summary>Answers from the response cache when it has this request (no upstream call, no attempt).</summary>
-    private static async Task<bool> ServeFromCacheAsync(HttpContext ctx, GatewayServices s, RequestTrace trace, string? cacheKey)
+    private static async Task<bool> ServeFromCacheAsync(HttpContext ctx, GatewayServices s, RequestTrace trace, CacheLookup? cache)
     {
-        if (cacheKey is null)
+        if (cache is null)
         {
             ctx.Response.Headers["x-helixagent-cache"] = "bypass";
             return false;
         }
-        var cached = await s.Cache.GetAsync(cacheKey, ctx.RequestAborted);
+        var cached = await cache.Answer;
+        s.Metrics.CacheLookup(hit: cached is not null);
         if (cached is null)
         {
             ctx.Response.Headers["x-helixagent-cache"] = "miss";
@@ -333,7 +343,7 @@ internal static class GatewayApi
 
     private static async Task HandleEmbeddingsAsync(HttpContext ctx, [AsParameters] GatewayServices s)
     {
-        var admitted = await AdmitRequestAsync(ctx, s, RequestValidation.Embeddings, embeddings: true);
+        var admitted = await AdmitRequestAsync(ctx, s, RequestValidation.Embeddings, "embeddings");
         if (admitted is null)
         {
             return;
@@ -344,8 +354,7 @@ internal static class GatewayApi
 
     private static async Task EmbedAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace)
     {
-        var cacheKey = s.Cache.KeyFor(ctx.Request, trace.Endpoint, admitted.Route, admitted.Body, admitted.Key?.Id);
-        if (await ServeFromCacheAsync(ctx, s, trace, cacheKey))
+        if (await ServeFromCacheAsync(ctx, s, trace, admitted.Cache))
         {
             return;
         }
@@ -363,7 +372,7 @@ internal static class GatewayApi
         using var cancellation = success!.Cancellation;
         trace.Usage = success.Value.Usage;
         SetRouteHeaders(ctx, trace);
-        await WriteAndCacheAsync(ctx, s, cacheKey, JsonBytes.Of(success.Value.Response), trace.Usage);
+        await WriteAndCacheAsync(ctx, s, admitted.Cache?.Key, JsonBytes.Of(success.Value.Response), trace.Usage);
     }
 
     private static readonly long ModelsCreated = DateTimeOffset.UtcNow.ToUnixTimeSeconds();

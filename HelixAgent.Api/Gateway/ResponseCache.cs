@@ -40,20 +40,23 @@ public sealed class CacheOptions
 /// <summary>A cached answer: the exact JSON body (UTF-8) the client got, and its usage for the ledger.</summary>
 public sealed record CachedAnswer(ReadOnlyMemory<byte> Body, TokenUsage Usage);
 
+/// <summary>A lookup under way: the request's cache key and the answer Redis will give (null: go upstream).</summary>
+public sealed record CacheLookup(string Key, Task<CachedAnswer?> Answer);
+
 /// <summary>
 /// The response cache in Redis (shared by every replica): the key is a SHA-256 of the endpoint, the route, the API key
 /// (unless shared) and the request body with the fields that do not change the answer removed. Lookups wait at most
 /// <see cref="CacheOptions.LookupTimeoutMs"/>; writes never wait. Redis down means no caching, never failed requests.
 /// Clients skip it with <c>Cache-Control: no-cache</c> (or <c>no-store</c>); answers carry <c>x-helixagent-cache</c>.
 /// </summary>
-public sealed partial class ResponseCache(IServiceProvider services, IOptions<CacheOptions> options, GatewayMetrics metrics, ILogger<ResponseCache> logger)
+public sealed partial class ResponseCache(IServiceProvider services, IOptions<CacheOptions> options, ILogger<ResponseCache> logger)
 {
     public const string Prefix = "helixagent:cache:";
     private static readonly string[] Irrelevant = ["stream", "stream_options", "user", "metadata"];
     private readonly CacheOptions _options = options.Value;
 
     /// <summary>The cache key for this request, or null when it must not be cached.</summary>
-    public string? KeyFor(HttpRequest request, string endpoint, ModelRoute route, JsonObject body, Guid? keyId)
+    private string? KeyFor(HttpRequest request, string endpoint, ModelRoute route, JsonObject body, Guid? keyId)
     {
         if (_options.Mode == "off" || NoCache(request))
         {
@@ -81,26 +84,34 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         return Prefix + Convert.ToHexString(digest);
     }
 
-    public async ValueTask<CachedAnswer?> GetAsync(string key, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts the lookup for this request (null when it must not be cached) without waiting for it, so that it travels
+    /// to Redis together with the rate-limit admission: a cache hit costs one round trip instead of two. The answer is
+    /// null on a miss, when Redis is down or slower than <see cref="CacheOptions.LookupTimeoutMs"/>, or when the client
+    /// left; it never throws. The caller counts the lookup (<see cref="GatewayMetrics.CacheLookup"/>) only if it uses it.
+    /// </summary>
+    public CacheLookup? Begin(HttpRequest request, string endpoint, ModelRoute route, JsonObject body, Guid? keyId, CancellationToken cancellationToken) =>
+        KeyFor(request, endpoint, route, body, keyId) is { } key ? new CacheLookup(key, FetchAsync(key, cancellationToken)) : null;
+
+    private async Task<CachedAnswer?> FetchAsync(string key, CancellationToken cancellationToken)
     {
-        var redis = Redis();
-        if (redis is null)
+        if (Redis() is not { } redis)
         {
-            metrics.CacheLookup(hit: false);
             return null;
         }
         try
         {
             var value = await redis.GetDatabase().StringGetAsync(key)
                 .WaitAsync(TimeSpan.FromMilliseconds(_options.LookupTimeoutMs), cancellationToken);
-            var answer = value.HasValue ? Decode((byte[])value!) : null;
-            metrics.CacheLookup(hit: answer is not null);
-            return answer;
+            return value.HasValue ? Decode((byte[])value!) : null;
         }
         catch (Exception ex) when (ex is RedisException or TimeoutException)
         {
-            metrics.CacheLookup(hit: false);
             LogUnavailable(logger, ex.Message);
+            return null;
+        }
+        catch (OperationCanceledException)
+        {
             return null;
         }
     }

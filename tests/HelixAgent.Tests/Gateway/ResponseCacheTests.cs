@@ -111,6 +111,30 @@ public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redi
     }
 
     [Fact]
+    public async Task A_request_over_the_rate_limit_gets_429_not_the_cached_answer_and_is_not_counted_as_a_lookup()
+    {
+        // The lookup is sent to Redis together with the admission; a refused request must drop what it found.
+        var (gw, upstream) = await StartAsync(s => s["RateLimits:RequestsPerMinute"] = "2");
+        await using var _ = gw;
+        await using var __ = upstream;
+        var model = ModelOf(gw);
+        Assert.Equal("miss", (await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model))).Headers.GetValues("x-helixagent-cache").Single());
+        await Task.Delay(100); // the write is fire-and-forget
+        var hit = await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model));
+        Assert.Equal("hit", hit.Headers.GetValues("x-helixagent-cache").Single());
+
+        var refused = await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model));
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.False(refused.Headers.Contains("x-helixagent-cache"));
+        Assert.Equal("rate_limit_exceeded", JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+        Assert.Equal(1, upstream.RequestCount);
+
+        var stats = JsonNode.Parse(await gw.WithKey(gw.AdminKey).GetStringAsync("/admin/cache"))!;
+        Assert.Equal((1L, 1L), (stats["hits"]!.GetValue<long>(), stats["misses"]!.GetValue<long>()));
+        Assert.Equal(2, (await gw.LedgerRowsAsync(2)).Count);
+    }
+
+    [Fact]
     public async Task Without_redis_the_cache_is_bypassed_and_requests_still_succeed()
     {
         var (gw, upstream) = await StartAsync();
