@@ -6,6 +6,8 @@
 #   bench/run.sh                  # or `make bench`: about 3 minutes
 #   bench/run.sh --soak [SECONDS] # then a soak: 1,000 requests/s for SOAK seconds (300), gateway RSS every 10 s
 #   bench/run.sh --soak-only [SECONDS]
+#   bench/run.sh --serve          # start everything as for a run, print its addresses and key, and wait (for profiling
+#                                 # with dotnet-trace/dotnet-counters or driving the load generator by hand); Ctrl-C stops
 #
 # Prints a table and writes it with the machine description to bench/results/<UTC date>.txt.
 # Needs postgresql, redis-server, wrk and python3 (Debian packages) and the .NET SDK.
@@ -28,23 +30,26 @@
 #                                  sdk: spans sampled and recorded, no exporter; off: sampler always_off
 #   TRACES_SAMPLER=parentbased_always_on TRACES_SAMPLER_ARG=   OTEL_TRACES_SAMPLER(_ARG) for the gateway
 #   SOAK=0 SOAK_RATE=1000 SOAK_EVERY=10        soak seconds (0: none; --soak sets 300), rate, RSS sample interval
+#   GATEWAY_ENV="NAME=value ..."   extra environment for the gateway only (e.g. DOTNET_gcServer=0), to try a setting
 #   KEEP_LOGS=DIR                  copy the gateway's, upstream's, PostgreSQL's, Redis's and load generator's logs there
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SOAK=${SOAK:-0}
 main=1
+serve=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --soak|--soak-only)
       [ "$1" = --soak-only ] && main=0
       if [[ "${2:-}" =~ ^[0-9]+$ ]]; then SOAK=$2; shift; elif [ "$SOAK" = 0 ]; then SOAK=300; fi ;;
+    --serve) serve=1; main=0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument $1 (see bench/run.sh --help)" >&2; exit 2 ;;
   esac
   shift
 done
-if [ "$main" = 0 ] && [ "$SOAK" = 0 ]; then SOAK=300; fi
+if [ "$main" = 0 ] && [ "$serve" = 0 ] && [ "$SOAK" = 0 ]; then SOAK=300; fi
 DURATION=${DURATION:-5s}
 CONCURRENCY=${CONCURRENCY-"1 16 64 256"}
 RATES=${RATES-"500 1000 2000 3000 4000 5000"}
@@ -145,7 +150,7 @@ esac
 ( cd "$(dirname "$api")" && exec env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$gw_port" \
   "ConnectionStrings__helixagent-db=$db" "ConnectionStrings__redis=127.0.0.1:$redis_port" \
   Providers__bench__Type=openai Providers__bench__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__bench__Models__0=bench-model \
-  "${otel[@]}" \
+  "${otel[@]}" ${GATEWAY_ENV:-} \
   dotnet "$(basename "$api")" ) >"$work/gateway.log" 2>&1 &
 gw_pid=$!; pids+=($gw_pid)
 wait_port "$up_port"; wait_port "$gw_port"
@@ -187,6 +192,20 @@ loadgen() {
 # field NAME LINE
 field() { echo "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2; exit}'; }
 metric_sum() { curl -s "http://127.0.0.1:$gw_port/metrics" | awk -v pat="$1" '$0 ~ pat {s += $NF} END {printf "%d", s}'; }
+
+if [ "$serve" = 1 ]; then
+  cat >&2 <<SERVE
+bench: serving until Ctrl-C. In another shell:
+  GW_URL=$gw_url UP_URL=$up_url KEY=$key GW_PID=$gw_pid
+  PSQL="psql -h 127.0.0.1 -p $pg_port -U postgres -d helixagent_db"
+  dotnet $loadgen --url \$GW_URL --key \$KEY --rate 1000 --duration 10s --warmup 2s --body '$body'
+  dotnet $loadgen --url \$UP_URL --rate 1000 --duration 10s --warmup 2s --body '$upbody'
+SERVE
+  sleep infinity &
+  pids+=($!)
+  wait $! || true
+  exit 0
+fi
 
 report="$work/report.txt"
 {

@@ -9,7 +9,7 @@ namespace HelixAgent.LoadGen;
 
 /// <summary>
 /// <c>helixagent-loadgen --url URL --rate N --duration 10s [--body JSON | --body-file PATH] [--key KEY] [--stream]
-/// [--connections 64] [--warmup 2s] [--timeout 30s] [--expect-header name=value] [--label TEXT]</c>
+/// [--connections 64] [--warmup 2s] [--timeout 30s] [--expect-header name=value] [--label TEXT] [--dump PATH]</c>
 /// <para>
 /// Open loop: request <c>i</c> is due at <c>start + i / rate</c> and is sent then, whether or not earlier answers came
 /// back (wrk2's model). Latency is measured from the due time, so a server (or a generator) that falls behind shows up
@@ -21,6 +21,10 @@ namespace HelixAgent.LoadGen;
 /// <c>label=gw rate=1000 sent=10000 ok=10000 non2xx=0 errors=0 achieved_rps=1000.0 p50_us=412 ... late_p99_us=61</c>.
 /// With <c>--stream</c> the body must ask for a stream; <c>ttft_*</c> is the time until the first SSE data event
 /// whose <c>choices[].delta.content</c> is a non-empty string, and <c>p*</c> the time until the stream ended.
+/// </para>
+/// <para>
+/// <c>--dump PATH</c> also writes every measured request as a tab-separated line (due time from the start of the run,
+/// latency, time from the actual send, status; microseconds), to see whether slow requests come together in time.
 /// </para>
 /// </summary>
 internal static class LoadGenProgram
@@ -57,6 +61,10 @@ internal static class LoadGenProgram
         }
         var result = await runner.RunAsync(options.Duration);
         Console.WriteLine(result.Format(options));
+        if (options.DumpPath is { } dump)
+        {
+            result.Dump(dump);
+        }
         if (result.FirstError is { } error)
         {
             Console.Error.WriteLine($"loadgen {options.Label}: first error: {error}");
@@ -86,7 +94,7 @@ internal sealed class Options
 {
     public const string Usage =
         "usage: helixagent-loadgen --url URL --rate N --duration 10s [--body JSON | --body-file PATH] [--key KEY] [--stream]\n" +
-        "       [--connections 64] [--warmup 2s] [--timeout 30s] [--expect-header name=value] [--label TEXT]";
+        "       [--connections 64] [--warmup 2s] [--timeout 30s] [--expect-header name=value] [--label TEXT] [--dump PATH]";
 
     public required Uri Url { get; init; }
     public required byte[] Body { get; init; }
@@ -100,6 +108,7 @@ internal sealed class Options
     public string? ExpectHeaderName { get; init; }
     public string? ExpectHeaderValue { get; init; }
     public string Label { get; init; } = "run";
+    public string? DumpPath { get; init; }
 
     public static Options Parse(string[] args)
     {
@@ -148,6 +157,7 @@ internal sealed class Options
             ExpectHeaderName = headerName,
             ExpectHeaderValue = headerValue,
             Label = values.GetValueOrDefault("label") ?? "run",
+            DumpPath = values.GetValueOrDefault("dump"),
         };
         if (options.Rate <= 0 || options.Duration <= TimeSpan.Zero || options.Connections <= 0)
         {
@@ -252,6 +262,21 @@ internal sealed class RunResult(int count)
             Add("header_matched", matched);
         }
         return sb.ToString();
+    }
+
+    /// <summary>A comment with the first due time (UTC), then one line per request: due (from the first due time), latency, service time, status; microseconds.</summary>
+    public void Dump(string path)
+    {
+        static long Us(long ticks) => ticks * 1_000_000 / Stopwatch.Frequency;
+        using var writer = new StreamWriter(path);
+        var firstDue = DateTime.UtcNow - Stopwatch.GetElapsedTime(Due[0]);
+        writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"# first due {firstDue:yyyy-MM-ddTHH:mm:ss.ffffffZ} stopwatch {Due[0]} frequency {Stopwatch.Frequency}"));
+        writer.WriteLine("due_us\tlatency_us\tservice_us\tstatus");
+        for (var i = 0; i < Count; i++)
+        {
+            writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{Us(Due[i] - Due[0])}\t{Us(Done[i] - Due[i])}\t{Us(Done[i] - Sent[i])}\t{Status[i]}"));
+        }
     }
 
     private static void AddPercentiles(Action<string, object> add, string prefix, long[] values)
