@@ -48,8 +48,9 @@ public sealed class LedgerOptions
 /// The usage ledger: <see cref="Record"/> is a non-blocking enqueue on the request path; a background writer inserts
 /// batches with one multi-row <c>INSERT ... SELECT FROM unnest(...) ON CONFLICT (request_id) DO NOTHING</c> (so a
 /// retried batch never duplicates). While PostgreSQL is down, rows wait and the batch is retried with backoff. On
-/// shutdown the queue is flushed after the last request finished. A row that does not fit in the queue is counted
-/// in <c>helixagent_ledger_rows_lost_total</c> and logged, never dropped silently.
+/// shutdown the queue is flushed after the last request finished. A row that does not fit in the queue, or that
+/// PostgreSQL refuses (e.g. a constraint an operator added), is counted in <c>helixagent_ledger_rows_lost_total</c> and
+/// logged, never dropped silently, and never holds back the rows batched with it.
 /// </summary>
 public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
 {
@@ -167,6 +168,11 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Writes the batch, retrying with backoff for as long as PostgreSQL is unreachable or fails for any other reason,
+    /// except one: when it refuses a value (a data exception or a constraint, SQLSTATE class 22 or 23), retrying would
+    /// block every row behind it forever. Then each row is written alone, and only the refused ones are counted lost.
+    /// </summary>
     private async Task WriteWithRetryAsync(List<CompletionRecord> batch, CancellationToken abort)
     {
         var delay = TimeSpan.FromMilliseconds(200);
@@ -185,7 +191,22 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
                 }
                 return;
             }
-            catch (Exception ex) when (ex is NpgsqlException or TimeoutException or InvalidOperationException && !abort.IsCancellationRequested)
+            catch (PostgresException ex) when (ex.SqlState.StartsWith("22", StringComparison.Ordinal) || ex.SqlState.StartsWith("23", StringComparison.Ordinal))
+            {
+                if (batch.Count == 1)
+                {
+                    Interlocked.Increment(ref _lost);
+                    _lostCounter.Add(1);
+                    LogRefused(_logger, batch[0].RequestId, ex.SqlState, ex.MessageText);
+                    return;
+                }
+                foreach (var row in batch)
+                {
+                    await WriteWithRetryAsync([row], abort);
+                }
+                return;
+            }
+            catch (Exception ex) when (!abort.IsCancellationRequested)
             {
                 LogRetry(_logger, batch.Count, Volatile.Read(ref _pending), ex.Message, delay.TotalSeconds);
                 await Task.Delay(delay, abort);
@@ -204,14 +225,14 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
                 $16::timestamptz[])
             ON CONFLICT (request_id) DO NOTHING
             """);
-        Add(cmd, rows.Select(r => r.RequestId).ToArray(), NpgsqlDbType.Text);
+        Add(cmd, rows.Select(r => Text(r.RequestId)).ToArray(), NpgsqlDbType.Text);
         Add(cmd, rows.Select(r => r.KeyId).ToArray(), NpgsqlDbType.Uuid);
-        Add(cmd, rows.Select(r => r.KeyName).ToArray(), NpgsqlDbType.Text);
-        Add(cmd, rows.Select(r => r.Model).ToArray(), NpgsqlDbType.Text);
-        Add(cmd, rows.Select(r => r.Provider).ToArray(), NpgsqlDbType.Text);
-        Add(cmd, rows.Select(r => r.Endpoint).ToArray(), NpgsqlDbType.Text);
+        Add(cmd, rows.Select(r => Text(r.KeyName)).ToArray(), NpgsqlDbType.Text);
+        Add(cmd, rows.Select(r => Text(r.Model)).ToArray(), NpgsqlDbType.Text);
+        Add(cmd, rows.Select(r => Text(r.Provider)).ToArray(), NpgsqlDbType.Text);
+        Add(cmd, rows.Select(r => Text(r.Endpoint)).ToArray(), NpgsqlDbType.Text);
         Add(cmd, rows.Select(r => (short)r.Status).ToArray(), NpgsqlDbType.Smallint);
-        Add(cmd, rows.Select(r => r.ErrorType).ToArray(), NpgsqlDbType.Text);
+        Add(cmd, rows.Select(r => Text(r.ErrorType)).ToArray(), NpgsqlDbType.Text);
         Add(cmd, rows.Select(r => r.PromptTokens).ToArray(), NpgsqlDbType.Integer);
         Add(cmd, rows.Select(r => r.CompletionTokens).ToArray(), NpgsqlDbType.Integer);
         Add(cmd, rows.Select(r => r.LatencyMs).ToArray(), NpgsqlDbType.Double);
@@ -222,6 +243,10 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         Add(cmd, rows.Select(r => r.CreatedAt).ToArray(), NpgsqlDbType.TimestampTz);
         await cmd.ExecuteNonQueryAsync(ct);
     }
+
+    /// <summary>PostgreSQL text cannot hold NUL: it is written as U+FFFD rather than losing the row.</summary>
+    [return: System.Diagnostics.CodeAnalysis.NotNullIfNotNull(nameof(value))]
+    private static string? Text(string? value) => value is null || !value.Contains('\0', StringComparison.Ordinal) ? value : value.Replace('\0', '\uFFFD');
 
     private static void Add<T>(NpgsqlCommand cmd, T[] values, NpgsqlDbType type) =>
         cmd.Parameters.Add(new NpgsqlParameter<T[]> { TypedValue = values, NpgsqlDbType = NpgsqlDbType.Array | type });
@@ -248,4 +273,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
 
     [LoggerMessage(4, LogLevel.Error, "Ledger stopped with {Count} rows unwritten (shutdown timeout)")]
     private static partial void LogUnflushed(ILogger logger, int count);
+
+    [LoggerMessage(5, LogLevel.Error, "Usage row {RequestId} lost: PostgreSQL refused it ({SqlState}: {Reason})")]
+    private static partial void LogRefused(ILogger logger, string requestId, string sqlState, string reason);
 }
