@@ -6,7 +6,7 @@ namespace HelixAgent.Fakes;
 /// <summary>
 /// <c>helixagent-fake-upstream --protocol anthropic [--port 9099] [--reply "text"] [--chunk-delay-ms 20] [--latency-ms 5]</c>.
 /// The port also comes from <c>PORT</c> (set by the AppHost). Prints the base URL a provider config uses and runs
-/// until stopped.
+/// until stopped. <c>--proxy-to URL --port N</c> runs the benchmark's pass-through proxy instead (<see cref="NullProxy"/>).
 /// </summary>
 internal static class FakeUpstreamProgram
 {
@@ -17,12 +17,18 @@ internal static class FakeUpstreamProgram
         {
             options[args[i].TrimStart('-')] = args[i + 1];
         }
+        var port = int.Parse(options.GetValueOrDefault("port") ?? Environment.GetEnvironmentVariable("PORT") ?? "0", CultureInfo.InvariantCulture);
+        if (options.TryGetValue("proxy-to", out var target))
+        {
+            await NullProxy.RunAsync(new Uri(target), port);
+            return 0;
+        }
         if (!Enum.TryParse<FakeProtocol>(options.GetValueOrDefault("protocol", "openai"), ignoreCase: true, out var protocol))
         {
-            Console.Error.WriteLine("usage: helixagent-fake-upstream --protocol openai|anthropic|gemini|ollama [--port N] [--reply TEXT] [--chunk-delay-ms N] [--latency-ms N]");
+            Console.Error.WriteLine("usage: helixagent-fake-upstream --protocol openai|anthropic|gemini|ollama [--port N] [--reply TEXT] [--chunk-delay-ms N] [--latency-ms N]\n" +
+                "       helixagent-fake-upstream --proxy-to URL --port N");
             return 2;
         }
-        var port = int.Parse(options.GetValueOrDefault("port") ?? Environment.GetEnvironmentVariable("PORT") ?? "0", CultureInfo.InvariantCulture);
         await using var fake = await FakeUpstream.StartAsync(protocol, port);
         fake.RecordRequests = false; // a long-running server: count requests, do not keep them
         if (options.TryGetValue("reply", out var reply))

@@ -16,6 +16,8 @@
 # came) for requests/s per concurrency, and bench/HelixAgent.LoadGen (open loop: requests start at a fixed rate
 # whatever the answers do, latency counted from when each was due) for latency at fixed rates, streaming
 # time-to-first-token, cache hits and the soak. "Added" is gateway minus direct upstream, percentile by percentile.
+# Each fixed rate also goes through a "null proxy" (helixagent-fake-upstream --proxy-to: Kestrel in, HttpClient out,
+# no logic): what any .NET proxy hop costs on this machine. "Over null" is the gateway minus that proxy: its own work.
 #
 # Settings (environment):
 #   DURATION=5s                    wrk run length, per concurrency and target
@@ -116,7 +118,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "bench: port $1 did not open" >&2; exit 1; }
 
 echo "bench: starting PostgreSQL, Redis, the fake upstream and the gateway..." >&2
-pg_port=$(free_port); redis_port=$(free_port); up_port=$(free_port); gw_port=$(free_port); otlp_port=$(free_port)
+pg_port=$(free_port); redis_port=$(free_port); up_port=$(free_port); gw_port=$(free_port); otlp_port=$(free_port); np_port=$(free_port)
 mkdir -p "$work/pg"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$work/pg"
 as_pg "$pgbin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
 as_pg "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -k "$work/pg" -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off >"$work/pg.log" 2>&1 &
@@ -131,6 +133,8 @@ key=$(env "ConnectionStrings__helixagent-db=$db" dotnet "$api" keys create --nam
 
 dotnet "$fake" --protocol openai --port "$up_port" --reply "The quick brown fox jumps over the lazy dog" \
   --latency-ms "$UPSTREAM_LATENCY_MS" --chunk-delay-ms "$STREAM_CHUNK_DELAY_MS" >"$work/fake.log" 2>&1 &
+pids+=($!)
+dotnet "$fake" --proxy-to "http://127.0.0.1:$up_port" --port "$np_port" >"$work/nullproxy.log" 2>&1 &
 pids+=($!)
 otel=(OTEL_TRACES_SAMPLER="$TRACES_SAMPLER")
 [ -n "$TRACES_SAMPLER_ARG" ] && otel+=(OTEL_TRACES_SAMPLER_ARG="$TRACES_SAMPLER_ARG")
@@ -153,12 +157,13 @@ esac
   "${otel[@]}" ${GATEWAY_ENV:-} \
   dotnet "$(basename "$api")" ) >"$work/gateway.log" 2>&1 &
 gw_pid=$!; pids+=($gw_pid)
-wait_port "$up_port"; wait_port "$gw_port"
+wait_port "$up_port"; wait_port "$np_port"; wait_port "$gw_port"
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null || { echo "bench: the gateway is not ready" >&2; tail -20 "$work/gateway.log" >&2; exit 1; }
 
 up_url="http://127.0.0.1:$up_port/v1/chat/completions"
 gw_url="http://127.0.0.1:$gw_port/v1/chat/completions"
+np_url="http://127.0.0.1:$np_port/v1/chat/completions"
 body='{"model":"bench-model","messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
 upbody='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
 streambody='{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
@@ -196,7 +201,7 @@ metric_sum() { curl -s "http://127.0.0.1:$gw_port/metrics" | awk -v pat="$1" '$0
 if [ "$serve" = 1 ]; then
   cat >&2 <<SERVE
 bench: serving until Ctrl-C. In another shell:
-  GW_URL=$gw_url UP_URL=$up_url KEY=$key GW_PID=$gw_pid
+  GW_URL=$gw_url UP_URL=$up_url NULL_PROXY_URL=$np_url KEY=$key GW_PID=$gw_pid
   PSQL="psql -h 127.0.0.1 -p $pg_port -U postgres -d helixagent_db"
   dotnet $loadgen --url \$GW_URL --key \$KEY --rate 1000 --duration 10s --warmup 2s --body '$body'
   dotnet $loadgen --url \$UP_URL --rate 1000 --duration 10s --warmup 2s --body '$upbody'
@@ -248,19 +253,24 @@ if [ "$main" = 1 ]; then
   {
     echo
     echo "Fixed rate, open loop (helixagent-loadgen, $RATE_DURATION per run after $WARMUP warm-up, $CONNECTIONS connections; ms, from each request's due time)"
-    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %7s | %13s\n" "rate/s" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" "gw ok/s" "failed" "late p99 d/gw"
+    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8s %7s | %13s\n" "rate/s" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" \
+      "null p50" "null p99" "over p50" "over p99" "gw ok/s" "failed" "late p99 d/gw"
   } >>"$report"
   best_rate=""; added_p99_1000=""
   for rate in $RATES; do
     d=$(loadgen --url "$up_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "direct@$rate")
+    n=$(loadgen --url "$np_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "null@$rate")
     g=$(loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "gw@$rate")
     failed=$(( $(field non2xx "$g") + $(field errors "$g") ))
     a99=$(added "$(field p99_us "$g")" "$(field p99_us "$d")")
-    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8.0f %7s | %6s/%-6s\n" "$rate" \
+    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8.0f %7s | %6s/%-6s\n" "$rate" \
       "$(ms "$(field p50_us "$d")")" "$(ms "$(field p99_us "$d")")" "$(ms "$(field p50_us "$g")")" "$(ms "$(field p99_us "$g")")" \
-      "$(added "$(field p50_us "$g")" "$(field p50_us "$d")")" "$a99" "$(field ok_rps "$g")" "$failed" \
+      "$(added "$(field p50_us "$g")" "$(field p50_us "$d")")" "$a99" \
+      "$(ms "$(field p50_us "$n")")" "$(ms "$(field p99_us "$n")")" "$(added "$(field p50_us "$g")" "$(field p50_us "$n")")" "$(added "$(field p99_us "$g")" "$(field p99_us "$n")")" \
+      "$(field ok_rps "$g")" "$failed" \
       "$(ms "$(field late_p99_us "$d")")" "$(ms "$(field late_p99_us "$g")")" >>"$report"
-    [ "$rate" = 1000 ] && added_p99_1000=$a99
+    [ "$rate" = 1000 ] && added_p99_1000=$a99 && null_p99_1000=$(added "$(field p99_us "$n")" "$(field p99_us "$d")") \
+      && over_p99_1000=$(added "$(field p99_us "$g")" "$(field p99_us "$n")")
     # Counts when every request was answered 2xx at (within 2% of) the rate and p99 added stayed under 1 ms.
     if [ "$failed" = 0 ] && [ "$a99" != - ] && awk -v a="$a99" -v ok="$(field ok_rps "$g")" -v r="$rate" 'BEGIN {exit !(a < 1 && ok >= 0.98*r)}'; then
       best_rate=$rate
@@ -355,6 +365,7 @@ after_rss=$(rss); peak_rss=$(hwm)
   echo "Floors (issue 8, this machine):"
   if [ "$main" = 1 ]; then
     echo "  $(verdict "added latency p99 <= 1 ms at 1,000 requests/s (${added_p99_1000:--} ms)" "${added_p99_1000:--} <= 1")"
+    echo "    of which a hop through the null proxy adds ${null_p99_1000:--} ms and the gateway's own work ${over_p99_1000:--} ms (p99 over the null proxy)"
     echo "  $(verdict ">= 5,000 requests/s non-streaming (wrk, best of $CONCURRENCY connections: ${best_rps}/s)" "$best_rps >= 5000")"
     echo "  $(verdict "cache-hit p99 <= 1 ms (${cache_p99} ms at $CACHE_RATE/s)" "$cache_p99 <= 1")"
     echo "  $(verdict "steady RSS <= 250 MB (${steady_rss} MB)" "$steady_rss <= 250")"
