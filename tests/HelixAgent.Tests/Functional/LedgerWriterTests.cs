@@ -48,7 +48,7 @@ public sealed class LedgerWriterTests(PostgresServer postgres, RedisServer redis
         }
 
         var rows = await gw.LedgerRowsAsync(4);
-        Assert.Equal([ids[0], ids[1], ids[3], ids[4]], rows.Select(r => r.RequestId).Order());
+        Assert.Equal(new[] { ids[0], ids[1], ids[3], ids[4] }.Order(), rows.Select(r => r.RequestId).Order());
         var metrics = "";
         for (var i = 0; i < 100 && !metrics.Contains("helixagent_ledger_rows_lost_total 1\n", StringComparison.Ordinal); i++)
         {
