@@ -73,16 +73,18 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         };
     }
 
-    /// <summary>Starts a fake on <c>127.0.0.1</c>, on <paramref name="port"/> or an OS-assigned one (0).</summary>
-    public static async Task<FakeUpstream> StartAsync(FakeProtocol protocol, int port = 0)
+    /// <summary>
+    /// A bare Kestrel host on <c>127.0.0.1</c>:<paramref name="port"/> (0: OS-assigned) without logging; nothing from
+    /// appsettings or the environment (e.g. <c>ASPNETCORE_URLS</c>, Kestrel sections) may move the endpoint.
+    /// </summary>
+    internal static WebApplicationBuilder LoopbackBuilder(string environmentName, int port)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
             ApplicationName = typeof(FakeUpstream).Assembly.GetName().Name,
-            EnvironmentName = "FakeUpstream",
+            EnvironmentName = environmentName,
             ContentRootPath = AppContext.BaseDirectory,
         });
-        // Nothing from appsettings/environment (e.g. ASPNETCORE_URLS, Kestrel sections) may move the endpoint.
         builder.Configuration.Sources.Clear();
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k =>
@@ -91,7 +93,13 @@ public sealed partial class FakeUpstream : IAsyncDisposable
             k.AddServerHeader = false;
         });
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(2));
-        var app = builder.Build();
+        return builder;
+    }
+
+    /// <summary>Starts a fake on <c>127.0.0.1</c>, on <paramref name="port"/> or an OS-assigned one (0).</summary>
+    public static async Task<FakeUpstream> StartAsync(FakeProtocol protocol, int port = 0)
+    {
+        var app = LoopbackBuilder("FakeUpstream", port).Build();
         var fake = new FakeUpstream(protocol, app);
         app.Run(fake.HandleAsync);
         await app.StartAsync();

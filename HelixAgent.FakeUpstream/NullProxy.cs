@@ -1,5 +1,3 @@
-using System.Net;
-
 namespace HelixAgent.Fakes;
 
 /// <summary>
@@ -12,20 +10,6 @@ internal static class NullProxy
 {
     public static async Task RunAsync(Uri target, int port)
     {
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
-        {
-            ApplicationName = typeof(NullProxy).Assembly.GetName().Name,
-            EnvironmentName = "NullProxy",
-            ContentRootPath = AppContext.BaseDirectory,
-        });
-        builder.Configuration.Sources.Clear();
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.Listen(IPAddress.Loopback, port);
-            k.AddServerHeader = false;
-        });
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(2));
         using var client = new HttpClient(new SocketsHttpHandler
         {
             UseProxy = false,
@@ -34,7 +18,7 @@ internal static class NullProxy
             PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
         })
         { Timeout = Timeout.InfiniteTimeSpan };
-        var app = builder.Build();
+        var app = FakeUpstream.LoopbackBuilder("NullProxy", port).Build();
         app.Run(async ctx =>
         {
             using var body = new MemoryStream();
