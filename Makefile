@@ -29,7 +29,7 @@ k8s-generate:
 	$(DOTNET) run --project HelixAgent.Deploy --no-build -- generate
 
 # Benchmark (issue 8): builds Release, starts its own PostgreSQL, Redis, fake upstream and gateway, prints the table and
-# writes it to bench/results/<UTC date>.txt (about 3 minutes). `make bench BENCH_ARGS=--soak` adds the 5-minute soak;
+# writes it to bench/results/<UTC date>.txt (about 5 minutes). `make bench BENCH_ARGS=--soak` adds the 5-minute soak;
 # settings are environment variables (bench/run.sh --help).
 bench:
 	bench/run.sh $(BENCH_ARGS)

@@ -3,7 +3,7 @@
 # path on (auth, cluster rate limits in Redis, usage ledger in PostgreSQL, metrics, tracing with every request sampled
 # and exported over OTLP).
 #
-#   bench/run.sh                  # or `make bench`: about 3 minutes
+#   bench/run.sh                  # or `make bench`: about 5 minutes
 #   bench/run.sh --soak [SECONDS] # then a soak: 1,000 requests/s for SOAK seconds (300), gateway RSS every 10 s
 #   bench/run.sh --soak-only [SECONDS]
 #   bench/run.sh --serve          # start everything as for a run, print its addresses and key, and wait (for profiling
@@ -23,7 +23,7 @@
 #   DURATION=5s                    wrk run length, per concurrency and target
 #   CONCURRENCY="1 16 64 256"      wrk connections (CONCURRENCY="" or RATES="" skips that part)
 #   RATES="500 1000 2000 3000 4000 5000"   fixed rates (requests/s), each direct and through the gateway
-#   RATE_DURATION=5s WARMUP=1s     each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
+#   RATE_DURATION=10s WARMUP=1s    each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
 #   CONNECTIONS=64                 load generator connection pool (pre-opened)
 #   STREAM_RATE=200 STREAM_CHUNK_DELAY_MS=1    streaming run; the upstream pauses between stream chunks
 #   CACHE_RATE=1000                cache-hit run
@@ -55,7 +55,7 @@ if [ "$main" = 0 ] && [ "$serve" = 0 ] && [ "$SOAK" = 0 ]; then SOAK=300; fi
 DURATION=${DURATION:-5s}
 CONCURRENCY=${CONCURRENCY-"1 16 64 256"}
 RATES=${RATES-"500 1000 2000 3000 4000 5000"}
-RATE_DURATION=${RATE_DURATION:-5s}
+RATE_DURATION=${RATE_DURATION:-10s}
 WARMUP=${WARMUP:-1s}
 CONNECTIONS=${CONNECTIONS:-64}
 STREAM_RATE=${STREAM_RATE:-200}
