@@ -270,6 +270,30 @@ public sealed class SimulatorGatewayTests(PostgresServer postgres, RedisServer r
     }
 
     [Fact]
+    public async Task One_model_is_retrieved_by_name_alias_or_a_name_with_slashes_and_an_unknown_one_is_an_openai_404()
+    {
+        await using var gw = await StartAsync(s =>
+        {
+            s["Routes:team/smart:Targets:0"] = "sim/sim-small";
+            s["Routes:team/smart:Aliases:0"] = "clever";
+        });
+        foreach (var id in new[] { "team/smart", "clever", "sim-small" })
+        {
+            var response = await gw.Client.GetAsync("/v1/models/" + id);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var model = await JsonAsync(response);
+            Assert.Equal((id, "model"), (model.GetProperty("id").GetString(), model.GetProperty("object").GetString()));
+        }
+
+        var missing = await gw.Client.GetAsync("/v1/models/no-such-model");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        var error = (await JsonAsync(missing)).GetProperty("error");
+        Assert.Equal(("invalid_request_error", "model_not_found", "model"),
+            (error.GetProperty("type").GetString(), error.GetProperty("code").GetString(), error.GetProperty("param").GetString()));
+        Assert.Contains("no-such-model", error.GetProperty("message").GetString());
+    }
+
+    [Fact]
     public async Task Models_and_providers_list_what_is_configured_and_label_the_simulator()
     {
         await using var gw = await StartAsync(s =>
