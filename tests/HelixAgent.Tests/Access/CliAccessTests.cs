@@ -49,6 +49,33 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
         await Eventually(async () => (await gw.WithKey(first).PostAsync("/v1/chat/completions", chat())).StatusCode == HttpStatusCode.Unauthorized);
     }
 
+    [Fact]
+    public async Task A_key_created_with_expires_works_until_then_and_is_refused_after()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var env = new Dictionary<string, string>
+        {
+            ["ConnectionStrings__helixagent-db"] = gw.DatabaseConnectionString,
+            ["ConnectionStrings__redis"] = redis.ConnectionString,
+        };
+        var chat = () => new StringContent(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json");
+
+        var created = await ApiProcess.RunCliAsync(env, "keys", "create", "--name", "short-lived", "--expires", "4s");
+        Assert.Equal(0, created.ExitCode);
+        var key = created.Stdout.Split('\n', StringSplitOptions.TrimEntries).Single(l => l.StartsWith("hxa_", StringComparison.Ordinal));
+        Assert.Equal(HttpStatusCode.OK, (await gw.WithKey(key).PostAsync("/v1/chat/completions", chat())).StatusCode);
+        Assert.Contains("expiring", (await ApiProcess.RunCliAsync(env, "keys", "list")).Stdout);
+
+        // The gateway has the key cached; the expiry still applies when it passes.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while ((await gw.WithKey(key).PostAsync("/v1/chat/completions", chat())).StatusCode != HttpStatusCode.Unauthorized)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the expired key was still accepted 10 s after creation");
+            await Task.Delay(100);
+        }
+        Assert.Contains("expired", (await ApiProcess.RunCliAsync(env, "keys", "list")).Stdout);
+    }
+
     [Theory]
     [InlineData(new[] { "keys" }, "usage: helixagent keys")]
     [InlineData(new[] { "keys", "create" }, "--name is required")]
