@@ -211,6 +211,38 @@ public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer r
     }
 
     [Fact]
+    public async Task The_weighted_strategy_splits_traffic_by_provider_weight_and_keeps_a_weight_0_provider_as_last_resort()
+    {
+        await using var heavy = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var light = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var spare = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var gw = await GatewayAsync([heavy, light, spare], s =>
+        {
+            s["Routes:m:Strategy"] = "weighted";
+            s["Providers:p0:Weight"] = "3";
+            s["Providers:p1:Weight"] = "1";
+            s["Providers:p2:Weight"] = "0";
+        });
+
+        const int n = 400;
+        for (var i = 0; i < n; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        }
+
+        // 3:1 expects 300 of 400 on the heavy one (sd 8.7); 250-350 is more than 5 sd either way.
+        Assert.InRange(heavy.RequestCount, 250, 350);
+        Assert.Equal(n, heavy.RequestCount + light.RequestCount);
+        Assert.Equal(0, spare.RequestCount);
+
+        // With both weighted providers failing, the weight-0 one still answers.
+        heavy.FailEach(_ => FakeFault.Status500);
+        light.FailEach(_ => FakeFault.Status500);
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        Assert.Equal(1, spare.RequestCount);
+    }
+
+    [Fact]
     public async Task A_stream_cut_after_content_reached_the_client_ends_with_an_error_event_and_no_failover()
     {
         await using var primary = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
