@@ -12,17 +12,12 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
     public async Task Keys_create_rotate_list_and_revoke_work_from_the_cli_and_the_gateway_honours_them()
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
-        var env = new Dictionary<string, string>
-        {
-            ["ConnectionStrings__helixagent-db"] = gw.DatabaseConnectionString,
-            ["ConnectionStrings__redis"] = redis.ConnectionString,
-        };
-        var chat = () => new StringContent(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json");
+        var env = CliEnvironment(gw);
 
         var created = await ApiProcess.RunCliAsync(env, "keys", "create", "--name", "production-app", "--rpm", "600");
         Assert.Equal(0, created.ExitCode);
         var first = created.Stdout.Split('\n', StringSplitOptions.TrimEntries).Single(l => l.StartsWith("hxa_", StringComparison.Ordinal));
-        Assert.Equal(HttpStatusCode.OK, (await gw.WithKey(first).PostAsync("/v1/chat/completions", chat())).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await gw.WithKey(first).PostAsync("/v1/chat/completions", Chat())).StatusCode);
 
         // ./helixagent keys rotate --name production-app
         var rotated = await ApiProcess.RunCliAsync(env, "keys", "rotate", "--name", "production-app");
@@ -32,7 +27,7 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
         Assert.Contains("keeps working until", rotated.Stdout);
         // curl -H "X-API-Key: new-key" http://localhost:8080/v1/completions → not 401 (405: valid key, wrong method)
         Assert.Equal(HttpStatusCode.MethodNotAllowed, (await gw.WithKey(second).GetAsync("/v1/completions")).StatusCode);
-        Assert.Equal(HttpStatusCode.OK, (await gw.WithKey(first).PostAsync("/v1/chat/completions", chat())).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await gw.WithKey(first).PostAsync("/v1/chat/completions", Chat())).StatusCode);
 
         var list = await ApiProcess.RunCliAsync(env, "keys", "list");
         Assert.Equal(0, list.ExitCode);
@@ -46,29 +41,24 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
         Assert.DoesNotContain("warning", revoked.Stderr);
         // Both keys were cached by the gateway; the revocation reaches it through Redis.
         await Eventually(async () => (await gw.WithKey(second).GetAsync("/v1/completions")).StatusCode == HttpStatusCode.Unauthorized);
-        await Eventually(async () => (await gw.WithKey(first).PostAsync("/v1/chat/completions", chat())).StatusCode == HttpStatusCode.Unauthorized);
+        await Eventually(async () => (await gw.WithKey(first).PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.Unauthorized);
     }
 
     [Fact]
     public async Task A_key_created_with_expires_works_until_then_and_is_refused_after()
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
-        var env = new Dictionary<string, string>
-        {
-            ["ConnectionStrings__helixagent-db"] = gw.DatabaseConnectionString,
-            ["ConnectionStrings__redis"] = redis.ConnectionString,
-        };
-        var chat = () => new StringContent(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json");
+        var env = CliEnvironment(gw);
 
         var created = await ApiProcess.RunCliAsync(env, "keys", "create", "--name", "short-lived", "--expires", "4s");
         Assert.Equal(0, created.ExitCode);
         var key = created.Stdout.Split('\n', StringSplitOptions.TrimEntries).Single(l => l.StartsWith("hxa_", StringComparison.Ordinal));
-        Assert.Equal(HttpStatusCode.OK, (await gw.WithKey(key).PostAsync("/v1/chat/completions", chat())).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await gw.WithKey(key).PostAsync("/v1/chat/completions", Chat())).StatusCode);
         Assert.Contains("expiring", (await ApiProcess.RunCliAsync(env, "keys", "list")).Stdout);
 
         // The gateway has the key cached; the expiry still applies when it passes.
         var deadline = DateTime.UtcNow.AddSeconds(10);
-        while ((await gw.WithKey(key).PostAsync("/v1/chat/completions", chat())).StatusCode != HttpStatusCode.Unauthorized)
+        while ((await gw.WithKey(key).PostAsync("/v1/chat/completions", Chat())).StatusCode != HttpStatusCode.Unauthorized)
         {
             Assert.True(DateTime.UtcNow < deadline, "the expired key was still accepted 10 s after creation");
             await Task.Delay(100);
@@ -111,15 +101,24 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
         {
             var on = await ApiProcess.RunCliAsync(env, "maintenance", "on");
             Assert.Equal(0, on.ExitCode);
-            await Eventually(async () => (await gw.Client.PostAsync("/v1/chat/completions", chat())).StatusCode == HttpStatusCode.ServiceUnavailable);
+            await Eventually(async () => (await gw.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.ServiceUnavailable);
             Assert.Contains("on", (await ApiProcess.RunCliAsync(env, "maintenance", "status")).Stdout);
         }
         finally
         {
             Assert.Equal(0, (await ApiProcess.RunCliAsync(env, "maintenance", "off")).ExitCode);
         }
-        await Eventually(async () => (await gw.Client.PostAsync("/v1/chat/completions", chat())).StatusCode == HttpStatusCode.OK);
+        await Eventually(async () => (await gw.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.OK);
     }
+
+    /// <summary>What the CLI needs to reach the harness's database and Redis.</summary>
+    private Dictionary<string, string> CliEnvironment(GatewayHarness gw) => new()
+    {
+        ["ConnectionStrings__helixagent-db"] = gw.DatabaseConnectionString,
+        ["ConnectionStrings__redis"] = redis.ConnectionString,
+    };
+
+    private static StringContent Chat() => new(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json");
 
     private static async Task Eventually(Func<Task<bool>> condition)
     {
