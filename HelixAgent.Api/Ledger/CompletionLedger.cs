@@ -74,7 +74,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
     public CompletionLedger(NpgsqlDataSource db, IOptions<LedgerOptions> options, IMeterFactory meters, GatewayMetrics metrics, ILogger<CompletionLedger> logger)
     {
         var meter = meters.Create(MeterName);
-        _lostCounter = meter.CreateCounter<long>("helixagent_ledger_rows_lost_total", description: "Usage rows that could not be queued and were lost.");
+        _lostCounter = meter.CreateCounter<long>("helixagent_ledger_rows_lost_total", description: "Usage rows lost: the queue was full, PostgreSQL refused them, or the shutdown timeout left them unwritten.");
         _writtenCounter = meter.CreateCounter<long>("helixagent_ledger_rows_written_total", description: "Usage rows written to completions.");
         // Present (as 0) from the start, so an alert on it has a series to watch.
         _lostCounter.Add(0);
@@ -104,9 +104,15 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
             Interlocked.Increment(ref _pending);
             return;
         }
-        Interlocked.Increment(ref _lost);
-        _lostCounter.Add(1);
+        CountLost(1);
         LogLost(_logger, record.RequestId, _options.Capacity);
+    }
+
+    /// <summary>Rows that will never be written: not queued, refused by PostgreSQL, or left at the shutdown timeout.</summary>
+    private void CountLost(int rows)
+    {
+        Interlocked.Add(ref _lost, rows);
+        _lostCounter.Add(rows);
     }
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -135,8 +141,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         var left = Volatile.Read(ref _pending);
         if (left > 0)
         {
-            Interlocked.Add(ref _lost, left);
-            _lostCounter.Add(left);
+            CountLost(left);
             LogUnflushed(_logger, left);
         }
     }
@@ -195,8 +200,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
             {
                 if (batch.Count == 1)
                 {
-                    Interlocked.Increment(ref _lost);
-                    _lostCounter.Add(1);
+                    CountLost(1);
                     LogRefused(_logger, batch[0].RequestId, ex.SqlState, ex.MessageText);
                     return;
                 }
