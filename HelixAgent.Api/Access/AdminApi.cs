@@ -42,7 +42,7 @@ internal static class AdminApi
             {
                 return GatewayApi.Json(new JsonObject { ["deleted"] = await cache.FlushAsync() });
             }
-            catch (Exception ex) when (ex is RedisException or TimeoutException)
+            catch (Exception ex) when (RedisOutage.Is(ex))
             {
                 ctx.Response.Headers.RetryAfter = "5";
                 return OpenAiErrors.Result(503, $"The response cache (Redis) is unreachable: {ex.Message}", "service_unavailable", "redis_unavailable");
@@ -161,7 +161,7 @@ internal static class AdminApi
         {
             await MaintenanceMode.SetAsync(redis, on);
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        catch (Exception ex) when (RedisOutage.Is(ex))
         {
             ctx.Response.Headers.RetryAfter = "5";
             return OpenAiErrors.Result(503, $"Redis did not take the change ({ex.Message}); maintenance mode is unchanged.",

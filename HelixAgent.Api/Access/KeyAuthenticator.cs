@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.ComponentModel.DataAnnotations;
+using HelixAgent.Api.Infrastructure;
 using HelixAgent.Data;
 using Microsoft.Extensions.Options;
 using StackExchange.Redis;
@@ -108,7 +109,7 @@ public sealed partial class KeyAuthenticator : IHostedService
             }
             return true;
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        catch (Exception ex) when (RedisOutage.Is(ex))
         {
             return false;
         }
@@ -148,7 +149,7 @@ public sealed partial class KeyAuthenticator : IHostedService
                 });
                 return;
             }
-            catch (Exception ex) when (ex is RedisException or TimeoutException)
+            catch (Exception ex) when (RedisOutage.Is(ex))
             {
                 LogNoFanOut(_logger, ex.Message, _options.CacheSeconds);
                 try

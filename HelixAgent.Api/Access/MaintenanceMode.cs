@@ -1,3 +1,4 @@
+using HelixAgent.Api.Infrastructure;
 using StackExchange.Redis;
 
 namespace HelixAgent.Api.Access;
@@ -48,7 +49,7 @@ public sealed partial class MaintenanceMode(IServiceProvider services, ILogger<M
         {
             await redis.GetSubscriber().SubscribeAsync(Channel, (_, message) => _on = message == "on");
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        catch (Exception ex) when (RedisOutage.Is(ex))
         {
             LogUnreachable(logger, ex.Message);
         }
@@ -62,7 +63,7 @@ public sealed partial class MaintenanceMode(IServiceProvider services, ILogger<M
                     _on = await ReadAsync(redis);
                 }
             }
-            catch (Exception ex) when (ex is RedisException or TimeoutException)
+            catch (Exception ex) when (RedisOutage.Is(ex))
             {
                 LogUnreachable(logger, ex.Message);
             }

@@ -1,3 +1,4 @@
+using HelixAgent.Api.Infrastructure;
 using HelixAgent.Data;
 using Npgsql;
 using StackExchange.Redis;
@@ -34,7 +35,7 @@ internal static class CommandLine
             await err.WriteLineAsync($"helixagent: database error: {ex.Message}");
             return 3;
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        catch (Exception ex) when (RedisOutage.Is(ex))
         {
             await err.WriteLineAsync($"helixagent: redis error: {ex.Message}");
             return 3;

@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using HelixAgent.Api.Infrastructure;
 using HelixAgent.Api.Observability;
 using Microsoft.Extensions.Options;
 using StackExchange.Redis;
@@ -99,13 +100,13 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         {
             return null;
         }
+        RedisValue value;
         try
         {
-            var value = await redis.GetDatabase().StringGetAsync(key)
+            value = await redis.GetDatabase().StringGetAsync(key)
                 .WaitAsync(TimeSpan.FromMilliseconds(_options.LookupTimeoutMs), cancellationToken);
-            return value.HasValue ? Decode((byte[])value!) : null;
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        catch (Exception ex) when (RedisOutage.Is(ex))
         {
             LogUnavailable(logger, ex.Message);
             return null;
@@ -114,6 +115,7 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         {
             return null;
         }
+        return value.HasValue ? Decode((byte[])value!) : null;
     }
 
     /// <summary>Stores an answer without waiting (fire and forget) as <c>prompt|completion|body</c>.</summary>
@@ -131,7 +133,7 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         {
             redis.GetDatabase().StringSet(key, value, TimeSpan.FromSeconds(_options.TtlSeconds), flags: CommandFlags.FireAndForget);
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException)
+        catch (Exception ex) when (RedisOutage.Is(ex))
         {
             LogUnavailable(logger, ex.Message);
         }

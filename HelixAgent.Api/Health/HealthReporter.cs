@@ -126,7 +126,7 @@ internal sealed class HealthReporter(
             await redis.GetDatabase().PingAsync().WaitAsync(TimeSpan.FromMilliseconds(options.Value.RedisTimeoutMs));
             return new ComponentHealth(HealthStatus.Healthy, Elapsed(start));
         }
-        catch (Exception ex) when (ex is RedisException or TimeoutException or InvalidOperationException)
+        catch (Exception ex) when (RedisOutage.Is(ex))
         {
             var reason = ex is TimeoutException ? $"no answer within {options.Value.RedisTimeoutMs} ms" : ex.Message;
             return new ComponentHealth(HealthStatus.Unhealthy, Elapsed(start), reason);
