@@ -139,7 +139,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
                 Expect(violations, o, o.Answered && o.Provider == "tertiary" && o.Attempts == 3 && o.Content == tertiary.Reply,
                     "500 from the primary then 429 from the secondary must end on the tertiary in three attempts");
             }
-            Assert.True(violations.Count == 0, $"{violations.Count} clients saw the wrong thing:\n{string.Join("\n", violations.Take(25))}\n{api.LogTail()}");
+            Assert.True(violations.Count == 0, $"{violations.Count} clients saw the wrong thing:\n{string.Join("\n", violations.Take(25))}\n{api.Diagnostics()}");
 
             // What the upstreams saw: one call per request and provider (a reset may be re-sent once by the HTTP client's
             // own retry of a request that got no response byte on a reused connection), nothing hidden.
@@ -267,7 +267,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         Report("postgresql outage", outcomes, clock.Elapsed);
 
         Assert.True(outcomes.All(o => o.Answered && o.Content == upstream.Reply && (o.Done || !o.Stream)),
-            $"every request must be answered while PostgreSQL is away:\n{string.Join("\n", outcomes.Where(o => !o.Answered).Take(25))}\n{api.LogTail()}");
+            $"every request must be answered while PostgreSQL is away:\n{string.Join("\n", outcomes.Where(o => !o.Answered).Take(25))}\n{api.Diagnostics()}");
         var duringOutage = outcomes.Count(o => o.Started > down + TimeSpan.FromSeconds(1) && o.Finished < up);
         Assert.True(duringOutage >= 200, $"only {duringOutage} requests were served during the outage: the load did not go on");
         // The outage is visible where it should be: /health is unhealthy (503) with the database down.
@@ -361,7 +361,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         Report("redis outage", outcomes, clock.Elapsed);
 
         Assert.True(outcomes.All(o => o.Answered && o.Content == upstream.Reply && (o.Done || !o.Stream)),
-            $"every request must be answered while Redis is away:\n{string.Join("\n", outcomes.Where(o => !o.Answered).Take(25))}\n{api.LogTail()}");
+            $"every request must be answered while Redis is away:\n{string.Join("\n", outcomes.Where(o => !o.Answered).Take(25))}\n{api.Diagnostics()}");
         var duringOutage = outcomes.Count(o => o.Started > down + TimeSpan.FromSeconds(1) && o.Finished < up);
         Assert.True(duringOutage >= 100, $"only {duringOutage} requests were served during the outage: the load did not go on");
         Assert.Equal(0, before.Sum("helixagent_rate_limit_degraded"));
@@ -478,14 +478,14 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         clock.Stop();
         Report("sigterm one of two", [.. outcomes, .. streams, .. lateToA], clock.Elapsed);
 
-        Assert.True(a.ExitCode == 0, $"the SIGTERM'd instance exited {a.ExitCode}\n{a.LogTail()}");
+        Assert.True(a.ExitCode == 0, $"the SIGTERM'd instance exited {a.ExitCode}\n{a.Diagnostics()}");
         Assert.All(streams, o =>
         {
-            Assert.True(o.Answered && o.Done && o.Content == slow.Reply, $"{o} content='{o.Content}'\n{a.LogTail()}");
+            Assert.True(o.Answered && o.Done && o.Content == slow.Reply, $"{o} content='{o.Content}'\n{a.Diagnostics()}");
             Assert.True(o.Started < sigterm && o.Finished > sigterm, $"{o} was not in flight at SIGTERM");
         });
         Assert.True(outcomes.All(o => o.Answered && o.Content == fast.Reply),
-            $"every request must be answered:\n{string.Join("\n", outcomes.Where(o => !o.Answered).Take(25))}\n{a.LogTail()}\n{b.LogTail()}");
+            $"every request must be answered:\n{string.Join("\n", outcomes.Where(o => !o.Answered).Take(25))}\n{a.Diagnostics()}\n{b.Diagnostics()}");
 
         // The load balancer saw A leave (its /ready turned 503) while A was still alive; from then on B took every request.
         Assert.True(rotation.RemovedAt.TryGetValue(a.BaseAddress, out var removed), "A never left the rotation");
@@ -580,7 +580,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         var unknown = ids.Except(served).Take(10).ToList();
         Assert.True(rows.Count == served.Count && missing.Count == 0 && unknown.Count == 0,
             $"completions has {rows.Count} rows for {served.Count} requests served; missing {string.Join(",", missing)}; " +
-            $"unexpected {string.Join(",", unknown)}\n{string.Join("\n", apis.Select(a => a.LogTail()))}");
+            $"unexpected {string.Join(",", unknown)}\n{string.Join("\n", apis.Select(a => a.Diagnostics()))}");
     }
 
     private void Report(string scenario, IReadOnlyList<Outcome> outcomes, TimeSpan elapsed)

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 using HelixAgent.Data;
 using HelixAgent.Fakes;
 using HelixAgent.Tests.Infrastructure;
@@ -87,6 +88,35 @@ internal static class FaultEnvironment
         env[$"Providers__{name}__TimeoutSeconds"] = timeoutSeconds.ToString(CultureInfo.InvariantCulture);
         env[$"Providers__{name}__FirstTokenTimeoutSeconds"] = firstTokenTimeoutSeconds.ToString(CultureInfo.InvariantCulture);
         return env;
+    }
+
+    /// <summary>
+    /// The process's own errors (console "fail:" entries with their exception, except the Redis client's connection
+    /// noise), then the end of its log: for assertion messages, so the exception behind a 500 is always shown.
+    /// </summary>
+    public static string Diagnostics(this ApiProcess api, int chars = 4000)
+    {
+        string log;
+        lock (api.Log)
+        {
+            log = api.Log.ToString();
+        }
+        var errors = new StringBuilder();
+        var lines = log.Split('\n');
+        for (var i = 0; i < lines.Length && errors.Length < chars; i++)
+        {
+            if (!lines[i].StartsWith("fail: ", StringComparison.Ordinal) || lines[i].StartsWith("fail: StackExchange.Redis", StringComparison.Ordinal))
+            {
+                continue;
+            }
+            errors.AppendLine(lines[i].TrimEnd());
+            for (i++; i < lines.Length && lines[i].StartsWith(' '); i++)
+            {
+                errors.AppendLine(lines[i].TrimEnd());
+            }
+            i--;
+        }
+        return $"errors logged by the process:\n{(errors.Length == 0 ? "(none)\n" : errors)}log tail:\n{api.LogTail(chars)}";
     }
 
     /// <summary>The end of the process's log, for assertion messages.</summary>

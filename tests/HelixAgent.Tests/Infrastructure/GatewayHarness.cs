@@ -59,7 +59,8 @@ public sealed class GatewayHarness : IAsyncDisposable
     }
 
     public static async Task<GatewayHarness> StartAsync(PostgresServer postgres, RedisServer redis, IDictionary<string, string?> settings,
-        Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? services = null, string? databaseConnectionString = null)
+        Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? services = null, string? databaseConnectionString = null,
+        string? redisConnectionString = null)
     {
         var cs = databaseConnectionString ?? await postgres.CreateDatabaseAsync("gw");
         string clientKey, adminKey;
@@ -70,7 +71,7 @@ public sealed class GatewayHarness : IAsyncDisposable
             clientKey = (await store.CreateAsync("harness-client", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
             adminKey = (await store.CreateAsync("harness-admin", "admin", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
         }
-        return new GatewayHarness(new GatewayFactory(cs, redis.ConnectionString, settings, services), cs, clientKey, adminKey);
+        return new GatewayHarness(new GatewayFactory(cs, redisConnectionString ?? redis.ConnectionString, settings, services), cs, clientKey, adminKey);
     }
 
     public Task<HttpResponseMessage> PostJsonAsync(string path, JsonObject body) =>
