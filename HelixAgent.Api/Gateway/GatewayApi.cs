@@ -459,7 +459,9 @@ internal static class GatewayApi
         }
         try
         {
-            var node = await JsonNode.ParseAsync(ctx.Request.Body, cancellationToken: ctx.RequestAborted);
+            // No cancellation token: a hang-up already ends the read (with an IOException or BadHttpRequestException),
+            // and a read cancelled through RequestAborted would leave Kestrel's body reader busy.
+            var node = await JsonNode.ParseAsync(ctx.Request.Body);
             if (node is JsonObject obj)
             {
                 return obj;
@@ -483,6 +485,12 @@ internal static class GatewayApi
             if (!ctx.RequestAborted.IsCancellationRequested && ex is BadHttpRequestException bad)
             {
                 await WriteErrorAsync(ctx, 400, $"The request body could not be read: {bad.Message}", "invalid_request_error", "invalid_body", null);
+            }
+            else
+            {
+                // Close our side too: otherwise Kestrel may try to drain the rest of a body that will never come from a
+                // reader the failed read left busy, and logs that as an error for every client that reset its connection.
+                ctx.Abort();
             }
             return null;
         }
