@@ -91,10 +91,10 @@ internal static class FaultEnvironment
     }
 
     /// <summary>
-    /// The process's own errors (console "fail:" entries with their exception, except the Redis client's connection
-    /// noise), then the end of its log: for assertion messages, so the exception behind a 500 is always shown.
+    /// The process's own errors: its console "fail:" entries with their exception, except the Redis client's
+    /// connection noise (expected while Redis is away).
     /// </summary>
-    public static string Diagnostics(this ApiProcess api, int chars = 4000)
+    public static string LoggedErrors(this ApiProcess api, int chars = 4000)
     {
         string log;
         lock (api.Log)
@@ -116,6 +116,13 @@ internal static class FaultEnvironment
             }
             i--;
         }
+        return errors.ToString();
+    }
+
+    /// <summary>The process's own errors, then the end of its log: for assertion messages, so the exception behind a 500 is shown.</summary>
+    public static string Diagnostics(this ApiProcess api, int chars = 4000)
+    {
+        var errors = api.LoggedErrors(chars);
         return $"errors logged by the process:\n{(errors.Length == 0 ? "(none)\n" : errors)}log tail:\n{api.LogTail(chars)}";
     }
 
