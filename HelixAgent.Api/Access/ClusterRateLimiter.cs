@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using StackExchange.Redis;
 
 namespace HelixAgent.Api.Access;
@@ -73,6 +74,12 @@ public sealed partial class ClusterRateLimiter : IDisposable
                 Degraded: false, new RateLimitTicket(keyId, -1, reserveTokens, Local: false));
         }
 
+        var size = SliceSize(policy);
+        if (size > 0 && TryAdmitFromSlice(keyId, policy.RequestsPerMinute!.Value, size) is { } fromSlice)
+        {
+            return Count(fromSlice);
+        }
+
         var db = Database();
         if (db is not null)
         {
@@ -85,6 +92,12 @@ public sealed partial class ClusterRateLimiter : IDisposable
                 var decision = FromScript(result, keyId, policy, reserveTokens);
                 Interlocked.Exchange(ref _consecutiveTimeouts, 0);
                 MarkHealthy();
+                // Refused while this replica's slice (granted meanwhile) still holds admissions: those are what fills
+                // the limit, so they are used now rather than left unused.
+                if (!decision.Allowed && size > 0 && TryAdmitFromSlice(keyId, policy.RequestsPerMinute!.Value, size) is { } late)
+                {
+                    return Count(late);
+                }
                 return Count(decision);
             }
             catch (TimeoutException ex) when (!ct.IsCancellationRequested)
@@ -163,6 +176,124 @@ public sealed partial class ClusterRateLimiter : IDisposable
     }
 
     public void Dispose() => _local.Dispose();
+
+    /// <summary>Keys allowed at least this many requests per minute (and no token limit) are admitted from slices.</summary>
+    public const int SliceMinimumLimit = 10_000;
+
+    /// <summary>The largest slice; a slice is at most 1/200 of the key's limit.</summary>
+    public const int MaxSliceSize = 100;
+
+    /// <summary>A slice stops this long before its minute ends by this replica's clock (drift between it and Redis's).</summary>
+    private static readonly TimeSpan SliceGuard = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>
+    /// How many admissions a replica takes from Redis at once for this policy: 0 (every admission asks Redis) unless the
+    /// key has only a requests-per-minute limit of at least <see cref="SliceMinimumLimit"/>; then 1/200 of it, at most
+    /// <see cref="MaxSliceSize"/>. Slices are counted in Redis before they are used, so they never let the cluster
+    /// exceed the limit; what a replica holds unused when a minute ends (at most one slice) is not used by anyone.
+    /// </summary>
+    internal static int SliceSize(RateLimitPolicy policy) =>
+        policy is { TokensPerMinute: null, RequestsPerMinute: int rpm } && rpm >= SliceMinimumLimit ? Math.Min(MaxSliceSize, rpm / 200) : 0;
+
+    /// <summary>Admissions this replica answered from a slice, without a Redis round trip.</summary>
+    public long SliceAdmissions => Interlocked.Read(ref _sliceAdmissions);
+
+    private long _sliceAdmissions;
+    private readonly ConcurrentDictionary<string, SliceHolder> _slices = new(StringComparer.Ordinal);
+
+    /// <summary>Admissions Redis counted for this replica ahead of use, valid in one minute of Redis's clock.</summary>
+    private sealed class Slice(long window, long validUntil, int left, long remainingAtGrant, long elapsedAtGrant, long grantedAt)
+    {
+        public readonly long Window = window;
+        public readonly long ValidUntil = validUntil;
+        public readonly long RemainingAtGrant = remainingAtGrant;
+        public readonly long ElapsedAtGrant = elapsedAtGrant;
+        public readonly long GrantedAt = grantedAt;
+
+        /// <summary>Admissions left; only ever decremented (below zero means spent), or emptied at once by a refill.</summary>
+        public int Left = left;
+    }
+
+    private sealed class SliceHolder
+    {
+        public Slice? Current;
+        public int Refilling;
+    }
+
+    /// <summary>Admits from the key's slice when it has admissions left in the current minute; else null (ask Redis).</summary>
+    private RateLimitDecision? TryAdmitFromSlice(string keyId, int rpm, int size)
+    {
+        var holder = _slices.GetOrAdd(keyId, static _ => new SliceHolder());
+        var now = _time.GetTimestamp();
+        var slice = Volatile.Read(ref holder.Current);
+        if (slice is not null && now < slice.ValidUntil)
+        {
+            var left = Interlocked.Decrement(ref slice.Left);
+            if (left >= 0)
+            {
+                if (left < size / 2)
+                {
+                    Refill(keyId, holder, rpm, size);
+                }
+                Interlocked.Increment(ref _sliceAdmissions);
+                var age = _time.GetElapsedTime(slice.GrantedAt, now).TotalMilliseconds;
+                return new RateLimitDecision(true,
+                    rpm, (int)Math.Clamp(slice.RemainingAtGrant + left, 0, rpm), null, null,
+                    TimeSpan.FromMilliseconds(Math.Max(0, 2 * SlidingWindow.WindowMs - slice.ElapsedAtGrant - age)), TimeSpan.Zero, TimeSpan.Zero,
+                    Degraded: false, new RateLimitTicket(keyId, slice.Window, 0, Local: false));
+            }
+        }
+        Refill(keyId, holder, rpm, size);
+        return null;
+    }
+
+    /// <summary>Asks Redis for the key's next slice in the background (one request at a time per key).</summary>
+    private void Refill(string keyId, SliceHolder holder, int rpm, int size)
+    {
+        if (Interlocked.CompareExchange(ref holder.Refilling, 1, 0) == 0)
+        {
+            _ = RefillAsync(keyId, holder, rpm, size);
+        }
+    }
+
+    private async Task RefillAsync(string keyId, SliceHolder holder, int rpm, int size)
+    {
+        try
+        {
+            if (Database() is not { } db)
+            {
+                return;
+            }
+            var sent = _time.GetTimestamp();
+            var values = (RedisResult[])(await EvaluateAsync(db, RateLimitScripts.GrantSha1, RateLimitScripts.Grant,
+                    [RateLimitScripts.Prefix(keyId)], [rpm, size])
+                .WaitAsync(RedisTimeout, _time).ConfigureAwait(false))!;
+            MarkHealthy();
+            var granted = (int)(long)values[0];
+            if (granted <= 0)
+            {
+                return; // no room left this minute: admissions ask Redis, which refuses them exactly
+            }
+            var window = (long)values[1];
+            var elapsed = (long)values[2];
+            // The minute ends 60 000 - elapsed ms after Redis ran the script, which was after `sent`: counting from
+            // `sent` ends the slice early, never late.
+            var validFor = (SlidingWindow.WindowMs - elapsed) / 1000.0 - SliceGuard.TotalSeconds;
+            var validUntil = sent + (long)(validFor * _time.TimestampFrequency);
+            var old = Volatile.Read(ref holder.Current);
+            // What the old slice still holds in the same minute moves to the new one (it is counted in Redis already).
+            var carried = old is not null && old.Window == window ? Math.Max(0, Interlocked.Exchange(ref old.Left, int.MinValue / 2)) : 0;
+            Volatile.Write(ref holder.Current, new Slice(window, validUntil, granted + carried, (long)values[3], elapsed, sent));
+        }
+        catch (Exception ex)
+        {
+            MarkFailed(ex);
+        }
+        finally
+        {
+            Volatile.Write(ref holder.Refilling, 0);
+        }
+    }
 
     private RateLimitDecision Count(RateLimitDecision decision)
     {

@@ -113,6 +113,38 @@ internal static class RateLimitScripts
         return v
         """;
 
+    /// <summary>
+    /// KEYS[1] = prefix; ARGV = requests per minute, admissions wanted. Counts up to that many admissions at once in the
+    /// current minute, as many as the sliding-window estimate still has room for, and returns { granted (0 when there
+    /// is no room), window, milliseconds into the window, remaining requests after the grant }. The replica then admits
+    /// that many requests itself: they were counted before they are used, so the limit can only be under-used, never
+    /// exceeded (the estimate's weight on the previous minute only falls as the minute goes on).
+    /// </summary>
+    public const string Grant = """
+        local prefix = KEYS[1]
+        local rpm = tonumber(ARGV[1])
+        local want = tonumber(ARGV[2])
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local window = math.floor(now / 60000)
+        local elapsed = now - window * 60000
+        local weight = (60000 - elapsed) / 60000
+        local rcur = prefix .. ':r:' .. string.format('%d', window)
+        local counts = redis.call('MGET', prefix .. ':r:' .. string.format('%d', window - 1), rcur)
+        local rp = tonumber(counts[1]) or 0
+        local rc = tonumber(counts[2]) or 0
+        local grant = math.min(want, math.floor(rpm - (rp * weight + rc)))
+        if grant < 1 then
+          return { 0, window, elapsed, 0 }
+        end
+        rc = redis.call('INCRBY', rcur, grant)
+        redis.call('PEXPIRE', rcur, (window + 2) * 60000 - now + 5000)
+        local left = math.floor(rpm - (rp * weight + rc))
+        if left < 0 then left = 0 end
+        return { grant, window, elapsed, left }
+        """;
+
     public static readonly byte[] AdmitSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Admit));
+    public static readonly byte[] GrantSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Grant));
     public static readonly byte[] SettleSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Settle));
 }

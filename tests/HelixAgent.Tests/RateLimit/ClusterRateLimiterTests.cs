@@ -149,6 +149,65 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     }
 
     [Fact]
+    public async Task A_key_with_a_high_limit_is_admitted_from_slices_counted_in_redis_ahead_so_most_admissions_need_no_round_trip()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(1_000_000, null);
+        Assert.Equal(ClusterRateLimiter.MaxSliceSize, ClusterRateLimiter.SliceSize(policy));
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString + ",allowAdmin=true");
+        var server = admin.GetServer(admin.GetEndPoints()[0]);
+        var before = EvalCounts(await server.InfoAsync("commandstats"));
+
+        var decisions = new List<RateLimitDecision>();
+        for (var i = 0; i < 1000; i++)
+        {
+            decisions.Add(await replica.Limiter.AdmitAsync(key, policy, 10, CancellationToken.None));
+        }
+
+        var after = EvalCounts(await server.InfoAsync("commandstats"));
+        var scriptCalls = after.Eval + after.EvalSha - before.Eval - before.EvalSha;
+        output.WriteLine($"1000 admissions: {replica.Limiter.SliceAdmissions} from slices, {scriptCalls} script calls");
+        Assert.All(decisions, d => Assert.True(d.Allowed && !d.Degraded && !d.Ticket.Local && d.Ticket.HoldsReservation));
+        Assert.True(replica.Limiter.SliceAdmissions >= 900, $"only {replica.Limiter.SliceAdmissions} of 1000 from slices");
+        Assert.True(scriptCalls <= 60, $"{scriptCalls} script calls for 1000 admissions");
+        Assert.All(decisions, d => Assert.InRange(d.RemainingRequests ?? -1, 1_000_000 - 1000 - 2 * ClusterRateLimiter.MaxSliceSize, 1_000_000 - 1));
+        // Counted before use: Redis holds every admission, and at most what the replica's slice still holds besides.
+        var counted = 0L;
+        foreach (var bucket in server.Keys(pattern: $"helixagent:rl:{{{key}}}:r:*"))
+        {
+            counted += (long)await admin.GetDatabase().StringGetAsync(bucket);
+        }
+        Assert.InRange(counted, 1000, 1000 + 2 * ClusterRateLimiter.MaxSliceSize);
+    }
+
+    [Fact]
+    public async Task Two_replicas_hammered_concurrently_on_a_sliced_limit_admit_at_most_the_limit_and_at_least_99_percent_of_it()
+    {
+        const int limit = 10_000;
+        const int callsPerReplica = 6_000;
+        await using var a = Replica.Connect(redis);
+        await using var b = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(limit, null);
+        Assert.Equal(50, ClusterRateLimiter.SliceSize(policy));
+
+        var calls = Enumerable.Range(0, callsPerReplica)
+            .SelectMany(_ => new[] { a.Limiter, b.Limiter })
+            .Select(limiter => Task.Run(async () => await limiter.AdmitAsync(key, policy, 1, CancellationToken.None)))
+            .ToArray();
+        var decisions = await Task.WhenAll(calls);
+
+        var admitted = decisions.Count(d => d.Allowed);
+        output.WriteLine($"{decisions.Length} calls on 2 replicas against {limit} RPM: admitted {admitted}, from slices " +
+            $"{a.Limiter.SliceAdmissions} + {b.Limiter.SliceAdmissions}, degraded {decisions.Count(d => d.Degraded)}");
+        Assert.DoesNotContain(decisions, d => d.Degraded);
+        Assert.True(admitted <= limit, $"admitted {admitted} > {limit}");
+        Assert.True(admitted >= limit * 0.99, $"admitted {admitted}: the limit must not under-admit either");
+        Assert.All(decisions.Where(d => !d.Allowed), d => Assert.True(d.RetryAfter > TimeSpan.Zero));
+    }
+
+    [Fact]
     public async Task Buckets_are_named_by_key_id_and_minute_with_a_two_minute_expiry_and_never_hold_the_secret()
     {
         await using var replica = Replica.Connect(redis);
