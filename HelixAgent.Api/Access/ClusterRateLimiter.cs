@@ -74,8 +74,8 @@ public sealed partial class ClusterRateLimiter : IDisposable
                 Degraded: false, new RateLimitTicket(keyId, -1, reserveTokens, Local: false));
         }
 
-        var size = SliceSize(policy);
-        if (size > 0 && TryAdmitFromSlice(keyId, policy.RequestsPerMinute!.Value, size) is { } fromSlice)
+        var slices = SliceSize(policy);
+        if (!slices.IsNone && TryAdmitFromSlice(keyId, policy, slices, reserveTokens) is { } fromSlice)
         {
             return Count(fromSlice);
         }
@@ -94,7 +94,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
                 MarkHealthy();
                 // Refused while this replica's slice (granted meanwhile) still holds admissions: those are what fills
                 // the limit, so they are used now rather than left unused.
-                if (!decision.Allowed && size > 0 && TryAdmitFromSlice(keyId, policy.RequestsPerMinute!.Value, size) is { } late)
+                if (!decision.Allowed && !slices.IsNone && TryAdmitFromSlice(keyId, policy, slices, reserveTokens) is { } late)
                 {
                     return Count(late);
                 }
@@ -177,23 +177,44 @@ public sealed partial class ClusterRateLimiter : IDisposable
 
     public void Dispose() => _local.Dispose();
 
-    /// <summary>Keys allowed at least this many requests per minute (and no token limit) are admitted from slices.</summary>
+    /// <summary>A requests-per-minute limit this high (or none) lets a key be admitted from slices.</summary>
     public const int SliceMinimumLimit = 10_000;
 
-    /// <summary>The largest slice; a slice is at most 1/200 of the key's limit.</summary>
+    /// <summary>A tokens-per-minute limit this high (or none) lets a key be admitted from slices.</summary>
+    public const int SliceMinimumTokenLimit = 1_000_000;
+
+    /// <summary>The most requests in one slice; a slice is at most 1/200 of the key's limit.</summary>
     public const int MaxSliceSize = 100;
+
+    /// <summary>The most tokens in one slice; a slice is at most 1/200 of the key's limit.</summary>
+    public const long MaxTokenSlice = 10_000_000;
 
     /// <summary>A slice stops this long before its minute ends by this replica's clock (drift between it and Redis's).</summary>
     private static readonly TimeSpan SliceGuard = TimeSpan.FromMilliseconds(250);
 
+    /// <summary>How much a replica takes from Redis at once: requests, and tokens (0 when tokens are not limited).</summary>
+    internal readonly record struct SliceShape(int Requests, long Tokens)
+    {
+        public bool IsNone => Requests <= 0;
+    }
+
     /// <summary>
-    /// How many admissions a replica takes from Redis at once for this policy: 0 (every admission asks Redis) unless the
-    /// key has only a requests-per-minute limit of at least <see cref="SliceMinimumLimit"/>; then 1/200 of it, at most
-    /// <see cref="MaxSliceSize"/>. Slices are counted in Redis before they are used, so they never let the cluster
-    /// exceed the limit; what a replica holds unused when a minute ends (at most one slice) is not used by anyone.
+    /// How much a replica takes from Redis at once for this policy: nothing (every admission asks Redis) unless each
+    /// limit the key has is at least <see cref="SliceMinimumLimit"/> requests or <see cref="SliceMinimumTokenLimit"/>
+    /// tokens per minute; then 1/200 of each limit, at most <see cref="MaxSliceSize"/> requests and
+    /// <see cref="MaxTokenSlice"/> tokens. Slices are counted in Redis before they are used, so they never let the
+    /// cluster exceed a limit; what a replica holds unused when a minute ends (at most one slice) is used by nobody.
     /// </summary>
-    internal static int SliceSize(RateLimitPolicy policy) =>
-        policy is { TokensPerMinute: null, RequestsPerMinute: int rpm } && rpm >= SliceMinimumLimit ? Math.Min(MaxSliceSize, rpm / 200) : 0;
+    internal static SliceShape SliceSize(RateLimitPolicy policy)
+    {
+        if (policy.IsUnlimited || policy.RequestsPerMinute < SliceMinimumLimit || policy.TokensPerMinute < SliceMinimumTokenLimit)
+        {
+            return default;
+        }
+        return new SliceShape(
+            policy.RequestsPerMinute is int rpm ? Math.Min(MaxSliceSize, rpm / 200) : MaxSliceSize,
+            policy.TokensPerMinute is int tpm ? Math.Min(MaxTokenSlice, tpm / 200) : 0);
+    }
 
     /// <summary>Admissions this replica answered from a slice, without a Redis round trip.</summary>
     public long SliceAdmissions => Interlocked.Read(ref _sliceAdmissions);
@@ -201,17 +222,22 @@ public sealed partial class ClusterRateLimiter : IDisposable
     private long _sliceAdmissions;
     private readonly ConcurrentDictionary<string, SliceHolder> _slices = new(StringComparer.Ordinal);
 
-    /// <summary>Admissions Redis counted for this replica ahead of use, valid in one minute of Redis's clock.</summary>
-    private sealed class Slice(long window, long validUntil, int left, long remainingAtGrant, long elapsedAtGrant, long grantedAt)
+    /// <summary>Requests (and tokens) Redis counted for this replica ahead of use, valid in one minute of Redis's clock.</summary>
+    private sealed class Slice(long window, long validUntil, int requests, long tokens, long remainingRequests, long remainingTokens,
+        long elapsedAtGrant, long grantedAt)
     {
         public readonly long Window = window;
         public readonly long ValidUntil = validUntil;
-        public readonly long RemainingAtGrant = remainingAtGrant;
+        public readonly long RemainingRequestsAtGrant = remainingRequests;
+        public readonly long RemainingTokensAtGrant = remainingTokens;
         public readonly long ElapsedAtGrant = elapsedAtGrant;
         public readonly long GrantedAt = grantedAt;
 
-        /// <summary>Admissions left; only ever decremented (below zero means spent), or emptied at once by a refill.</summary>
-        public int Left = left;
+        /// <summary>Requests left; only ever decremented (below zero means spent), or emptied at once by a refill.</summary>
+        public int Requests = requests;
+
+        /// <summary>Tokens left when tokens are limited; only ever decreased, or emptied at once by a refill.</summary>
+        public long Tokens = tokens;
     }
 
     private sealed class SliceHolder
@@ -220,43 +246,52 @@ public sealed partial class ClusterRateLimiter : IDisposable
         public int Refilling;
     }
 
-    /// <summary>Admits from the key's slice when it has admissions left in the current minute; else null (ask Redis).</summary>
-    private RateLimitDecision? TryAdmitFromSlice(string keyId, int rpm, int size)
+    /// <summary>
+    /// Admits from the key's slice when it has a request (and the request's tokens) left in the current minute; else
+    /// null: the caller asks Redis. What a failed take used up stays counted and unused (the limit is under-used by it).
+    /// </summary>
+    private RateLimitDecision? TryAdmitFromSlice(string keyId, RateLimitPolicy policy, SliceShape shape, int reserveTokens)
     {
         var holder = _slices.GetOrAdd(keyId, static _ => new SliceHolder());
         var now = _time.GetTimestamp();
         var slice = Volatile.Read(ref holder.Current);
-        if (slice is not null && now < slice.ValidUntil)
+        if (slice is not null && now < slice.ValidUntil && (shape.Tokens == 0 || reserveTokens <= shape.Tokens))
         {
-            var left = Interlocked.Decrement(ref slice.Left);
-            if (left >= 0)
+            var left = Interlocked.Decrement(ref slice.Requests);
+            var tokensLeft = left >= 0 && shape.Tokens > 0 ? Interlocked.Add(ref slice.Tokens, -reserveTokens) : 0;
+            if (left >= 0 && tokensLeft >= 0)
             {
-                if (left < size / 2)
+                if (left < shape.Requests / 2 || tokensLeft < shape.Tokens / 2)
                 {
-                    Refill(keyId, holder, rpm, size);
+                    Refill(keyId, holder, policy, shape);
                 }
                 Interlocked.Increment(ref _sliceAdmissions);
                 var age = _time.GetElapsedTime(slice.GrantedAt, now).TotalMilliseconds;
+                var reset = TimeSpan.FromMilliseconds(Math.Max(0, 2 * SlidingWindow.WindowMs - slice.ElapsedAtGrant - age));
                 return new RateLimitDecision(true,
-                    rpm, (int)Math.Clamp(slice.RemainingAtGrant + left, 0, rpm), null, null,
-                    TimeSpan.FromMilliseconds(Math.Max(0, 2 * SlidingWindow.WindowMs - slice.ElapsedAtGrant - age)), TimeSpan.Zero, TimeSpan.Zero,
-                    Degraded: false, new RateLimitTicket(keyId, slice.Window, 0, Local: false));
+                    policy.RequestsPerMinute, policy.RequestsPerMinute is int rpm ? (int)Math.Clamp(slice.RemainingRequestsAtGrant + left, 0, rpm) : null,
+                    policy.TokensPerMinute, policy.TokensPerMinute is int tpm ? (int)Math.Clamp(slice.RemainingTokensAtGrant + tokensLeft, 0, tpm) : null,
+                    policy.RequestsPerMinute is null ? TimeSpan.Zero : reset, policy.TokensPerMinute is null ? TimeSpan.Zero : reset, TimeSpan.Zero,
+                    Degraded: false,
+                    // Limited tokens were reserved by the grant: settlement corrects them. Unlimited ones are counted
+                    // at settlement (nothing reserved), as the admission script counts them for every request.
+                    new RateLimitTicket(keyId, slice.Window, shape.Tokens > 0 ? reserveTokens : 0, Local: false));
             }
         }
-        Refill(keyId, holder, rpm, size);
+        Refill(keyId, holder, policy, shape);
         return null;
     }
 
     /// <summary>Asks Redis for the key's next slice in the background (one request at a time per key).</summary>
-    private void Refill(string keyId, SliceHolder holder, int rpm, int size)
+    private void Refill(string keyId, SliceHolder holder, RateLimitPolicy policy, SliceShape shape)
     {
         if (Interlocked.CompareExchange(ref holder.Refilling, 1, 0) == 0)
         {
-            _ = RefillAsync(keyId, holder, rpm, size);
+            _ = RefillAsync(keyId, holder, policy, shape);
         }
     }
 
-    private async Task RefillAsync(string keyId, SliceHolder holder, int rpm, int size)
+    private async Task RefillAsync(string keyId, SliceHolder holder, RateLimitPolicy policy, SliceShape shape)
     {
         try
         {
@@ -266,24 +301,30 @@ public sealed partial class ClusterRateLimiter : IDisposable
             }
             var sent = _time.GetTimestamp();
             var values = (RedisResult[])(await EvaluateAsync(db, RateLimitScripts.GrantSha1, RateLimitScripts.Grant,
-                    [RateLimitScripts.Prefix(keyId)], [rpm, size])
+                    [RateLimitScripts.Prefix(keyId)],
+                    [policy.RequestsPerMinute ?? -1, policy.TokensPerMinute ?? -1, shape.Requests, shape.Tokens])
                 .WaitAsync(RedisTimeout, _time).ConfigureAwait(false))!;
             MarkHealthy();
-            var granted = (int)(long)values[0];
-            if (granted <= 0)
+            var requests = (int)(long)values[0];
+            if (requests <= 0)
             {
                 return; // no room left this minute: admissions ask Redis, which refuses them exactly
             }
-            var window = (long)values[1];
-            var elapsed = (long)values[2];
+            var tokens = (long)values[1];
+            var window = (long)values[2];
+            var elapsed = (long)values[3];
             // The minute ends 60 000 - elapsed ms after Redis ran the script, which was after `sent`: counting from
             // `sent` ends the slice early, never late.
             var validFor = (SlidingWindow.WindowMs - elapsed) / 1000.0 - SliceGuard.TotalSeconds;
             var validUntil = sent + (long)(validFor * _time.TimestampFrequency);
             var old = Volatile.Read(ref holder.Current);
-            // What the old slice still holds in the same minute moves to the new one (it is counted in Redis already).
-            var carried = old is not null && old.Window == window ? Math.Max(0, Interlocked.Exchange(ref old.Left, int.MinValue / 2)) : 0;
-            Volatile.Write(ref holder.Current, new Slice(window, validUntil, granted + carried, (long)values[3], elapsed, sent));
+            if (old is not null && old.Window == window)
+            {
+                // What the old slice still holds in the same minute moves to the new one (Redis counted it already).
+                requests += Math.Max(0, Interlocked.Exchange(ref old.Requests, int.MinValue / 2));
+                tokens += Math.Max(0, Interlocked.Exchange(ref old.Tokens, long.MinValue / 2));
+            }
+            Volatile.Write(ref holder.Current, new Slice(window, validUntil, requests, tokens, (long)values[4], (long)values[5], elapsed, sent));
         }
         catch (Exception ex)
         {

@@ -114,34 +114,54 @@ internal static class RateLimitScripts
         """;
 
     /// <summary>
-    /// KEYS[1] = prefix; ARGV = requests per minute, admissions wanted. Counts up to that many admissions at once in the
-    /// current minute, as many as the sliding-window estimate still has room for, and returns { granted (0 when there
-    /// is no room), window, milliseconds into the window, remaining requests after the grant }. The replica then admits
-    /// that many requests itself: they were counted before they are used, so the limit can only be under-used, never
-    /// exceeded (the estimate's weight on the previous minute only falls as the minute goes on).
+    /// KEYS[1] = prefix; ARGV = requests per minute (-1 = unlimited), tokens per minute (-1 = unlimited), requests
+    /// wanted, tokens wanted. Counts up to that many requests (and, when tokens are limited, tokens) at once in the
+    /// current minute, as much as the sliding-window estimate still has room for, and returns { requests granted (0 when
+    /// a limited dimension has no room), tokens granted, window, milliseconds into the window, remaining requests,
+    /// remaining tokens (-1 when unlimited) }. The replica then admits that much itself: it was counted before it is
+    /// used, so the limits can only be under-used, never exceeded (the estimate's weight on the previous minute only
+    /// falls as the minute goes on).
     /// </summary>
     public const string Grant = """
         local prefix = KEYS[1]
         local rpm = tonumber(ARGV[1])
-        local want = tonumber(ARGV[2])
+        local tpm = tonumber(ARGV[2])
+        local wantr = tonumber(ARGV[3])
+        local wantt = tonumber(ARGV[4])
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local window = math.floor(now / 60000)
         local elapsed = now - window * 60000
         local weight = (60000 - elapsed) / 60000
         local rcur = prefix .. ':r:' .. string.format('%d', window)
-        local counts = redis.call('MGET', prefix .. ':r:' .. string.format('%d', window - 1), rcur)
+        local tcur = prefix .. ':t:' .. string.format('%d', window)
+        local counts = redis.call('MGET', prefix .. ':r:' .. string.format('%d', window - 1), rcur,
+                                          prefix .. ':t:' .. string.format('%d', window - 1), tcur)
         local rp = tonumber(counts[1]) or 0
         local rc = tonumber(counts[2]) or 0
-        local grant = math.min(want, math.floor(rpm - (rp * weight + rc)))
-        if grant < 1 then
-          return { 0, window, elapsed, 0 }
+        local tp = tonumber(counts[3]) or 0
+        local tc = tonumber(counts[4]) or 0
+        local gr = wantr
+        if rpm >= 0 then gr = math.min(wantr, math.floor(rpm - (rp * weight + rc))) end
+        local gt = 0
+        if tpm >= 0 then gt = math.min(wantt, math.floor(tpm - (tp * weight + tc))) end
+        if gr < 1 or (tpm >= 0 and gt < 1) then
+          return { 0, 0, window, elapsed, 0, 0 }
         end
-        rc = redis.call('INCRBY', rcur, grant)
-        redis.call('PEXPIRE', rcur, (window + 2) * 60000 - now + 5000)
-        local left = math.floor(rpm - (rp * weight + rc))
-        if left < 0 then left = 0 end
-        return { grant, window, elapsed, left }
+        local ttl = (window + 2) * 60000 - now + 5000
+        rc = redis.call('INCRBY', rcur, gr)
+        redis.call('PEXPIRE', rcur, ttl)
+        if gt > 0 then
+          tc = redis.call('INCRBY', tcur, gt)
+          redis.call('PEXPIRE', tcur, ttl)
+        end
+        local function remaining(limit, prev, curr)
+          if limit < 0 then return -1 end
+          local r = math.floor(limit - (prev * weight + curr))
+          if r < 0 then return 0 end
+          return r
+        end
+        return { gr, gt, window, elapsed, remaining(rpm, rp, rc), remaining(tpm, tp, tc) }
         """;
 
     public static readonly byte[] AdmitSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Admit));

@@ -154,7 +154,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         await using var replica = Replica.Connect(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(1_000_000, null);
-        Assert.Equal(ClusterRateLimiter.MaxSliceSize, ClusterRateLimiter.SliceSize(policy));
+        Assert.Equal(new ClusterRateLimiter.SliceShape(ClusterRateLimiter.MaxSliceSize, 0), ClusterRateLimiter.SliceSize(policy));
         await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString + ",allowAdmin=true");
         var server = admin.GetServer(admin.GetEndPoints()[0]);
         var before = EvalCounts(await server.InfoAsync("commandstats"));
@@ -174,11 +174,42 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         Assert.All(decisions, d => Assert.InRange(d.RemainingRequests ?? -1, 1_000_000 - 1000 - 2 * ClusterRateLimiter.MaxSliceSize, 1_000_000 - 1));
         // Counted before use: Redis holds every admission, and at most what the replica's slice still holds besides.
         var counted = 0L;
-        foreach (var bucket in server.Keys(pattern: $"helixagent:rl:{{{key}}}:r:*"))
+        await foreach (var bucket in server.KeysAsync(pattern: $"helixagent:rl:{{{key}}}:r:*"))
         {
             counted += (long)await admin.GetDatabase().StringGetAsync(bucket);
         }
         Assert.InRange(counted, 1000, 1000 + 2 * ClusterRateLimiter.MaxSliceSize);
+    }
+
+    [Fact]
+    public async Task A_key_with_high_request_and_token_limits_takes_tokens_with_its_slices_and_settlement_corrects_them_in_redis()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(1_000_000, 10_000_000);
+        Assert.Equal(new ClusterRateLimiter.SliceShape(100, 50_000), ClusterRateLimiter.SliceSize(policy));
+
+        var decisions = new List<RateLimitDecision>();
+        for (var i = 0; i < 300; i++)
+        {
+            var decision = await replica.Limiter.AdmitAsync(key, policy, 1_000, CancellationToken.None);
+            decisions.Add(decision);
+            await replica.Limiter.SettleAsync(decision.Ticket, 400); // each answer used 400 of the 1,000 reserved
+        }
+
+        Assert.All(decisions, d => Assert.True(d.Allowed && !d.Degraded));
+        // A slice holds 50 reservations of 1,000 tokens: most admissions come from slices.
+        Assert.True(replica.Limiter.SliceAdmissions >= 250, $"only {replica.Limiter.SliceAdmissions} of 300 from slices");
+        Assert.All(decisions.Where(d => d.Ticket.HoldsReservation), d => Assert.Equal(1_000, d.Ticket.ReservedTokens));
+        Assert.All(decisions, d => Assert.InRange(d.RemainingTokens ?? -1, 10_000_000 - 300 * 1_000 - 2 * 50_000, 10_000_000));
+        // Redis holds the 300 × 400 tokens used, plus what the replica's current slice still holds unused.
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+        var tokens = 0L;
+        await foreach (var bucket in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: $"helixagent:rl:{{{key}}}:t:*"))
+        {
+            tokens += (long)await admin.GetDatabase().StringGetAsync(bucket);
+        }
+        Assert.InRange(tokens, 300 * 400, 300 * 400 + 2 * 50_000);
     }
 
     [Fact]
@@ -190,13 +221,14 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         await using var b = Replica.Connect(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(limit, null);
-        Assert.Equal(50, ClusterRateLimiter.SliceSize(policy));
+        Assert.Equal(new ClusterRateLimiter.SliceShape(50, 0), ClusterRateLimiter.SliceSize(policy));
 
-        var calls = Enumerable.Range(0, callsPerReplica)
-            .SelectMany(_ => new[] { a.Limiter, b.Limiter })
-            .Select(limiter => Task.Run(async () => await limiter.AdmitAsync(key, policy, 1, CancellationToken.None)))
-            .ToArray();
-        var decisions = await Task.WhenAll(calls);
+        // 16 callers per replica at a time, as many requests in flight as a busy gateway has.
+        var bag = new System.Collections.Concurrent.ConcurrentBag<RateLimitDecision>();
+        await Task.WhenAll(new[] { a.Limiter, b.Limiter }.Select(limiter => Parallel.ForEachAsync(Enumerable.Range(0, callsPerReplica),
+            new ParallelOptions { MaxDegreeOfParallelism = 16 },
+            async (_, _) => bag.Add(await limiter.AdmitAsync(key, policy, 1, CancellationToken.None)))));
+        var decisions = bag.ToArray();
 
         var admitted = decisions.Count(d => d.Allowed);
         output.WriteLine($"{decisions.Length} calls on 2 replicas against {limit} RPM: admitted {admitted}, from slices " +
