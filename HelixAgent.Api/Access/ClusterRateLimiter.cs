@@ -300,17 +300,27 @@ public sealed partial class ClusterRateLimiter : IDisposable
                 return;
             }
             var sent = _time.GetTimestamp();
+            // A top-up: what the current slice still holds is carried over below, so ask only for the difference
+            // (asking for a whole slice each time would count far more tokens in Redis than requests use).
+            var current = Volatile.Read(ref holder.Current);
+            var holding = current is not null && sent < current.ValidUntil;
+            var wantRequests = shape.Requests - (holding ? Math.Max(0, Volatile.Read(ref current!.Requests)) : 0);
+            var wantTokens = shape.Tokens - (holding ? Math.Max(0, Volatile.Read(ref current!.Tokens)) : 0);
+            if (wantRequests <= 0 && wantTokens <= 0)
+            {
+                return;
+            }
             var values = (RedisResult[])(await EvaluateAsync(db, RateLimitScripts.GrantSha1, RateLimitScripts.Grant,
                     [RateLimitScripts.Prefix(keyId)],
-                    [policy.RequestsPerMinute ?? -1, policy.TokensPerMinute ?? -1, shape.Requests, shape.Tokens])
+                    [policy.RequestsPerMinute ?? -1, policy.TokensPerMinute ?? -1, Math.Max(0, wantRequests), Math.Max(0, wantTokens)])
                 .WaitAsync(RedisTimeout, _time).ConfigureAwait(false))!;
             MarkHealthy();
             var requests = (int)(long)values[0];
-            if (requests <= 0)
+            var tokens = (long)values[1];
+            if (requests <= 0 && tokens <= 0)
             {
                 return; // no room left this minute: admissions ask Redis, which refuses them exactly
             }
-            var tokens = (long)values[1];
             var window = (long)values[2];
             var elapsed = (long)values[3];
             // The minute ends 60 000 - elapsed ms after Redis ran the script, which was after `sent`: counting from

@@ -115,9 +115,9 @@ internal static class RateLimitScripts
 
     /// <summary>
     /// KEYS[1] = prefix; ARGV = requests per minute (-1 = unlimited), tokens per minute (-1 = unlimited), requests
-    /// wanted, tokens wanted. Counts up to that many requests (and, when tokens are limited, tokens) at once in the
-    /// current minute, as much as the sliding-window estimate still has room for, and returns { requests granted (0 when
-    /// a limited dimension has no room), tokens granted, window, milliseconds into the window, remaining requests,
+    /// wanted, tokens wanted (either may be 0). Counts up to that many requests (and, when tokens are limited, tokens)
+    /// at once in the current minute, as much as the sliding-window estimate still has room for, and returns { requests
+    /// granted, tokens granted (both 0 when a limited dimension that is wanted has no room), window, milliseconds into the window, remaining requests,
     /// remaining tokens (-1 when unlimited) }. The replica then admits that much itself: it was counted before it is
     /// used, so the limits can only be under-used, never exceeded (the estimate's weight on the previous minute only
     /// falls as the minute goes on).
@@ -145,12 +145,16 @@ internal static class RateLimitScripts
         if rpm >= 0 then gr = math.min(wantr, math.floor(rpm - (rp * weight + rc))) end
         local gt = 0
         if tpm >= 0 then gt = math.min(wantt, math.floor(tpm - (tp * weight + tc))) end
-        if gr < 1 or (tpm >= 0 and gt < 1) then
+        if (wantr > 0 and gr < 1) or (tpm >= 0 and wantt > 0 and gt < 1) then
           return { 0, 0, window, elapsed, 0, 0 }
         end
+        if gr < 0 then gr = 0 end
+        if gt < 0 then gt = 0 end
         local ttl = (window + 2) * 60000 - now + 5000
-        rc = redis.call('INCRBY', rcur, gr)
-        redis.call('PEXPIRE', rcur, ttl)
+        if gr > 0 then
+          rc = redis.call('INCRBY', rcur, gr)
+          redis.call('PEXPIRE', rcur, ttl)
+        end
         if gt > 0 then
           tc = redis.call('INCRBY', tcur, gt)
           redis.call('PEXPIRE', tcur, ttl)

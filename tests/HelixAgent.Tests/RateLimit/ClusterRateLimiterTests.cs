@@ -213,6 +213,32 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     }
 
     [Fact]
+    public async Task Refilling_a_slice_for_small_requests_counts_no_more_tokens_in_redis_than_they_use_plus_one_slice()
+    {
+        await using var replica = Replica.Connect(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(1_000_000, 10_000_000); // slices of 100 requests and 50,000 tokens
+
+        for (var i = 0; i < 500; i++)
+        {
+            var decision = await replica.Limiter.AdmitAsync(key, policy, 10, CancellationToken.None);
+            Assert.True(decision.Allowed);
+            await replica.Limiter.SettleAsync(decision.Ticket, 10);
+        }
+
+        // Requests run out long before tokens: each refill must top the slice up, not count another 50,000 tokens
+        // (which would use up the key's tokens per minute with a few thousand small requests).
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+        var tokens = 0L;
+        await foreach (var bucket in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: $"helixagent:rl:{{{key}}}:t:*"))
+        {
+            tokens += (long)await admin.GetDatabase().StringGetAsync(bucket);
+        }
+        Assert.True(replica.Limiter.SliceAdmissions >= 400, $"only {replica.Limiter.SliceAdmissions} of 500 from slices");
+        Assert.InRange(tokens, 500 * 10, 500 * 10 + 50_000);
+    }
+
+    [Fact]
     public async Task Two_replicas_hammered_concurrently_on_a_sliced_limit_admit_at_most_the_limit_and_at_least_99_percent_of_it()
     {
         const int limit = 10_000;
