@@ -256,12 +256,13 @@ if [ "$main" = 1 ]; then
     printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8s %7s | %13s\n" "rate/s" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" \
       "null p50" "null p99" "over p50" "over p99" "gw ok/s" "failed" "late p99 d/gw"
   } >>"$report"
-  best_rate=""; added_p99_1000=""
+  best_rate=""; added_p99_1000=""; failures=""
   for rate in $RATES; do
     d=$(loadgen --url "$up_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "direct@$rate")
     n=$(loadgen --url "$np_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "null@$rate")
     g=$(loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "gw@$rate")
     failed=$(( $(field non2xx "$g") + $(field errors "$g") ))
+    [ "$failed" = 0 ] || failures="$failures ${rate}/s: $(field non2xx "$g") non-2xx, $(field errors "$g") transport errors or timeouts;"
     a99=$(added "$(field p99_us "$g")" "$(field p99_us "$d")")
     printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8.0f %7s | %6s/%-6s\n" "$rate" \
       "$(ms "$(field p50_us "$d")")" "$(ms "$(field p99_us "$d")")" "$(ms "$(field p50_us "$g")")" "$(ms "$(field p99_us "$g")")" \
@@ -277,6 +278,7 @@ if [ "$main" = 1 ]; then
     fi
   done
   echo "highest rate with p99 added < 1 ms: $([ -n "$best_rate" ] && echo "$best_rate requests/s" || echo "none of $RATES")" >>"$report"
+  [ -z "$failures" ] || echo "failed requests:$failures rate limiter rejections so far: $(metric_sum '^helixagent_rate_limit_rejected_total')" >>"$report"
 
   echo "bench: streaming at $STREAM_RATE/s..." >&2
   d=$(loadgen --url "$up_url" --body "$upstreambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-direct")
