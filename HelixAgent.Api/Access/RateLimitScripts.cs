@@ -117,7 +117,8 @@ internal static class RateLimitScripts
     /// KEYS[1] = prefix; ARGV = requests per minute (-1 = unlimited), tokens per minute (-1 = unlimited), requests
     /// wanted, tokens wanted (either may be 0). Counts up to that many requests (and, when tokens are limited, tokens)
     /// at once in the current minute, as much as the sliding-window estimate still has room for, and returns { requests
-    /// granted, tokens granted (both 0 when a limited dimension that is wanted has no room), window, milliseconds into the window, remaining requests,
+    /// granted, tokens granted (both 0 when a limited dimension that is wanted has no room, or in a minute's last
+    /// second), window, milliseconds into the window, remaining requests,
     /// remaining tokens (-1 when unlimited) }. The replica then admits that much itself: it was counted before it is
     /// used, so the limits can only be under-used, never exceeded (the estimate's weight on the previous minute only
     /// falls as the minute goes on).
@@ -132,6 +133,11 @@ internal static class RateLimitScripts
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local window = math.floor(now / 60000)
         local elapsed = now - window * 60000
+        -- No slices in a minute's last second: a replica could not use one before it expires, and each refused use
+        -- would ask for another, counting them over and over into the estimate of the next minute.
+        if elapsed >= 59000 then
+          return { 0, 0, window, elapsed, 0, 0 }
+        end
         local weight = (60000 - elapsed) / 60000
         local rcur = prefix .. ':r:' .. string.format('%d', window)
         local tcur = prefix .. ':t:' .. string.format('%d', window)
