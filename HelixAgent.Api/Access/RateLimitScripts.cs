@@ -22,16 +22,10 @@ internal static class RateLimitScripts
     public static string Prefix(string keyId) => string.Concat(KeyPrefix, "{", keyId, "}");
 
     /// <summary>
-    /// KEYS[1] = prefix; ARGV = requests per minute (-1 = unlimited), tokens per minute (-1 = unlimited), tokens to reserve.
-    /// Returns { allowed (0/1), request wait ms, token wait ms (0 = fits, -1 = never), remaining requests, remaining tokens
-    /// (-1 when unlimited), request reset ms, token reset ms, window }. Requests and tokens are counted even for an
-    /// unlimited dimension, so settlement and a later policy change see real usage.
+    /// The start both admission scripts share: the server's minute (<c>window</c>), how far into it (<c>elapsed</c>),
+    /// the previous minute's weight, and the request and token buckets of this minute and the previous one.
     /// </summary>
-    public const string Admit = """
-        local prefix = KEYS[1]
-        local rpm = tonumber(ARGV[1])
-        local tpm = tonumber(ARGV[2])
-        local cost = tonumber(ARGV[3])
+    private const string ReadBuckets = """
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local window = math.floor(now / 60000)
@@ -45,6 +39,20 @@ internal static class RateLimitScripts
         local rc = tonumber(counts[2]) or 0
         local tp = tonumber(counts[3]) or 0
         local tc = tonumber(counts[4]) or 0
+        """;
+
+    /// <summary>
+    /// KEYS[1] = prefix; ARGV = requests per minute (-1 = unlimited), tokens per minute (-1 = unlimited), tokens to reserve.
+    /// Returns { allowed (0/1), request wait ms, token wait ms (0 = fits, -1 = never), remaining requests, remaining tokens
+    /// (-1 when unlimited), request reset ms, token reset ms, window }. Requests and tokens are counted even for an
+    /// unlimited dimension, so settlement and a later policy change see real usage.
+    /// </summary>
+    public const string Admit = """
+        local prefix = KEYS[1]
+        local rpm = tonumber(ARGV[1])
+        local tpm = tonumber(ARGV[2])
+        local cost = tonumber(ARGV[3])
+        """ + "\n" + ReadBuckets + "\n" + """
 
         local function wait(limit, prev, curr, c)
           if limit < 0 or prev * weight + curr + c <= limit then return 0 end
@@ -129,24 +137,12 @@ internal static class RateLimitScripts
         local tpm = tonumber(ARGV[2])
         local wantr = tonumber(ARGV[3])
         local wantt = tonumber(ARGV[4])
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        local window = math.floor(now / 60000)
-        local elapsed = now - window * 60000
+        """ + "\n" + ReadBuckets + "\n" + """
         -- No slices in a minute's last second: a replica could not use one before it expires, and each refused use
         -- would ask for another, counting them over and over into the estimate of the next minute.
         if elapsed >= 59000 then
           return { 0, 0, window, elapsed, 0, 0 }
         end
-        local weight = (60000 - elapsed) / 60000
-        local rcur = prefix .. ':r:' .. string.format('%d', window)
-        local tcur = prefix .. ':t:' .. string.format('%d', window)
-        local counts = redis.call('MGET', prefix .. ':r:' .. string.format('%d', window - 1), rcur,
-                                          prefix .. ':t:' .. string.format('%d', window - 1), tcur)
-        local rp = tonumber(counts[1]) or 0
-        local rc = tonumber(counts[2]) or 0
-        local tp = tonumber(counts[3]) or 0
-        local tc = tonumber(counts[4]) or 0
         local gr = wantr
         if rpm >= 0 then gr = math.min(wantr, math.floor(rpm - (rp * weight + rc))) end
         local gt = 0
