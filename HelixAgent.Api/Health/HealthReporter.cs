@@ -108,7 +108,9 @@ internal sealed class HealthReporter(
         }
         catch (Exception ex) when (ex is NpgsqlException or OperationCanceledException or TimeoutException or System.Net.Sockets.SocketException)
         {
-            var reason = ex is OperationCanceledException ? $"no answer within {options.Value.DatabaseTimeoutMs} ms" : ex.Message;
+            // Npgsql reports a cancelled open as an NpgsqlException around a TimeoutException ("The operation has timed out").
+            var timedOut = cts.IsCancellationRequested || ex is OperationCanceledException or TimeoutException || ex.InnerException is TimeoutException;
+            var reason = timedOut ? $"no answer within {options.Value.DatabaseTimeoutMs} ms" : ex.Message;
             return (new ComponentHealth(HealthStatus.Unhealthy, Elapsed(start), reason), -1);
         }
     }

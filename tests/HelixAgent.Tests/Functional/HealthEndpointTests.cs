@@ -119,6 +119,28 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
     }
 
     [Fact]
+    public async Task A_database_that_accepts_but_does_not_answer_makes_health_503_after_the_probe_timeout()
+    {
+        var cs = new NpgsqlConnectionStringBuilder(await MigratedDatabaseAsync());
+        await using var proxy = new CuttableTcpProxy(cs.Port);
+        cs.Port = proxy.Port;
+        await using var factory = new GatewayFactory(cs.ConnectionString, redis.ConnectionString,
+            new Dictionary<string, string?>(OneProvider) { ["Health:DatabaseTimeoutMs"] = "300" });
+        var client = factory.CreateClient();
+
+        proxy.Hold();
+        var (status, body) = await GetJsonAsync(client, "/health");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
+        var database = body.GetProperty("components").GetProperty("database");
+        Assert.Equal("unhealthy", database.GetProperty("status").GetString());
+        Assert.Equal("no answer within 300 ms", database.GetProperty("error").GetString());
+        Assert.Equal("healthy", body.GetProperty("components").GetProperty("redis").GetProperty("status").GetString());
+
+        proxy.CutAll();
+        await Eventually(async () => (await client.GetAsync("/health")).StatusCode == HttpStatusCode.OK);
+    }
+
+    [Fact]
     public async Task Ready_is_503_until_the_schema_reaches_the_expected_version()
     {
         var cs = await postgres.CreateDatabaseAsync("ready");
@@ -154,7 +176,7 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
         await using var factory = new GatewayFactory(cs, redis.ConnectionString, OneProvider);
         var (status, body) = await GetJsonAsync(factory.CreateClient(), "/health/detailed");
 
-        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.True(status == HttpStatusCode.OK, $"/health/detailed answered {(int)status}: {body.GetRawText()}");
         Assert.Equal(SchemaMigrator.ExpectedVersion, body.GetProperty("schema").GetProperty("version").GetInt64());
         Assert.True(body.GetProperty("schema").GetProperty("up_to_date").GetBoolean());
         Assert.True(body.GetProperty("ready").GetBoolean());
