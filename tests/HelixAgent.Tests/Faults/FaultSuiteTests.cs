@@ -406,12 +406,12 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
 
         // Limits are per minute of the Redis server's clock (a sliding estimate across two minutes): run the load
         // inside one minute, so the limit to hold is exactly `limit`.
-        var minute = await FreshRedisMinuteAsync(TimeSpan.FromSeconds(15));
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15));
         using var driver = new LoadDriver(limitedKey);
         var clock = Stopwatch.StartNew();
         var outcomes = await driver.RunAsync(count, concurrency: 16, id => LoadRequest.Chat(id, Spread(id), "m", id % 3 == 0));
         clock.Stop();
-        Assert.Equal(minute, await RedisMinuteAsync());
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
         Report("rate limit on two instances", outcomes, clock.Elapsed);
 
         Assert.True(outcomes.All(o => o.Problem is null), string.Join("\n", outcomes.Where(o => o.Problem is not null).Take(25)));
@@ -501,27 +501,6 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         await AssertLedgerParityAsync(db, [.. outcomes, .. streams, .. lateToA], a, b);
         Assert.DoesNotContain("unwritten", a.LogTail(int.MaxValue), StringComparison.Ordinal);
         Assert.Equal(0, (await ScrapedMetrics.ScrapeAsync(b.BaseAddress)).Sum("helixagent_ledger_rows_lost_total"));
-    }
-
-    /// <summary>The Redis server's minute (Unix ms / 60 000), as the rate-limit script computes it.</summary>
-    private async Task<long> RedisMinuteAsync()
-    {
-        await using var mux = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-        var now = await mux.GetServer(mux.GetEndPoints()[0]).TimeAsync();
-        return new DateTimeOffset(now, TimeSpan.Zero).ToUnixTimeMilliseconds() / 60_000;
-    }
-
-    /// <summary>Waits, if need be, for a Redis minute with at least <paramref name="needed"/> left in it; returns it.</summary>
-    private async Task<long> FreshRedisMinuteAsync(TimeSpan needed)
-    {
-        await using var mux = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-        var now = new DateTimeOffset(await mux.GetServer(mux.GetEndPoints()[0]).TimeAsync(), TimeSpan.Zero).ToUnixTimeMilliseconds();
-        var left = TimeSpan.FromMilliseconds(60_000 - now % 60_000);
-        if (left < needed)
-        {
-            await Task.Delay(left + TimeSpan.FromMilliseconds(200));
-        }
-        return await RedisMinuteAsync();
     }
 
     // ------------------------------------------------------------------ shared checks

@@ -114,6 +114,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     [Fact]
     public async Task Two_replicas_hammered_concurrently_admit_at_most_the_cluster_wide_limit()
     {
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
         const int limit = 200;
         const int callsPerReplica = 300;
         await using var a = Replica.Connect(redis);
@@ -146,11 +147,13 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         Assert.True(admitted >= limit * 0.99, $"admitted {admitted}: the limit must not under-admit either");
         Assert.True(admittedByA > 0 && admittedByB > 0, "both replicas took part");
         Assert.All(decisions.Where(d => !d.Allowed), d => Assert.True(d.RetryAfter > TimeSpan.Zero));
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
     }
 
     [Fact]
     public async Task A_key_with_a_high_limit_is_admitted_from_slices_counted_in_redis_ahead_so_most_admissions_need_no_round_trip()
     {
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
         await using var replica = Replica.Connect(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(1_000_000, null);
@@ -179,11 +182,13 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
             counted += (long)await admin.GetDatabase().StringGetAsync(bucket);
         }
         Assert.InRange(counted, 1000, 1000 + 2 * ClusterRateLimiter.MaxSliceSize);
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
     }
 
     [Fact]
     public async Task A_key_with_high_request_and_token_limits_takes_tokens_with_its_slices_and_settlement_corrects_them_in_redis()
     {
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
         await using var replica = Replica.Connect(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(1_000_000, 10_000_000);
@@ -210,11 +215,13 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
             tokens += (long)await admin.GetDatabase().StringGetAsync(bucket);
         }
         Assert.InRange(tokens, 300 * 400, 300 * 400 + 2 * 50_000);
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
     }
 
     [Fact]
     public async Task Refilling_a_slice_for_small_requests_counts_no_more_tokens_in_redis_than_they_use_plus_one_slice()
     {
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
         await using var replica = Replica.Connect(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(1_000_000, 10_000_000); // slices of 100 requests and 50,000 tokens
@@ -236,11 +243,13 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         }
         Assert.True(replica.Limiter.SliceAdmissions >= 400, $"only {replica.Limiter.SliceAdmissions} of 500 from slices");
         Assert.InRange(tokens, 500 * 10, 500 * 10 + 50_000);
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
     }
 
     [Fact]
     public async Task Two_replicas_hammered_concurrently_on_a_sliced_limit_admit_at_most_the_limit_and_at_least_99_percent_of_it()
     {
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
         const int limit = 10_000;
         const int callsPerReplica = 6_000;
         await using var a = Replica.Connect(redis);
@@ -263,6 +272,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         Assert.True(admitted <= limit, $"admitted {admitted} > {limit}");
         Assert.True(admitted >= limit * 0.99, $"admitted {admitted}: the limit must not under-admit either");
         Assert.All(decisions.Where(d => !d.Allowed), d => Assert.True(d.RetryAfter > TimeSpan.Zero));
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
     }
 
     [Fact]
