@@ -24,7 +24,7 @@ internal static class AdminApi
         admin.MapPost("/keys/{name}/rotate", RotateKey);
         admin.MapPost("/keys/{nameOrId}/revoke", RevokeKey);
         admin.MapGet("/usage", UsageReport);
-        admin.MapGet("/cache", (HelixAgent.Api.Observability.GatewayMetrics metrics, Microsoft.Extensions.Options.IOptions<CacheOptions> options) =>
+        admin.MapGet("/cache", (HelixAgent.Api.Observability.GatewayMetrics metrics, ResponseCache cache, Microsoft.Extensions.Options.IOptions<CacheOptions> options) =>
         {
             var lookups = metrics.CacheHits + metrics.CacheMisses;
             return GatewayApi.Json(new JsonObject
@@ -34,6 +34,11 @@ internal static class AdminApi
                 ["hits"] = metrics.CacheHits,
                 ["misses"] = metrics.CacheMisses,
                 ["hit_rate"] = lookups == 0 ? 0 : Math.Round((double)metrics.CacheHits / lookups, 4),
+                ["local_active"] = cache.LocalActive,
+                ["local_hits"] = metrics.CacheLocalHits,
+                ["local_entries"] = cache.LocalEntries,
+                ["local_bytes"] = cache.LocalBytes,
+                ["local_max_bytes"] = options.Value.LocalMaxBytes,
             });
         });
         admin.MapDelete("/cache", async (ResponseCache cache, HttpContext ctx) =>

@@ -35,7 +35,8 @@ internal static class Extensions
             sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(),
             sp.GetRequiredService<ProviderRegistry>(),
             sp.GetRequiredService<ClusterRateLimiter>(),
-            sp.GetRequiredService<NpgsqlPoolMetrics>()));
+            sp.GetRequiredService<NpgsqlPoolMetrics>(),
+            sp.GetRequiredService<ResponseCache>()));
         builder.Services.AddSingleton<PrometheusExposition>();
         builder.Services.AddOptions<HealthOptions>().BindConfiguration(HealthOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
@@ -85,6 +86,7 @@ internal static class Extensions
         builder.Services.AddOptions<CacheOptions>().BindConfiguration(CacheOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<ResponseCache>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ResponseCache>());
         // Per-key RPM/TPM limits shared by all replicas through Redis, per replica while Redis is unreachable.
         builder.Services.AddSingleton<ClusterRateLimiter>();
         builder.Services.AddOptions<RateLimitOptions>().BindConfiguration(RateLimitOptions.Section)

@@ -192,7 +192,7 @@ internal static class GatewayApi
             return false;
         }
         var cached = await cache.Answer;
-        s.Metrics.CacheLookup(hit: cached is not null);
+        s.Metrics.CacheLookup(hit: cached is not null, local: cache.Local);
         if (cached is null)
         {
             ctx.Response.Headers["x-helixagent-cache"] = "miss";

@@ -7,6 +7,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using HelixAgent.Api.Infrastructure;
 using HelixAgent.Api.Observability;
+using Microsoft.Extensions.Caching.Memory;
 using Microsoft.Extensions.Options;
 using StackExchange.Redis;
 
@@ -36,25 +37,81 @@ public sealed class CacheOptions
     /// <summary>Longest wait for Redis on a lookup; beyond it the request goes upstream.</summary>
     [Range(1, 10_000)]
     public int LookupTimeoutMs { get; set; } = 100;
+
+    /// <summary>
+    /// Memory each replica gives to local copies of answers it served or found in Redis, so a repeated hit needs no
+    /// Redis round trip (least recently used copies go first); 0 turns the local copies off.
+    /// </summary>
+    [Range(0, 4L * 1024 * 1024 * 1024)]
+    public long LocalMaxBytes { get; set; } = 32 * 1024 * 1024;
+
+    /// <summary>
+    /// Longest a local copy is used (never past the Redis entry's own expiry): bounds how long a copy outlives an entry
+    /// deleted in Redis by other means than <c>DELETE /admin/cache</c>, which clears every replica's copies at once.
+    /// </summary>
+    [Range(1, 86400)]
+    public int LocalSeconds { get; set; } = 60;
 }
 
 /// <summary>A cached answer: the exact JSON body (UTF-8) the client got, and its usage for the ledger.</summary>
 public sealed record CachedAnswer(ReadOnlyMemory<byte> Body, TokenUsage Usage);
 
-/// <summary>A lookup under way: the request's cache key and the answer Redis will give (null: go upstream).</summary>
-public sealed record CacheLookup(string Key, Task<CachedAnswer?> Answer);
+/// <summary>
+/// A lookup under way: the request's cache key and the answer Redis will give (null: go upstream). <c>Local</c>: the
+/// answer is this replica's copy, already there.
+/// </summary>
+public sealed record CacheLookup(string Key, Task<CachedAnswer?> Answer, bool Local = false);
 
 /// <summary>
 /// The response cache in Redis (shared by every replica): the key is a SHA-256 of the endpoint, the route, the API key
 /// (unless shared) and the request body with the fields that do not change the answer removed. Lookups wait at most
 /// <see cref="CacheOptions.LookupTimeoutMs"/>; writes never wait. Redis down means no caching, never failed requests.
 /// Clients skip it with <c>Cache-Control: no-cache</c> (or <c>no-store</c>); answers carry <c>x-helixagent-cache</c>.
+/// <para>
+/// Each replica also keeps local copies (<see cref="CacheOptions.LocalMaxBytes"/>) of the answers it stored or found,
+/// until the Redis entry expires (at most <see cref="CacheOptions.LocalSeconds"/>): a repeated hit costs no round trip.
+/// Copies are used only while Redis is connected and this replica listens on <see cref="FlushChannel"/>; a flush
+/// clears them on every replica, and so does a lost or restored Redis connection (a flush may have been missed).
+/// </para>
 /// </summary>
-public sealed partial class ResponseCache(IServiceProvider services, IOptions<CacheOptions> options, ILogger<ResponseCache> logger)
+public sealed partial class ResponseCache : IHostedService
 {
     public const string Prefix = "helixagent:cache:";
+    public static readonly RedisChannel FlushChannel = RedisChannel.Literal("helixagent:cache:flushed");
     private static readonly string[] Irrelevant = ["stream", "stream_options", "user", "metadata"];
-    private readonly CacheOptions _options = options.Value;
+    private readonly IServiceProvider _services;
+    private readonly CacheOptions _options;
+    private readonly ILogger<ResponseCache> _logger;
+    private readonly MemoryCache? _local;
+    private readonly CancellationTokenSource _stopping = new();
+    private Task? _subscription;
+    private volatile bool _listening;
+    private long _generation;
+
+    public ResponseCache(IServiceProvider services, IOptions<CacheOptions> options, ILogger<ResponseCache> logger)
+    {
+        _services = services;
+        _options = options.Value;
+        _logger = logger;
+        if (_options.Mode != "off" && _options.LocalMaxBytes > 0)
+        {
+            _local = new MemoryCache(new MemoryCacheOptions
+            {
+                SizeLimit = _options.LocalMaxBytes,
+                CompactionPercentage = 0.25,
+                TrackStatistics = true,
+            });
+        }
+    }
+
+    /// <summary>Whether hits are being answered from local copies now (Redis connected, flushes heard).</summary>
+    public bool LocalActive => _local is not null && _listening && Redis() is not null;
+
+    /// <summary>Copies this replica holds now.</summary>
+    public long LocalEntries => _local?.Count ?? 0;
+
+    /// <summary>Bytes the copies take, as counted against <see cref="CacheOptions.LocalMaxBytes"/>.</summary>
+    public long LocalBytes => _local?.GetCurrentStatistics()?.CurrentEstimatedSize ?? 0;
 
     /// <summary>The cache key for this request, or null when it must not be cached.</summary>
     private string? KeyFor(HttpRequest request, string endpoint, ModelRoute route, JsonObject body, Guid? keyId)
@@ -91,8 +148,18 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
     /// null on a miss, when Redis is down or slower than <see cref="CacheOptions.LookupTimeoutMs"/>, or when the client
     /// left; it never throws. The caller counts the lookup (<see cref="GatewayMetrics.CacheLookup"/>) only if it uses it.
     /// </summary>
-    public CacheLookup? Begin(HttpRequest request, string endpoint, ModelRoute route, JsonObject body, Guid? keyId, CancellationToken cancellationToken) =>
-        KeyFor(request, endpoint, route, body, keyId) is { } key ? new CacheLookup(key, FetchAsync(key, cancellationToken)) : null;
+    public CacheLookup? Begin(HttpRequest request, string endpoint, ModelRoute route, JsonObject body, Guid? keyId, CancellationToken cancellationToken)
+    {
+        if (KeyFor(request, endpoint, route, body, keyId) is not { } key)
+        {
+            return null;
+        }
+        if (_local is not null && _listening && Redis() is not null && _local.TryGetValue(key, out Task<CachedAnswer?>? copy) && copy is not null)
+        {
+            return new CacheLookup(key, copy, Local: true);
+        }
+        return new CacheLookup(key, FetchAsync(key, cancellationToken));
+    }
 
     private async Task<CachedAnswer?> FetchAsync(string key, CancellationToken cancellationToken)
     {
@@ -100,22 +167,70 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         {
             return null;
         }
+        var generation = Volatile.Read(ref _generation);
         RedisValue value;
+        TimeSpan? expiry = null;
         try
         {
-            value = await redis.GetDatabase().StringGetAsync(key)
-                .WaitAsync(TimeSpan.FromMilliseconds(_options.LookupTimeoutMs), cancellationToken);
+            var timeout = TimeSpan.FromMilliseconds(_options.LookupTimeoutMs);
+            if (_local is not null && _listening)
+            {
+                // GET and PTTL in one round trip: the local copy expires when the Redis entry does.
+                var found = await redis.GetDatabase().StringGetWithExpiryAsync(key).WaitAsync(timeout, cancellationToken);
+                (value, expiry) = (found.Value, found.Expiry);
+            }
+            else
+            {
+                value = await redis.GetDatabase().StringGetAsync(key).WaitAsync(timeout, cancellationToken);
+            }
         }
         catch (Exception ex) when (RedisOutage.Is(ex))
         {
-            LogUnavailable(logger, ex.Message);
+            LogUnavailable(_logger, ex.Message);
             return null;
         }
         catch (OperationCanceledException)
         {
             return null;
         }
-        return value.HasValue ? Decode((byte[])value!) : null;
+        if (!value.HasValue || Decode((byte[])value!) is not { } answer)
+        {
+            return null;
+        }
+        if (expiry is { } left && left > TimeSpan.Zero)
+        {
+            KeepLocal(key, answer, left, generation);
+        }
+        return answer;
+    }
+
+    /// <summary>
+    /// Keeps a copy unless a flush (or a change of connection) happened since <paramref name="generation"/> was read:
+    /// a copy read from Redis before a flush must not outlive it.
+    /// </summary>
+    private void KeepLocal(string key, CachedAnswer answer, TimeSpan redisTtl, long generation)
+    {
+        if (_local is null || !_listening || generation != Volatile.Read(ref _generation))
+        {
+            return;
+        }
+        var lifetime = TimeSpan.FromSeconds(_options.LocalSeconds);
+        _local.Set(key, Task.FromResult<CachedAnswer?>(answer), new MemoryCacheEntryOptions
+        {
+            AbsoluteExpirationRelativeToNow = redisTtl < lifetime ? redisTtl : lifetime,
+            Size = answer.Body.Length + key.Length * 2 + 200, // the body, the key and the entry's own objects
+        });
+        if (generation != Volatile.Read(ref _generation))
+        {
+            _local.Remove(key);
+        }
+    }
+
+    /// <summary>Forgets every local copy (after a flush, or when the Redis connection fails or comes back).</summary>
+    private void ClearLocal()
+    {
+        Interlocked.Increment(ref _generation);
+        _local?.Clear();
     }
 
     /// <summary>Stores an answer without waiting (fire and forget) as <c>prompt|completion|body</c>.</summary>
@@ -129,20 +244,40 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         var value = new byte[header.Length + body.Length];
         header.CopyTo(value, 0);
         body.Span.CopyTo(value.AsSpan(header.Length));
+        var generation = Volatile.Read(ref _generation);
         try
         {
             redis.GetDatabase().StringSet(key, value, TimeSpan.FromSeconds(_options.TtlSeconds), flags: CommandFlags.FireAndForget);
+            KeepLocal(key, new CachedAnswer(value.AsMemory(header.Length), usage), TimeSpan.FromSeconds(_options.TtlSeconds), generation);
         }
         catch (Exception ex) when (RedisOutage.Is(ex))
         {
-            LogUnavailable(logger, ex.Message);
+            LogUnavailable(_logger, ex.Message);
         }
     }
 
-    /// <summary>Deletes every cached answer (all replicas share them); returns how many.</summary>
+    /// <summary>
+    /// Deletes every cached answer (all replicas share them) and tells every replica to forget its local copies;
+    /// returns how many entries Redis held.
+    /// </summary>
     public async Task<long> FlushAsync()
     {
         var redis = Redis() ?? throw new RedisConnectionException(ConnectionFailureType.UnableToConnect, "Redis is not connected");
+        ClearLocal();
+        try
+        {
+            return await DeleteEntriesAsync(redis);
+        }
+        finally
+        {
+            // Also after a failure half-way: whatever was deleted must not live on in another replica's memory.
+            ClearLocal();
+            await redis.GetSubscriber().PublishAsync(FlushChannel, "flushed");
+        }
+    }
+
+    private static async Task<long> DeleteEntriesAsync(IConnectionMultiplexer redis)
+    {
         long deleted = 0;
         foreach (var endpoint in redis.GetEndPoints())
         {
@@ -197,7 +332,60 @@ public sealed partial class ResponseCache(IServiceProvider services, IOptions<Ca
         return new CachedAnswer(value.AsMemory(second + 1), new TokenUsage(prompt, completion));
     }
 
-    private IConnectionMultiplexer? Redis() => services.GetService<IConnectionMultiplexer>() is { IsConnected: true } redis ? redis : null;
+    private IConnectionMultiplexer? Redis() => _services.GetService<IConnectionMultiplexer>() is { IsConnected: true } redis ? redis : null;
+
+    /// <summary>Listens for flushes in the background: a slow or absent Redis never delays or fails the start.</summary>
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (_local is not null)
+        {
+            _subscription = Task.Run(() => ListenAsync(_stopping.Token), CancellationToken.None);
+        }
+        return Task.CompletedTask;
+    }
+
+    private async Task ListenAsync(CancellationToken stopping)
+    {
+        if (_services.GetService<IConnectionMultiplexer>() is not { } redis)
+        {
+            return;
+        }
+        redis.ConnectionFailed += (_, _) => ClearLocal();
+        redis.ConnectionRestored += (_, _) => ClearLocal();
+        for (var delay = TimeSpan.FromMilliseconds(200); !stopping.IsCancellationRequested; delay = TimeSpan.FromSeconds(Math.Min(delay.TotalSeconds * 2, 10)))
+        {
+            try
+            {
+                // StackExchange.Redis re-subscribes by itself after a reconnect once this has succeeded.
+                await redis.GetSubscriber().SubscribeAsync(FlushChannel, (_, _) => ClearLocal());
+                ClearLocal();
+                _listening = true;
+                return;
+            }
+            catch (Exception ex) when (RedisOutage.Is(ex))
+            {
+                LogUnavailable(_logger, $"no local copies until flushes can be heard: {ex.Message}");
+                try
+                {
+                    await Task.Delay(delay, stopping);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        _listening = false;
+        await _stopping.CancelAsync();
+        if (_subscription is not null)
+        {
+            await _subscription.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
 
     [LoggerMessage(60, LogLevel.Debug, "Response cache bypassed: {Reason}")]
     private static partial void LogUnavailable(ILogger logger, string reason);

@@ -35,8 +35,9 @@ public sealed class GatewayMetrics
     private readonly Histogram<double> _dbQuery;
     private long _cacheHits;
     private long _cacheMisses;
+    private long _cacheLocalHits;
 
-    internal GatewayMetrics(IMeterFactory meters, ProviderRegistry registry, ClusterRateLimiter limiter, NpgsqlPoolMetrics pool)
+    internal GatewayMetrics(IMeterFactory meters, ProviderRegistry registry, ClusterRateLimiter limiter, NpgsqlPoolMetrics pool, ResponseCache cache)
     {
         var meter = meters.Create(MeterName);
         _requests = meter.CreateCounter<long>("helixagent_requests_total", description: "Client requests on the gateway routes that reached routing.");
@@ -63,6 +64,11 @@ public sealed class GatewayMetrics
         meter.CreateObservableGauge("helixagent_cache_hit_rate", CacheHitRate, description: "Response cache hits / lookups (0 without lookups).");
         meter.CreateObservableCounter("helixagent_cache_hits_total", () => Interlocked.Read(ref _cacheHits), description: "Response cache hits.");
         meter.CreateObservableCounter("helixagent_cache_misses_total", () => Interlocked.Read(ref _cacheMisses), description: "Response cache misses.");
+        meter.CreateObservableCounter("helixagent_cache_local_hits_total", () => Interlocked.Read(ref _cacheLocalHits),
+            description: "Response cache hits answered from this replica's local copies, without a Redis round trip (also in hits).");
+        meter.CreateObservableGauge("helixagent_cache_local_entries", () => cache.LocalEntries, description: "Local copies of cached answers this replica holds.");
+        meter.CreateObservableGauge("helixagent_cache_local_bytes", () => cache.LocalBytes,
+            description: "Bytes of local copies, counted against Cache:LocalMaxBytes.");
 
         meter.CreateObservableGauge("helixagent_db_pool_idle", () => pool.Snapshot().Idle, description: "Idle PostgreSQL connections in the pool.");
         meter.CreateObservableGauge("helixagent_db_pool_used", () => pool.Snapshot().Used, description: "PostgreSQL connections in use.");
@@ -146,7 +152,16 @@ public sealed class GatewayMetrics
     public long CacheHits => Interlocked.Read(ref _cacheHits);
     public long CacheMisses => Interlocked.Read(ref _cacheMisses);
 
-    public void CacheLookup(bool hit) => Interlocked.Increment(ref hit ? ref _cacheHits : ref _cacheMisses);
+    public long CacheLocalHits => Interlocked.Read(ref _cacheLocalHits);
+
+    public void CacheLookup(bool hit, bool local = false)
+    {
+        Interlocked.Increment(ref hit ? ref _cacheHits : ref _cacheMisses);
+        if (hit && local)
+        {
+            Interlocked.Increment(ref _cacheLocalHits);
+        }
+    }
 
     private double CacheHitRate()
     {

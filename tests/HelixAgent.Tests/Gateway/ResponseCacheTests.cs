@@ -13,18 +13,20 @@ public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redi
     private async Task<(GatewayHarness Gw, FakeUpstream Upstream)> StartAsync(Action<Dictionary<string, string?>>? configure = null)
     {
         var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
-        var model = "cached-" + Guid.NewGuid().ToString("N")[..8]; // a route of its own: no other test's cache entries
-        var s = new Dictionary<string, string?>
-        {
-            ["Providers:up:Type"] = "openai",
-            ["Providers:up:BaseUrl"] = upstream.BaseUrl.ToString(),
-            ["Providers:up:Models:0"] = model,
-            ["Gateway:ProbeIntervalSeconds"] = "0",
-            ["Ledger:FlushIntervalMs"] = "10",
-        };
+        var s = Settings(upstream, "cached-" + Guid.NewGuid().ToString("N")[..8]); // a route of its own: no other test's cache entries
         configure?.Invoke(s);
         return (await GatewayHarness.StartAsync(postgres, redis, s), upstream);
     }
+
+    /// <summary>One OpenAI-compatible upstream serving <paramref name="model"/>, the ledger flushed every 10 ms.</summary>
+    internal static Dictionary<string, string?> Settings(FakeUpstream upstream, string model) => new()
+    {
+        ["Providers:up:Type"] = "openai",
+        ["Providers:up:BaseUrl"] = upstream.BaseUrl.ToString(),
+        ["Providers:up:Models:0"] = model,
+        ["Gateway:ProbeIntervalSeconds"] = "0",
+        ["Ledger:FlushIntervalMs"] = "10",
+    };
 
     private static JsonObject Deterministic(string model, string text = "what is two plus two") =>
         new() { ["model"] = model, ["temperature"] = 0, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }) };
