@@ -50,6 +50,18 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         return Calls("get") + Calls("pttl");
     }
 
+    /// <summary>Cached answers in Redis now (the gateway writes them without waiting).</summary>
+    private async Task<int> EntriesInRedisAsync()
+    {
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+        var count = 0;
+        await foreach (var _ in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: "helixagent:cache:*"))
+        {
+            count++;
+        }
+        return count;
+    }
+
     private static async Task UntilAsync(Func<Task<bool>> condition, string failure)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
@@ -97,7 +109,7 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         var onB = b.WithKey(a.ClientKey); // the same key on both replicas: the same cache entries
 
         Assert.Equal("miss", await AskAsync(a.Client, model));
-        await Task.Delay(100); // the write to Redis is fire-and-forget
+        await UntilAsync(async () => await EntriesInRedisAsync() == 1, "the answer never reached Redis");
         Assert.Equal("hit", await AskAsync(onB, model)); // from Redis, then copied
         var before = await RedisLookupsAsync();
         Assert.Equal("hit", await AskAsync(onB, model));
@@ -131,6 +143,7 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         Assert.Equal(2, upstream.RequestCount);
 
         // Deleted in Redis by hand (not through /admin/cache): the copy serves at most Cache:LocalSeconds longer.
+        await UntilAsync(async () => await EntriesInRedisAsync() == 1, "the answer never reached Redis");
         await using (var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString))
         {
             var server = admin.GetServer(admin.GetEndPoints()[0]);
@@ -175,7 +188,7 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         await using var _ = gw;
         await using var __ = upstream;
         Assert.Equal("miss", await AskAsync(gw.Client, model));
-        await Task.Delay(100);
+        await UntilAsync(async () => await EntriesInRedisAsync() == 1, "the answer never reached Redis");
 
         var before = await RedisLookupsAsync();
         for (var i = 0; i < 5; i++)

@@ -284,7 +284,12 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         Assert.True(decision.Allowed);
 
         var server = replica.Redis!.GetServer(replica.Redis.GetEndPoints()[0]);
-        var keys = server.Keys(pattern: $"helixagent:rl:{{{key}}}:*").Select(k => (string)k!).Order().ToArray();
+        var found = new List<string>();
+        await foreach (var k in server.KeysAsync(pattern: $"helixagent:rl:{{{key}}}:*"))
+        {
+            found.Add(k!);
+        }
+        var keys = found.Order().ToArray();
         Assert.Equal(
             [$"helixagent:rl:{{{key}}}:r:{decision.Ticket.Window}", $"helixagent:rl:{{{key}}}:t:{decision.Ticket.Window}"],
             keys);
