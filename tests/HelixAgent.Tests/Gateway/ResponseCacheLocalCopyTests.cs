@@ -21,6 +21,15 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
     {
         upstream ??= await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
         model ??= "local-" + Guid.NewGuid().ToString("N")[..8];
+        if (database is null)
+        {
+            // This class owns its Redis but its tests share it: each starts without the others' cached answers.
+            await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+            await foreach (var key in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: "helixagent:cache:*"))
+            {
+                await admin.GetDatabase().KeyDeleteAsync(key);
+            }
+        }
         var s = ResponseCacheTests.Settings(upstream, model);
         configure?.Invoke(s);
         var gw = await GatewayHarness.StartAsync(postgres, redis, s, databaseConnectionString: database);
