@@ -13,7 +13,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     [Fact]
     public async Task Requests_per_minute_admits_exactly_the_limit_then_rejects_with_retry_after_and_openai_headers()
     {
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(RequestsPerMinute: 5, TokensPerMinute: null);
 
@@ -50,7 +50,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     [Fact]
     public async Task Tokens_per_minute_rejects_a_reservation_that_would_exceed_and_settlement_giving_tokens_back_lets_a_later_request_in()
     {
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(RequestsPerMinute: null, TokensPerMinute: 1000);
 
@@ -75,7 +75,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     [Fact]
     public async Task Settlement_above_the_reservation_charges_the_extra_tokens()
     {
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(null, 1000);
 
@@ -91,7 +91,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     [Fact]
     public async Task A_request_whose_reservation_alone_exceeds_the_token_limit_is_rejected_with_a_reason_and_no_retry_after()
     {
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(RequestsPerMinute: 10, TokensPerMinute: 1000);
 
@@ -117,8 +117,8 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
         const int limit = 200;
         const int callsPerReplica = 300;
-        await using var a = Replica.Connect(redis);
-        await using var b = Replica.Connect(redis);
+        await using var a = await Replica.ConnectAsync(redis);
+        await using var b = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(limit, null);
 
@@ -154,7 +154,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     public async Task A_key_with_a_high_limit_is_admitted_from_slices_counted_in_redis_ahead_so_most_admissions_need_no_round_trip()
     {
         var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(1_000_000, null);
         Assert.Equal(new ClusterRateLimiter.SliceShape(ClusterRateLimiter.MaxSliceSize, 0), ClusterRateLimiter.SliceSize(policy));
@@ -189,7 +189,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     public async Task A_key_with_high_request_and_token_limits_takes_tokens_with_its_slices_and_settlement_corrects_them_in_redis()
     {
         var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(1_000_000, 10_000_000);
         Assert.Equal(new ClusterRateLimiter.SliceShape(100, 50_000), ClusterRateLimiter.SliceSize(policy));
@@ -222,7 +222,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     public async Task Refilling_a_slice_for_small_requests_counts_no_more_tokens_in_redis_than_they_use_plus_one_slice()
     {
         var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(1_000_000, 10_000_000); // slices of 100 requests and 50,000 tokens
 
@@ -252,8 +252,8 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
         const int limit = 10_000;
         const int callsPerReplica = 6_000;
-        await using var a = Replica.Connect(redis);
-        await using var b = Replica.Connect(redis);
+        await using var a = await Replica.ConnectAsync(redis);
+        await using var b = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(limit, null);
         Assert.Equal(new ClusterRateLimiter.SliceShape(50, 0), ClusterRateLimiter.SliceSize(policy));
@@ -278,7 +278,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     [Fact]
     public async Task Buckets_are_named_by_key_id_and_minute_with_a_two_minute_expiry_and_never_hold_the_secret()
     {
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var decision = await replica.Limiter.AdmitAsync(key, new RateLimitPolicy(10, 1000), 42, CancellationToken.None);
         Assert.True(decision.Allowed);
@@ -310,7 +310,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     [Fact]
     public async Task The_script_is_run_by_its_hash_after_the_first_load()
     {
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var policy = new RateLimitPolicy(100, null);
         await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 0, CancellationToken.None);
         await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString + ",allowAdmin=true");

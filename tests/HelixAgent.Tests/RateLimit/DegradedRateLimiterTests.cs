@@ -10,8 +10,8 @@ public sealed class DegradedRateLimiterTests(RedisServer redis) : IClassFixture<
     [Fact]
     public async Task With_redis_stopped_decisions_are_degraded_limits_still_hold_per_replica_and_no_exception_escapes()
     {
-        await using var a = Replica.Connect(redis);
-        await using var b = Replica.Connect(redis);
+        await using var a = await Replica.ConnectAsync(redis);
+        await using var b = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(RequestsPerMinute: 5, TokensPerMinute: null);
         var before = await a.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), new RateLimitPolicy(10, 1000), 100, CancellationToken.None);
@@ -50,7 +50,7 @@ public sealed class DegradedRateLimiterTests(RedisServer redis) : IClassFixture<
     [Fact]
     public async Task After_redis_restarts_decisions_are_no_longer_degraded()
     {
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var policy = new RateLimitPolicy(1000, 100_000);
         Assert.False((await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 1, CancellationToken.None)).Degraded);
 
@@ -86,7 +86,7 @@ public sealed class DegradedRateLimiterTests(RedisServer redis) : IClassFixture<
     [Fact]
     public async Task When_redis_stalls_each_call_waits_at_most_the_timeout_and_after_three_in_a_row_the_replica_stops_waiting()
     {
-        await using var replica = Replica.Connect(redis);
+        await using var replica = await Replica.ConnectAsync(redis);
         var key = RateLimitTestKeys.NewKeyId();
         var policy = new RateLimitPolicy(10, null);
         Assert.False((await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None)).Degraded);
