@@ -25,22 +25,7 @@ internal static class AdminApi
         admin.MapPost("/keys/{nameOrId}/revoke", RevokeKey);
         admin.MapGet("/usage", UsageReport);
         admin.MapGet("/cache", (HelixAgent.Api.Observability.GatewayMetrics metrics, ResponseCache cache, Microsoft.Extensions.Options.IOptions<CacheOptions> options) =>
-        {
-            var lookups = metrics.CacheHits + metrics.CacheMisses;
-            return GatewayApi.Json(new JsonObject
-            {
-                ["mode"] = options.Value.Mode,
-                ["ttl_seconds"] = options.Value.TtlSeconds,
-                ["hits"] = metrics.CacheHits,
-                ["misses"] = metrics.CacheMisses,
-                ["hit_rate"] = lookups == 0 ? 0 : Math.Round((double)metrics.CacheHits / lookups, 4),
-                ["local_active"] = cache.LocalActive,
-                ["local_hits"] = metrics.CacheLocalHits,
-                ["local_entries"] = cache.LocalEntries,
-                ["local_bytes"] = cache.LocalBytes,
-                ["local_max_bytes"] = options.Value.LocalMaxBytes,
-            });
-        });
+            TypedResults.Json(HelixAgent.Api.Health.HealthApi.CacheStatsOf(cache, metrics, options.Value), ApiJsonContext.Default.CacheStats));
         admin.MapDelete("/cache", async (ResponseCache cache, HttpContext ctx) =>
         {
             try

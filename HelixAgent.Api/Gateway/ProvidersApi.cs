@@ -28,6 +28,10 @@ internal static class ProvidersApi
         return app;
     }
 
+    /// <summary><c>closed</c>, <c>open</c> or <c>half_open</c>.</summary>
+    internal static string CircuitName(ProviderEntry p) =>
+        p.State.Circuit.ToString().ToLowerInvariant() switch { "halfopen" => "half_open", var c => c };
+
     private static JsonObject Describe(ProviderEntry p) => new()
     {
         ["name"] = p.Name,
@@ -36,7 +40,7 @@ internal static class ProvidersApi
         ["status"] = p.State.Status,
         ["latency_ms"] = Math.Round(p.State.LatencyMs, 2),
         ["error_rate"] = Math.Round(p.State.ErrorRate, 4),
-        ["circuit"] = p.State.Circuit.ToString().ToLowerInvariant() switch { "halfopen" => "half_open", var c => c },
+        ["circuit"] = CircuitName(p),
         ["models"] = new JsonArray([.. p.Options.Models.Select(m => (JsonNode)JsonValue.Create(m))]),
         ["requests"] = p.State.Requests,
         ["failures"] = p.State.Failures,

@@ -1,6 +1,9 @@
 using System.Runtime;
 using HelixAgent.Api.Access;
+using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Infrastructure;
+using HelixAgent.Api.Observability;
+using Microsoft.Extensions.Options;
 using HelixAgent.Data;
 using Microsoft.AspNetCore.Http.HttpResults;
 
@@ -25,7 +28,8 @@ internal static class HealthApi
         return TypedResults.Json(body, ApiJsonContext.Default.HealthResponse, statusCode: StatusOf(s));
     }
 
-    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool, MaintenanceMode maintenance, ClusterRateLimiter limiter, ReadReplica replica)
+    internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool, MaintenanceMode maintenance,
+        ClusterRateLimiter limiter, ReadReplica replica, ProviderRegistry registry, ResponseCache cache, GatewayMetrics metrics, IOptions<CacheOptions> cacheOptions)
     {
         var s = await reporter.GetAsync();
         var gc = GC.GetGCMemoryInfo();
@@ -43,7 +47,10 @@ internal static class HealthApi
                 limiter.Admitted, limiter.Rejected, limiter.DegradedDecisions),
             new ReplicaHealth(replica.Configured, replica.ServingReads, replica.LagSeconds, replica.Configured ? replica.Problem : null),
             new SchemaHealth(s.SchemaVersion, SchemaMigrator.ExpectedVersion, s.SchemaVersion == SchemaMigrator.ExpectedVersion),
-            pool.Snapshot(), process, s.CheckedAt);
+            pool.Snapshot(), process,
+            [.. registry.Providers.Select(p => new ProviderDetail(p.Name, p.Adapter.Type, p.State.Status, ProvidersApi.CircuitName(p),
+                Math.Round(p.State.LatencyMs, 2), Math.Round(p.State.ErrorRate, 4), p.State.CoolingUntil))],
+            CacheStatsOf(cache, metrics, cacheOptions.Value), s.CheckedAt);
         return TypedResults.Json(body, ApiJsonContext.Default.DetailedHealthResponse, statusCode: StatusOf(s));
     }
 
@@ -64,6 +71,14 @@ internal static class HealthApi
         }
         return TypedResults.Json(body, ApiJsonContext.Default.ReadyResponse,
             statusCode: ready ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
+    }
+
+    /// <summary>The cache's counters and local copies, shared by <c>/health/detailed</c> and <c>GET /admin/cache</c>.</summary>
+    internal static CacheStats CacheStatsOf(ResponseCache cache, GatewayMetrics metrics, CacheOptions options)
+    {
+        var (hits, misses) = (metrics.CacheHits, metrics.CacheMisses);
+        return new CacheStats(options.Mode, options.TtlSeconds, hits, misses, hits + misses == 0 ? 0 : Math.Round((double)hits / (hits + misses), 4),
+            cache.LocalActive, metrics.CacheLocalHits, cache.LocalEntries, cache.LocalBytes, options.LocalMaxBytes);
     }
 
     private static bool IsReady(HealthReporter reporter) =>

@@ -34,7 +34,25 @@ internal sealed record DetailedHealthResponse(
     SchemaHealth Schema,
     PoolStats DatabasePool,
     ProcessStats Process,
+    IReadOnlyList<ProviderDetail> Providers,
+    CacheStats Cache,
     DateTimeOffset CheckedAt);
+
+/// <summary>One provider as <c>/v1/providers</c> shows it, without its models: state, circuit, measured latency.</summary>
+internal sealed record ProviderDetail(string Name, string Type, string Status, string Circuit, double LatencyMs, double ErrorRate, DateTimeOffset? CoolingUntil);
+
+/// <summary>The response cache as this replica counts it (no Redis round trip): what <c>GET /admin/cache</c> shows.</summary>
+internal sealed record CacheStats(
+    string Mode,
+    int TtlSeconds,
+    long Hits,
+    long Misses,
+    double HitRate,
+    bool LocalActive,
+    long LocalHits,
+    long LocalEntries,
+    long LocalBytes,
+    long LocalMaxBytes);
 
 /// <summary>Degraded when Redis is unreachable and each replica enforces limits alone.</summary>
 internal sealed record RateLimitHealth(string Status, bool Degraded, long Admitted, long Rejected, long DegradedDecisions);

@@ -9,5 +9,6 @@ namespace HelixAgent.Api.Infrastructure;
 [JsonSerializable(typeof(ErrorEnvelope))]
 [JsonSerializable(typeof(HealthResponse))]
 [JsonSerializable(typeof(DetailedHealthResponse))]
+[JsonSerializable(typeof(CacheStats))]
 [JsonSerializable(typeof(ReadyResponse))]
 internal sealed partial class ApiJsonContext : JsonSerializerContext;

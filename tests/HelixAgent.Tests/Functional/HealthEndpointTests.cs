@@ -184,6 +184,15 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
         Assert.True(body.GetProperty("database_pool").GetProperty("max").GetInt64() > 0);
         Assert.True(body.GetProperty("database_pool").GetProperty("idle").GetInt64() + body.GetProperty("database_pool").GetProperty("used").GetInt64() >= 1);
         Assert.True(body.GetProperty("process").GetProperty("working_set_bytes").GetInt64() > 0);
+        // Per-provider state and circuit, and the cache's stats, as the contract lists them.
+        var provider = Assert.Single(body.GetProperty("providers").EnumerateArray());
+        Assert.Equal(("upstream", "simulator", "healthy", "closed"), (provider.GetProperty("name").GetString(), provider.GetProperty("type").GetString(),
+            provider.GetProperty("status").GetString(), provider.GetProperty("circuit").GetString()));
+        Assert.Equal(0, provider.GetProperty("error_rate").GetDouble());
+        var cache = body.GetProperty("cache");
+        Assert.Equal(("deterministic", 0L, 0L), (cache.GetProperty("mode").GetString(), cache.GetProperty("hits").GetInt64(), cache.GetProperty("misses").GetInt64()));
+        Assert.Equal(32L * 1024 * 1024, cache.GetProperty("local_max_bytes").GetInt64());
+        Assert.Equal(0, cache.GetProperty("local_entries").GetInt64());
         Assert.DoesNotContain("Password", body.GetRawText(), StringComparison.OrdinalIgnoreCase);
         Assert.DoesNotContain(redis.Port.ToString(), body.GetRawText());
     }
