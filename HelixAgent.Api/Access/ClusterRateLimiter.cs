@@ -154,6 +154,10 @@ public sealed partial class ClusterRateLimiter : IDisposable
             _local.Settle(ticket.KeyId, ticket.Window, (int)Math.Clamp(delta, int.MinValue, int.MaxValue));
             return;
         }
+        if (TrySettleInSlice(ticket, delta))
+        {
+            return;
+        }
 
         var db = Database();
         if (db is null)
@@ -223,10 +227,13 @@ public sealed partial class ClusterRateLimiter : IDisposable
     private readonly ConcurrentDictionary<string, SliceHolder> _slices = new(StringComparer.Ordinal);
 
     /// <summary>Requests (and tokens) Redis counted for this replica ahead of use, valid in one minute of Redis's clock.</summary>
-    private sealed class Slice(long window, long validUntil, int requests, long tokens, long remainingRequests, long remainingTokens,
+    private sealed class Slice(long window, long validUntil, int requests, long tokens, bool holdsTokens, long remainingRequests, long remainingTokens,
         long elapsedAtGrant, long grantedAt)
     {
         public readonly long Window = window;
+
+        /// <summary>Whether the key's tokens are limited and taken with the slice (else only requests are).</summary>
+        public readonly bool HoldsTokens = holdsTokens;
         public readonly long ValidUntil = validUntil;
         public readonly long RemainingRequestsAtGrant = remainingRequests;
         public readonly long RemainingTokensAtGrant = remainingTokens;
@@ -236,7 +243,10 @@ public sealed partial class ClusterRateLimiter : IDisposable
         /// <summary>Requests left; only ever decremented (below zero means spent), or emptied at once by a refill.</summary>
         public int Requests = requests;
 
-        /// <summary>Tokens left when tokens are limited; only ever decreased, or emptied at once by a refill.</summary>
+        /// <summary>
+        /// Tokens left when tokens are limited: decreased by admissions, changed by settlements (unused tokens come back),
+        /// or emptied at once by a refill (below zero: spent or moved on).
+        /// </summary>
         public long Tokens = tokens;
     }
 
@@ -280,6 +290,34 @@ public sealed partial class ClusterRateLimiter : IDisposable
         }
         Refill(keyId, holder, policy, shape);
         return null;
+    }
+
+    /// <summary>Settlements this replica made against a slice, without a Redis round trip.</summary>
+    public long SliceSettlements => Interlocked.Read(ref _sliceSettlements);
+
+    private long _sliceSettlements;
+
+    /// <summary>
+    /// Settles against the key's slice when it holds tokens for the ticket's minute: tokens the request did not use go
+    /// back into the slice (Redis counted them already, so later admissions here use them instead of counting more), and
+    /// tokens it used beyond its reservation come out of the slice when it has them. Either way Redis's count stays at or
+    /// above what was used, with no round trip; otherwise (another minute, no slice, not enough in it) the caller settles
+    /// in Redis.
+    /// </summary>
+    private bool TrySettleInSlice(RateLimitTicket ticket, long delta)
+    {
+        if (!_slices.TryGetValue(ticket.KeyId, out var holder) || Volatile.Read(ref holder.Current) is not { HoldsTokens: true } slice ||
+            slice.Window != ticket.Window || _time.GetTimestamp() >= slice.ValidUntil)
+        {
+            return false;
+        }
+        if (Interlocked.Add(ref slice.Tokens, -delta) < 0 && delta > 0)
+        {
+            Interlocked.Add(ref slice.Tokens, delta); // not enough in the slice: Redis counts the excess
+            return false;
+        }
+        Interlocked.Increment(ref _sliceSettlements);
+        return true;
     }
 
     /// <summary>Asks Redis for the key's next slice in the background (one request at a time per key).</summary>
@@ -334,7 +372,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
                 requests += Math.Max(0, Interlocked.Exchange(ref old.Requests, int.MinValue / 2));
                 tokens += Math.Max(0, Interlocked.Exchange(ref old.Tokens, long.MinValue / 2));
             }
-            Volatile.Write(ref holder.Current, new Slice(window, validUntil, requests, tokens, (long)values[4], (long)values[5], elapsed, sent));
+            Volatile.Write(ref holder.Current, new Slice(window, validUntil, requests, tokens, shape.Tokens > 0, (long)values[4], (long)values[5], elapsed, sent));
         }
         catch (Exception ex)
         {

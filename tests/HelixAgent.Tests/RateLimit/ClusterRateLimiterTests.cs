@@ -186,7 +186,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
     }
 
     [Fact]
-    public async Task A_key_with_high_request_and_token_limits_takes_tokens_with_its_slices_and_settlement_corrects_them_in_redis()
+    public async Task A_key_with_high_request_and_token_limits_takes_tokens_with_its_slices_and_settles_against_them_without_a_round_trip()
     {
         var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
         await using var replica = await Replica.ConnectAsync(redis);
@@ -203,11 +203,14 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         }
 
         Assert.All(decisions, d => Assert.True(d.Allowed && !d.Degraded));
-        // A slice holds 50 reservations of 1,000 tokens: most admissions come from slices.
+        // A slice holds 50 reservations of 1,000 tokens: most admissions come from slices, and the 600 tokens each
+        // request did not use go back into the slice instead of to Redis.
         Assert.True(replica.Limiter.SliceAdmissions >= 250, $"only {replica.Limiter.SliceAdmissions} of 300 from slices");
+        Assert.True(replica.Limiter.SliceSettlements >= 250, $"only {replica.Limiter.SliceSettlements} of 300 settled in the slice");
         Assert.All(decisions.Where(d => d.Ticket.HoldsReservation), d => Assert.Equal(1_000, d.Ticket.ReservedTokens));
         Assert.All(decisions, d => Assert.InRange(d.RemainingTokens ?? -1, 10_000_000 - 300 * 1_000 - 2 * 50_000, 10_000_000));
-        // Redis holds the 300 × 400 tokens used, plus what the replica's current slice still holds unused.
+        // Redis holds the 300 × 400 tokens used, plus what the replica's current slice still holds unused: never less
+        // than was used, never more than a slice or two over.
         await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
         var tokens = 0L;
         await foreach (var bucket in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: $"helixagent:rl:{{{key}}}:t:*"))
@@ -215,6 +218,37 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
             tokens += (long)await admin.GetDatabase().StringGetAsync(bucket);
         }
         Assert.InRange(tokens, 300 * 400, 300 * 400 + 2 * 50_000);
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
+    }
+
+    [Fact]
+    public async Task Tokens_used_beyond_the_reservation_come_out_of_the_slice_or_are_counted_in_redis_so_redis_never_counts_less_than_was_used()
+    {
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
+        await using var replica = await Replica.ConnectAsync(redis);
+        var key = RateLimitTestKeys.NewKeyId();
+        var policy = new RateLimitPolicy(1_000_000, 10_000_000); // slices of 100 requests and 50,000 tokens
+
+        var used = 0L;
+        for (var i = 0; i < 200; i++)
+        {
+            var decision = await replica.Limiter.AdmitAsync(key, policy, 100, CancellationToken.None);
+            Assert.True(decision.Allowed);
+            // Every tenth answer is far longer than reserved: 30,000 tokens, more than half a slice.
+            var actual = i % 10 == 9 ? 30_000 : 100;
+            used += actual;
+            await replica.Limiter.SettleAsync(decision.Ticket, actual);
+        }
+
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+        var tokens = 0L;
+        await foreach (var bucket in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: $"helixagent:rl:{{{key}}}:t:*"))
+        {
+            tokens += (long)await admin.GetDatabase().StringGetAsync(bucket);
+        }
+        output.WriteLine($"used {used} tokens, Redis counted {tokens}; {replica.Limiter.SliceSettlements} of 200 settled in the slice");
+        Assert.InRange(tokens, used, used + 2 * 50_000);
+        Assert.True(replica.Limiter.SliceSettlements > 0);
         Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
     }
 

@@ -21,11 +21,12 @@ internal sealed class Replica : IAsyncDisposable
     public ConnectionMultiplexer? Redis { get; }
     public ClusterRateLimiter Limiter { get; }
 
-    /// <summary>A replica connected to <paramref name="redis"/> (waits for the connection: a busy CI machine can take
-    /// longer than the connect timeout, and a replica that starts disconnected decides degraded).</summary>
+    /// <summary>A replica connected to <paramref name="redis"/> with the gateway's own Redis timeouts (waits for the
+    /// connection: a busy CI machine can take longer than the connect timeout, and a replica that starts disconnected
+    /// decides degraded).</summary>
     public static async Task<Replica> ConnectAsync(RedisServer redis)
     {
-        var mux = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString + ",abortConnect=false,connectTimeout=1000,syncTimeout=500,asyncTimeout=500");
+        var mux = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString + ",abortConnect=false,connectTimeout=2000,syncTimeout=1000,asyncTimeout=1000");
         for (var waited = 0; !mux.IsConnected && waited < 15_000; waited += 20)
         {
             await Task.Delay(20);
