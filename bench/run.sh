@@ -135,7 +135,7 @@ dotnet "$fake" --protocol openai --port "$up_port" --reply "The quick brown fox 
   --latency-ms "$UPSTREAM_LATENCY_MS" --chunk-delay-ms "$STREAM_CHUNK_DELAY_MS" >"$work/fake.log" 2>&1 &
 pids+=($!)
 dotnet "$fake" --proxy-to "http://127.0.0.1:$up_port" --port "$np_port" >"$work/nullproxy.log" 2>&1 &
-pids+=($!)
+np_pid=$!; pids+=($np_pid)
 otel=(OTEL_TRACES_SAMPLER="$TRACES_SAMPLER")
 [ -n "$TRACES_SAMPLER_ARG" ] && otel+=(OTEL_TRACES_SAMPLER_ARG="$TRACES_SAMPLER_ARG")
 case "$TRACING" in
@@ -170,6 +170,19 @@ streambody='{"model":"bench-model","stream":true,"messages":[{"role":"user","con
 upstreambody='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
 cachebody='{"model":"bench-model","temperature":0,"messages":[{"role":"user","content":"Cache me."}],"max_tokens":32}'
 
+# cpu_us PID RATE CMD...: runs CMD and echoes its output, then the CPU time PID used per request at RATE while it ran
+# (user + system, in microseconds; the run's warm-up included, so divided by its whole wall time).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_us() {
+  local pid=$1 rate=$2; shift 2
+  local t0 c0 out t1 c1
+  t0=$(date +%s.%N); c0=$(cpu_ticks "$pid")
+  out=$("$@") || return 1
+  t1=$(date +%s.%N); c1=$(cpu_ticks "$pid")
+  echo "$out"
+  awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v t="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" -v r="$rate" \
+    'BEGIN {printf "%.0f\n", c / hz / t / r * 1e6}'
+}
 rss() { awk '/^VmRSS/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status"; }
 hwm() { awk '/^VmHWM/ {printf "%.0f", $2/1024}' "/proc/$gw_pid/status"; }
 ms() { awk -v v="$1" 'BEGIN { if (v < 0) print "-"; else printf "%.3f", v/1000 }'; }           # µs -> ms
@@ -253,23 +266,24 @@ if [ "$main" = 1 ]; then
   {
     echo
     echo "Fixed rate, open loop (helixagent-loadgen, $RATE_DURATION per run after $WARMUP warm-up, $CONNECTIONS connections; ms, from each request's due time)"
-    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8s %7s | %13s\n" "rate/s" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" \
-      "null p50" "null p99" "over p50" "over p99" "gw ok/s" "failed" "late p99 d/gw"
+    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8s %7s | %13s | %s\n" "rate/s" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" \
+      "null p50" "null p99" "over p50" "over p99" "gw ok/s" "failed" "late p99 d/gw" "CPU us/request null/gw"
   } >>"$report"
   best_rate=""; added_p99_1000=""; failures=""
   for rate in $RATES; do
     d=$(loadgen --url "$up_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "direct@$rate")
-    n=$(loadgen --url "$np_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "null@$rate")
-    g=$(loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "gw@$rate")
+    n=$(cpu_us "$np_pid" "$rate" loadgen --url "$np_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "null@$rate")
+    g=$(cpu_us "$gw_pid" "$rate" loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "gw@$rate")
+    ncpu=${n##*$'\n'}; n=${n%$'\n'*}; gcpu=${g##*$'\n'}; g=${g%$'\n'*}
     failed=$(( $(field non2xx "$g") + $(field errors "$g") ))
     [ "$failed" = 0 ] || failures="$failures ${rate}/s: $(field non2xx "$g") non-2xx, $(field errors "$g") transport errors or timeouts;"
     a99=$(added "$(field p99_us "$g")" "$(field p99_us "$d")")
-    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8.0f %7s | %6s/%-6s\n" "$rate" \
+    printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8.0f %7s | %6s/%-6s | %s/%s\n" "$rate" \
       "$(ms "$(field p50_us "$d")")" "$(ms "$(field p99_us "$d")")" "$(ms "$(field p50_us "$g")")" "$(ms "$(field p99_us "$g")")" \
       "$(added "$(field p50_us "$g")" "$(field p50_us "$d")")" "$a99" \
       "$(ms "$(field p50_us "$n")")" "$(ms "$(field p99_us "$n")")" "$(added "$(field p50_us "$g")" "$(field p50_us "$n")")" "$(added "$(field p99_us "$g")" "$(field p99_us "$n")")" \
       "$(field ok_rps "$g")" "$failed" \
-      "$(ms "$(field late_p99_us "$d")")" "$(ms "$(field late_p99_us "$g")")" >>"$report"
+      "$(ms "$(field late_p99_us "$d")")" "$(ms "$(field late_p99_us "$g")")" "$ncpu" "$gcpu" >>"$report"
     [ "$rate" = 1000 ] && added_p99_1000=$a99 && null_p99_1000=$(added "$(field p99_us "$n")" "$(field p99_us "$d")") \
       && over_p99_1000=$(added "$(field p99_us "$g")" "$(field p99_us "$n")")
     # Counts when every request was answered 2xx at (within 2% of) the rate and p99 added stayed under 1 ms.
