@@ -10,6 +10,18 @@ namespace HelixAgent.Tests.RateLimit;
 /// <summary>The cluster-wide limits on a real redis-server.</summary>
 public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper output) : IClassFixture<RedisServer>
 {
+    /// <summary>What Redis counts for the key in all its buckets of one kind (<c>r</c> requests, <c>t</c> tokens).</summary>
+    private async Task<long> CountedAsync(string key, string kind)
+    {
+        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+        var counted = 0L;
+        await foreach (var bucket in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: $"helixagent:rl:{{{key}}}:{kind}:*"))
+        {
+            counted += (long)await admin.GetDatabase().StringGetAsync(bucket);
+        }
+        return counted;
+    }
+
     [Fact]
     public async Task Requests_per_minute_admits_exactly_the_limit_then_rejects_with_retry_after_and_openai_headers()
     {
@@ -176,11 +188,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         Assert.True(scriptCalls <= 60, $"{scriptCalls} script calls for 1000 admissions");
         Assert.All(decisions, d => Assert.InRange(d.RemainingRequests ?? -1, 1_000_000 - 1000 - 2 * ClusterRateLimiter.MaxSliceSize, 1_000_000 - 1));
         // Counted before use: Redis holds every admission, and at most what the replica's slice still holds besides.
-        var counted = 0L;
-        await foreach (var bucket in server.KeysAsync(pattern: $"helixagent:rl:{{{key}}}:r:*"))
-        {
-            counted += (long)await admin.GetDatabase().StringGetAsync(bucket);
-        }
+        var counted = await CountedAsync(key, "r");
         Assert.InRange(counted, 1000, 1000 + 2 * ClusterRateLimiter.MaxSliceSize);
         Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
     }
@@ -211,12 +219,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
         Assert.All(decisions, d => Assert.InRange(d.RemainingTokens ?? -1, 10_000_000 - 300 * 1_000 - 2 * 50_000, 10_000_000));
         // Redis holds the 300 × 400 tokens used, plus what the replica's current slice still holds unused: never less
         // than was used, never more than a slice or two over.
-        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-        var tokens = 0L;
-        await foreach (var bucket in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: $"helixagent:rl:{{{key}}}:t:*"))
-        {
-            tokens += (long)await admin.GetDatabase().StringGetAsync(bucket);
-        }
+        var tokens = await CountedAsync(key, "t");
         Assert.InRange(tokens, 300 * 400, 300 * 400 + 2 * 50_000);
         Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
     }
@@ -240,12 +243,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
             await replica.Limiter.SettleAsync(decision.Ticket, actual);
         }
 
-        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-        var tokens = 0L;
-        await foreach (var bucket in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: $"helixagent:rl:{{{key}}}:t:*"))
-        {
-            tokens += (long)await admin.GetDatabase().StringGetAsync(bucket);
-        }
+        var tokens = await CountedAsync(key, "t");
         output.WriteLine($"used {used} tokens, Redis counted {tokens}; {replica.Limiter.SliceSettlements} of 200 settled in the slice");
         Assert.InRange(tokens, used, used + 2 * 50_000);
         Assert.True(replica.Limiter.SliceSettlements > 0);
@@ -269,12 +267,7 @@ public sealed class ClusterRateLimiterTests(RedisServer redis, ITestOutputHelper
 
         // Requests run out long before tokens: each refill must top the slice up, not count another 50,000 tokens
         // (which would use up the key's tokens per minute with a few thousand small requests).
-        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-        var tokens = 0L;
-        await foreach (var bucket in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: $"helixagent:rl:{{{key}}}:t:*"))
-        {
-            tokens += (long)await admin.GetDatabase().StringGetAsync(bucket);
-        }
+        var tokens = await CountedAsync(key, "t");
         Assert.True(replica.Limiter.SliceAdmissions >= 400, $"only {replica.Limiter.SliceAdmissions} of 500 from slices");
         Assert.InRange(tokens, 500 * 10, 500 * 10 + 50_000);
         Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
