@@ -135,33 +135,13 @@ public sealed partial class KeyAuthenticator : IHostedService
         {
             return;
         }
-        for (var delay = TimeSpan.FromMilliseconds(200); !stopping.IsCancellationRequested; delay = TimeSpan.FromSeconds(Math.Min(delay.TotalSeconds * 2, 10)))
+        await RedisSubscription.SubscribeUntilDoneAsync(redis, RevocationChannel, (_, message) =>
         {
-            try
+            if (message.HasValue)
             {
-                // StackExchange.Redis re-subscribes by itself after a reconnect once this has succeeded.
-                await redis.GetSubscriber().SubscribeAsync(RevocationChannel, (_, message) =>
-                {
-                    if (message.HasValue)
-                    {
-                        Evict(message.ToString());
-                    }
-                });
-                return;
+                Evict(message.ToString());
             }
-            catch (Exception ex) when (RedisOutage.Is(ex))
-            {
-                LogNoFanOut(_logger, ex.Message, _options.CacheSeconds);
-                try
-                {
-                    await Task.Delay(delay, stopping);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
-        }
+        }, reason => LogNoFanOut(_logger, reason, _options.CacheSeconds), stopping);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)

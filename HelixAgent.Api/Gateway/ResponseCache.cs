@@ -352,28 +352,11 @@ public sealed partial class ResponseCache : IHostedService
         }
         redis.ConnectionFailed += (_, _) => ClearLocal();
         redis.ConnectionRestored += (_, _) => ClearLocal();
-        for (var delay = TimeSpan.FromMilliseconds(200); !stopping.IsCancellationRequested; delay = TimeSpan.FromSeconds(Math.Min(delay.TotalSeconds * 2, 10)))
+        if (await RedisSubscription.SubscribeUntilDoneAsync(redis, FlushChannel, (_, _) => ClearLocal(),
+                reason => LogUnavailable(_logger, $"no local copies until flushes can be heard: {reason}"), stopping))
         {
-            try
-            {
-                // StackExchange.Redis re-subscribes by itself after a reconnect once this has succeeded.
-                await redis.GetSubscriber().SubscribeAsync(FlushChannel, (_, _) => ClearLocal());
-                ClearLocal();
-                _listening = true;
-                return;
-            }
-            catch (Exception ex) when (RedisOutage.Is(ex))
-            {
-                LogUnavailable(_logger, $"no local copies until flushes can be heard: {ex.Message}");
-                try
-                {
-                    await Task.Delay(delay, stopping);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
+            ClearLocal(); // whatever was kept before now was kept without hearing flushes
+            _listening = true;
         }
     }
 
