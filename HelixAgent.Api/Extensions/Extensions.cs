@@ -63,6 +63,8 @@ internal static class Extensions
             .ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddOptions<LedgerOptions>().BindConfiguration(LedgerOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<EnsembleOptions>().BindConfiguration(EnsembleOptions.Section)
+            .ValidateDataAnnotations().ValidateOnStart();
 
         // One pooled client for every upstream: no overall timeout (streams run long; the router cancels per attempt).
         builder.Services.AddSingleton(_ => new HttpClient(new SocketsHttpHandler

@@ -19,6 +19,7 @@ internal sealed record GatewayServices(
     IOptions<RateLimitOptions> Limits,
     IOptions<GatewayOptions> Options,
     ResponseCache Cache,
+    IOptions<EnsembleOptions> Ensemble,
     ILogger<GatewayRouter> Log,
     TimeProvider Time);
 
@@ -26,7 +27,7 @@ internal sealed record GatewayServices(
 /// The OpenAI-compatible client API: <c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/embeddings</c>,
 /// <c>/v1/models</c>. Every request that reaches routing ends as one row in <c>completions</c>.
 /// </summary>
-internal static class GatewayApi
+internal static partial class GatewayApi
 {
     public static IEndpointRouteBuilder MapGatewayApi(this IEndpointRouteBuilder app)
     {
@@ -47,12 +48,14 @@ internal static class GatewayApi
         {
             return;
         }
-        var (body, model, route, _, _, cache) = admitted;
+        var (body, model, route, _, _, cache, ensemble) = admitted;
         var stream = IsStream(body);
         var includeUsage = stream && body["stream_options"]?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
         var chatBody = legacy ? LegacyCompletions.ToChatRequest(body) : body;
         var trace = new RequestTrace(NewRequestId(), model, endpoint, stream, s.Time.GetTimestamp());
-        await ServeAsync(ctx, s, admitted, trace, () => stream
+        await ServeAsync(ctx, s, admitted, trace, () => ensemble is not null
+            ? EnsembleChatAsync(ctx, s, route, chatBody, trace, ensemble, legacy, includeUsage, cache)
+            : stream
             ? StreamChatAsync(ctx, s, route, chatBody, trace, includeUsage, legacy)
             : CompleteChatAsync(ctx, s, route, chatBody, trace, legacy, cache));
     }
@@ -60,10 +63,11 @@ internal static class GatewayApi
     private static bool IsStream(JsonObject body) => body["stream"] is JsonValue sv && sv.GetValue<bool>();
 
     /// <summary>
-    /// A request that passed every check before routing: its body, route, key, rate-limit reservation and, when it may
-    /// be answered from the response cache, the lookup started alongside the admission.
+    /// A request that passed every check before routing: its body, route, key, rate-limit reservation, when it may
+    /// be answered from the response cache the lookup started alongside the admission, and for an ensemble its plan.
     /// </summary>
-    private sealed record Admitted(JsonObject Body, string Model, ModelRoute Route, HelixAgent.Data.ApiKeyInfo? Key, RateLimitTicket Ticket, CacheLookup? Cache);
+    private sealed record Admitted(JsonObject Body, string Model, ModelRoute Route, HelixAgent.Data.ApiKeyInfo? Key, RateLimitTicket Ticket, CacheLookup? Cache,
+        EnsemblePlan? Ensemble);
 
     /// <summary>
     /// Everything before routing, shared by every endpoint: body (413/400), validation (400 naming the field), route
@@ -84,9 +88,20 @@ internal static class GatewayApi
         }
         var model = body["model"]!.GetValue<string>();
         var embeddings = endpoint == "embeddings";
-        if (!s.Registry.TryGetRoute(model, out var route) || (embeddings && !route.Targets.Any(t => t.Provider.Adapter.SupportsEmbeddings)))
+        if (!s.Registry.TryGetRoute(model, out var route) || (embeddings && !route.IsEnsemble && !route.Targets.Any(t => t.Provider.Adapter.SupportsEmbeddings)))
         {
             await WriteModelNotFoundAsync(ctx, model);
+            return null;
+        }
+        EnsemblePlan? ensemble = null;
+        var ensembleError = embeddings
+            ? route.IsEnsemble ? new ValidationError($"The model '{model}' answers chat and completions requests, not embeddings.", "model")
+            : body.ContainsKey("ensemble_config") ? new ValidationError("'ensemble_config' applies to chat and completions requests, not embeddings.", "ensemble_config")
+            : null
+            : EnsemblePlan.Parse(body, route, s.Ensemble.Value, s.Options.Value.DeadlineSeconds, out ensemble);
+        if (ensembleError is not null)
+        {
+            await WriteErrorAsync(ctx, ensembleError.Status, ensembleError.Message, "invalid_request_error", ensembleError.Code, ensembleError.Param);
             return null;
         }
         var key = AuthenticatedKey.Of(ctx);
@@ -97,8 +112,9 @@ internal static class GatewayApi
         }
         // Streams are never cached. The lookup goes to Redis with the admission; a refused request drops its result.
         var cache = IsStream(body) ? null : s.Cache.Begin(ctx.Request, endpoint, route, body, key?.Id, ctx.RequestAborted);
+        body.Remove("ensemble_config"); // the gateway's own field (part of the cache key above); never sent upstream
         var ticket = await AdmitAsync(ctx, s, key, body);
-        return ticket is null ? null : new Admitted(body, model, route, key, ticket.Value, cache);
+        return ticket is null ? null : new Admitted(body, model, route, key, ticket.Value, cache, ensemble);
     }
 
     /// <summary>
@@ -401,10 +417,11 @@ internal static class GatewayApi
         ["id"] = id,
         ["object"] = "model",
         ["created"] = ModelsCreated,
-        ["owned_by"] = route.IsSimulated ? "helixagent-simulator" : route.Targets[0].Provider.Name,
+        ["owned_by"] = route.IsEnsemble ? "helixagent" : route.IsSimulated ? "helixagent-simulator" : route.Targets[0].Provider.Name,
         ["helixagent"] = new JsonObject
         {
             ["route"] = route.Id,
+            ["ensemble"] = route.IsEnsemble,
             ["providers"] = new JsonArray([.. route.Targets.Select(t => (JsonNode)JsonValue.Create(t.Provider.Name + "/" + t.UpstreamModel))]),
             ["simulated"] = route.IsSimulated,
         },

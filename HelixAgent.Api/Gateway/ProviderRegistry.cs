@@ -14,7 +14,12 @@ public sealed record RouteTarget(ProviderEntry Provider, string UpstreamModel);
 /// <summary>A model clients can ask for, and the providers that serve it in order.</summary>
 public sealed record ModelRoute(string Id, IReadOnlyList<RouteTarget> Targets, string Strategy, IReadOnlyList<string> Aliases)
 {
+    public const string EnsembleStrategy = "ensemble";
+
     public bool IsSimulated => Targets.All(t => t.Provider.Adapter.IsSimulated);
+
+    /// <summary>The virtual model <c>helixagent-ensemble</c>: every target is asked, one answer is chosen.</summary>
+    public bool IsEnsemble => Strategy == EnsembleStrategy;
 }
 
 public sealed class GatewayConfigurationException(string message) : Exception(message);
@@ -130,6 +135,47 @@ public sealed class ProviderRegistry
         {
             AddRoute(new ModelRoute(model, implicitTargets[model], gateway.Strategy, []));
         }
+
+        var ensemble = configuration.GetSection(EnsembleOptions.Section).Get<EnsembleOptions>() ?? new EnsembleOptions();
+        if (ensemble.Enabled && !_routes.ContainsKey(EnsembleOptions.ModelName) && EnsembleMembers(ensemble, providers) is { Count: > 0 } members)
+        {
+            AddRoute(new ModelRoute(EnsembleOptions.ModelName, members, ModelRoute.EnsembleStrategy, []));
+        }
+    }
+
+    /// <summary>
+    /// The ensemble's members: <c>Ensemble:Members</c> as <c>provider</c> or <c>provider/upstream-model</c>, or by default
+    /// each provider with its first model that is not an embedding model.
+    /// </summary>
+    private List<RouteTarget> EnsembleMembers(EnsembleOptions ensemble, Dictionary<string, ProviderOptions> configured)
+    {
+        var members = new List<RouteTarget>();
+        if (ensemble.Members.Count == 0)
+        {
+            foreach (var entry in _providers.Values)
+            {
+                if (entry.Options.Models.FirstOrDefault(m => !m.Contains("embed", StringComparison.OrdinalIgnoreCase)) is { } model)
+                {
+                    members.Add(new RouteTarget(entry, model));
+                }
+            }
+            return members;
+        }
+        for (var i = 0; i < ensemble.Members.Count; i++)
+        {
+            var member = ensemble.Members[i];
+            var slash = member.IndexOf('/');
+            var providerName = slash < 0 ? member : member[..slash];
+            if (!configured.TryGetValue(providerName, out var options))
+            {
+                throw new GatewayConfigurationException($"Ensemble:Members:{i} names provider '{providerName}', which is not configured under Providers.");
+            }
+            if (_providers.TryGetValue(providerName, out var entry))
+            {
+                members.Add(new RouteTarget(entry, slash < 0 ? options.Models[0] : member[(slash + 1)..]));
+            }
+        }
+        return members;
     }
 
     public bool TryGetRoute(string model, out ModelRoute route) => _routes.TryGetValue(model, out route!);

@@ -34,6 +34,7 @@ public sealed class ProviderConfigurationTests(PostgresServer postgres, RedisSer
     [InlineData("Providers__bad__Type", "grpc", "Providers:bad:Type 'grpc' is not one of")]
     [InlineData("Providers__bad__BaseUrl", "not a url", "Providers:bad:BaseUrl 'not a url' is not an absolute http(s) URL")]
     [InlineData("Routes__smart__Targets__0", "ghost/model", "Routes:smart:Targets names provider 'ghost'")]
+    [InlineData("Ensemble__Members__0", "ghost/model", "Ensemble:Members:0 names provider 'ghost'")]
     public async Task An_invalid_provider_configuration_stops_the_start_with_a_clear_message(string key, string value, string message)
     {
         var env = new Dictionary<string, string>

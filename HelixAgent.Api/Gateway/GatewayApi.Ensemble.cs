@@ -1,0 +1,195 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using HelixAgent.Api.Gateway.Providers;
+
+namespace HelixAgent.Api.Gateway;
+
+/// <summary>
+/// Ensemble answers: every member of the route is asked at once (each with the router's own failover, breaker and
+/// metrics), the answers that come back within the ensemble's timeout are scored (<see cref="EnsembleScoring"/>), and
+/// the chosen one is served with an <c>ensemble</c> block listing every member's score or error. Usage (in the answer,
+/// the ledger and the rate limit) is the sum over every member that answered: that is what the ensemble spent.
+/// A stream is answered once the choice is made, as ordinary <c>chat.completion.chunk</c> events.
+/// </summary>
+internal static partial class GatewayApi
+{
+    /// <summary>What one member said, or why it said nothing.</summary>
+    private sealed record MemberAnswer(RouteTarget Target, ChatResult? Result, GatewayError? Error, double LatencyMs, int Attempts, bool TimedOut);
+
+    private static async Task EnsembleChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace,
+        EnsemblePlan plan, bool legacy, bool includeUsage, CacheLookup? cache)
+    {
+        if (await ServeFromCacheAsync(ctx, s, trace, cache))
+        {
+            return;
+        }
+        var answers = await AskMembersAsync(s, route, body, trace, plan, ctx.RequestAborted);
+        var ok = answers.Where(a => a.Result is not null).ToList();
+        trace.Attempts = answers.Sum(a => a.Attempts);
+        trace.Usage = new TokenUsage(ok.Sum(a => a.Result!.Usage.PromptTokens), ok.Sum(a => a.Result!.Usage.CompletionTokens));
+        if (ok.Count < plan.MinProviders)
+        {
+            await FailAsync(ctx, trace, EnsembleFailure(answers, ok.Count, plan));
+            return;
+        }
+
+        var responses = ok.Select(a => a.Result!.Response).ToList();
+        var candidates = ok.Select((a, i) => new EnsembleCandidate(
+            EnsembleScoring.TextOf(responses[i]), EnsembleScoring.FinishReasonOf(responses[i]),
+            a.Target.Provider.Options.Weight, plan.IsPreferred(a.Target), a.LatencyMs)).ToList();
+        var chosen = EnsembleScoring.Choose(plan.Strategy, candidates, out var scores, out var votes);
+        var winner = ok[chosen];
+        trace.Provider = winner.Target.Provider.Name;
+        trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
+
+        var block = new JsonObject
+        {
+            ["strategy"] = plan.Strategy,
+            ["min_providers"] = plan.MinProviders,
+            ["selected"] = MemberName(winner.Target),
+            ["responses"] = new JsonArray([.. answers.Select(a => (JsonNode)MemberJson(a, ok.IndexOf(a), scores, votes, a == winner))]),
+        };
+        var answer = responses[chosen];
+        answer["model"] = trace.Model;
+        answer["usage"] = OpenAiShapes.UsageObject(trace.Usage);
+        SetRouteHeaders(ctx, trace);
+        if (trace.Stream)
+        {
+            await StreamChosenAsync(ctx, answer, block, trace, includeUsage, legacy);
+            return;
+        }
+        var served = legacy ? LegacyCompletions.FromChatResponse(answer, trace.RequestId) : answer;
+        served["ensemble"] = block;
+        await WriteAndCacheAsync(ctx, s, cache?.Key, JsonBytes.Of(served), trace.Usage);
+    }
+
+    /// <summary>Asks every member at once; returns when each has answered, failed, or run out of the ensemble's time.</summary>
+    private static async Task<MemberAnswer[]> AskMembersAsync(GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, EnsemblePlan plan,
+        CancellationToken clientAborted)
+    {
+        using var window = CancellationTokenSource.CreateLinkedTokenSource(clientAborted);
+        window.CancelAfter(Min(plan.Timeout, s.Router.Remaining(trace)));
+        var answers = await Task.WhenAll(route.Targets.Select(t => AskMemberAsync(s, route, t, body, trace, plan, window.Token)));
+        clientAborted.ThrowIfCancellationRequested();
+        return answers;
+    }
+
+    private static async Task<MemberAnswer> AskMemberAsync(GatewayServices s, ModelRoute route, RouteTarget target, JsonObject body, RequestTrace trace,
+        EnsemblePlan plan, CancellationToken window)
+    {
+        // Each member gets its own copy: a parsed body fills in its nodes lazily, which is not safe from several threads.
+        var request = (JsonObject)body.DeepClone();
+        var member = new ModelRoute(route.Id, [target], "ordered", []);
+        var memberTrace = new RequestTrace(trace.RequestId, trace.Model, trace.Endpoint, false, trace.StartTimestamp);
+        var started = s.Time.GetTimestamp();
+        try
+        {
+            var (success, error) = await s.Router.RunAsync(
+                member, memberTrace,
+                t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
+                (t, cts) => t.Provider.Adapter.CompleteAsync(new ChatCall(request, t.UpstreamModel, trace.RequestId), cts.Token),
+                eligible: null,
+                window);
+            success?.Cancellation.Dispose();
+            return new MemberAnswer(target, success?.Value, error, Elapsed(s, started), memberTrace.Attempts, TimedOut: false);
+        }
+        catch (OperationCanceledException)
+        {
+            var seconds = plan.Timeout.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture);
+            return new MemberAnswer(target, null,
+                new GatewayError(504, $"no answer within the ensemble's {seconds}s", "timeout_error", "ensemble_timeout"),
+                Elapsed(s, started), memberTrace.Attempts, TimedOut: true);
+        }
+    }
+
+    /// <summary>
+    /// Too few answers: a request every member refused as invalid gets that 400; one that ran out of time 504; else 502.
+    /// </summary>
+    private static GatewayError EnsembleFailure(MemberAnswer[] answers, int answered, EnsemblePlan plan)
+    {
+        var failed = answers.Where(a => a.Error is not null).ToList();
+        var reasons = string.Join("; ", failed.Select(a => $"{MemberName(a.Target)}: {a.Error!.Message}"));
+        if (answered == 0 && failed.Count > 0 && failed.All(a => a.Error!.Status is 400 or 413))
+        {
+            return failed[0].Error!;
+        }
+        var need = $"The ensemble needs {plan.MinProviders} answer(s) and got {answered}";
+        return failed.Any(a => a.TimedOut)
+            ? new GatewayError(504, $"{need} in time: {reasons}", "timeout_error", "ensemble_timeout")
+            : new GatewayError(502, $"{need}: {reasons}", "upstream_error", "ensemble_insufficient_answers");
+    }
+
+    private static JsonObject MemberJson(MemberAnswer a, int okIndex, double[] scores, int[] votes, bool selected)
+    {
+        var json = new JsonObject
+        {
+            ["provider"] = a.Target.Provider.Name,
+            ["model"] = a.Target.UpstreamModel,
+            ["status"] = a.Result is null ? "error" : "ok",
+            ["latency_ms"] = Math.Round(a.LatencyMs, 1),
+        };
+        if (a.Result is { } result)
+        {
+            json["score"] = scores[okIndex];
+            json["votes"] = votes[okIndex];
+            json["selected"] = selected;
+            json["finish_reason"] = EnsembleScoring.FinishReasonOf(result.Response);
+            json["usage"] = OpenAiShapes.UsageObject(result.Usage);
+        }
+        else
+        {
+            json["error"] = new JsonObject { ["code"] = a.Error!.Code, ["message"] = a.Error.Message };
+        }
+        return json;
+    }
+
+    /// <summary>The chosen answer as a stream: role, content (or tool calls), the finish with the ensemble block, usage.</summary>
+    private static async Task StreamChosenAsync(HttpContext ctx, JsonObject answer, JsonObject block, RequestTrace trace, bool includeUsage, bool legacy)
+    {
+        var id = OpenAiShapes.StringOf(answer["id"]) ?? "chatcmpl-" + trace.RequestId;
+        var created = answer["created"] is JsonValue cv && cv.TryGetValue<long>(out var c) ? c : OpenAiShapes.UnixNow();
+        var message = answer["choices"]?[0]?["message"] as JsonObject;
+        var finish = EnsembleScoring.FinishReasonOf(answer) ?? "stop";
+        var chunks = new List<JsonObject> { OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null) };
+        if (OpenAiShapes.TextOf(message?["content"]) is { Length: > 0 } text)
+        {
+            chunks.Add(OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["content"] = text }, null));
+        }
+        if (message?["tool_calls"] is JsonArray { Count: > 0 } calls)
+        {
+            var deltas = new JsonArray();
+            for (var i = 0; i < calls.Count; i++)
+            {
+                deltas.Add(OpenAiShapes.ToolCallDelta(i, OpenAiShapes.StringOf(calls[i]?["id"]) ?? OpenAiShapes.NewToolCallId(),
+                    OpenAiShapes.StringOf(calls[i]?["function"]?["name"]) ?? "", OpenAiShapes.StringOf(calls[i]?["function"]?["arguments"]) ?? ""));
+            }
+            chunks.Add(OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["tool_calls"] = deltas }, null));
+        }
+        chunks.Add(OpenAiShapes.Chunk(id, trace.Model, created, [], finish));
+        if (includeUsage)
+        {
+            chunks.Add(OpenAiShapes.UsageChunk(id, trace.Model, created, trace.Usage));
+        }
+
+        var converter = legacy ? new LegacyCompletions.ChunkConverter(trace.RequestId) : null;
+        using var sse = new SseWriter(ctx.Response);
+        foreach (var chunk in chunks)
+        {
+            var outgoing = converter is null ? chunk : converter.Convert(chunk);
+            if (outgoing is null)
+            {
+                continue;
+            }
+            if (chunk["choices"] is JsonArray { Count: > 0 } choices && choices[0]?["finish_reason"] is not null)
+            {
+                outgoing["ensemble"] = block;
+            }
+            await sse.WriteAsync(outgoing, ctx.RequestAborted);
+        }
+        await sse.WriteDoneAsync(ctx.RequestAborted);
+    }
+
+    private static string MemberName(RouteTarget target) => target.Provider.Name + "/" + target.UpstreamModel;
+
+    private static double Elapsed(GatewayServices s, long started) => s.Time.GetElapsedTime(started).TotalMilliseconds;
+}
