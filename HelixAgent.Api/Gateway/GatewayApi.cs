@@ -113,7 +113,8 @@ internal static partial class GatewayApi
         // Streams are never cached. The lookup goes to Redis with the admission; a refused request drops its result.
         var cache = IsStream(body) ? null : s.Cache.Begin(ctx.Request, endpoint, route, body, key?.Id, ctx.RequestAborted);
         body.Remove("ensemble_config"); // the gateway's own field (part of the cache key above); never sent upstream
-        var ticket = await AdmitAsync(ctx, s, key, body);
+        // An ensemble asks every member: it reserves what all of them may spend.
+        var ticket = await AdmitAsync(ctx, s, key, body, ensemble is null ? 1 : route.Targets.Count);
         return ticket is null ? null : new Admitted(body, model, route, key, ticket.Value, cache, ensemble);
     }
 
@@ -147,16 +148,16 @@ internal static partial class GatewayApi
 
     /// <summary>
     /// Admits the request against the key's requests- and tokens-per-minute (cluster-wide through Redis), reserving the
-    /// prompt estimate plus max tokens. Answers 429 itself (returning null) when over the limit.
+    /// prompt estimate plus max tokens for each of the <paramref name="calls"/> upstream calls it makes. Answers 429 itself (returning null) when over the limit.
     /// </summary>
-    private static async Task<RateLimitTicket?> AdmitAsync(HttpContext ctx, GatewayServices s, HelixAgent.Data.ApiKeyInfo? key, JsonObject body)
+    private static async Task<RateLimitTicket?> AdmitAsync(HttpContext ctx, GatewayServices s, HelixAgent.Data.ApiKeyInfo? key, JsonObject body, int calls)
     {
         if (key is null)
         {
             return default(RateLimitTicket);
         }
         var limits = s.Limits.Value;
-        var decision = await s.Limiter.AdmitAsync(key.Id.ToString(), limits.PolicyFor(key), limits.Reserve(body), ctx.RequestAborted);
+        var decision = await s.Limiter.AdmitAsync(key.Id.ToString(), limits.PolicyFor(key), (int)Math.Min(int.MaxValue, (long)limits.Reserve(body) * calls), ctx.RequestAborted);
         RateLimitHeaders.Apply(ctx.Response, decision);
         if (decision.Allowed)
         {

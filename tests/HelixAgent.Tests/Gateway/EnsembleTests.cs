@@ -312,6 +312,39 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
         }
     }
 
+    [Fact]
+    public async Task An_ensemble_reserves_tokens_for_every_provider_it_asks_so_a_key_cannot_spend_three_times_its_limit()
+    {
+        var (gw, up) = await StartAsync([Paris, Paris, Paris]);
+        try
+        {
+            string key;
+            await using (var ds = Npgsql.NpgsqlDataSource.Create(gw.DatabaseConnectionString))
+            {
+                key = (await new HelixAgent.Data.ApiKeyStore(ds).CreateAsync("tpm-300", "client", null, 300, null, null, DateTimeOffset.UtcNow)).Secret;
+            }
+            var client = gw.WithKey(key);
+            JsonObject Body(string model, JsonObject? config)
+            {
+                var body = EnsembleChat(config, model);
+                body["max_tokens"] = 150; // one call fits in 300 tokens a minute, three do not
+                return body;
+            }
+
+            using var single = await client.PostAsync("/v1/chat/completions", new StringContent(Body("m", null).ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.OK, single.StatusCode);
+            using var ensemble = await client.PostAsync("/v1/chat/completions", new StringContent(Body("helixagent-ensemble", null).ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+            var error = (await JsonOf(ensemble))["error"]!;
+            Assert.Equal(HttpStatusCode.BadRequest, ensemble.StatusCode);
+            Assert.Equal("tokens_exceed_limit", (string?)error["code"]);
+            Assert.Equal(1, up.Sum(u => u.RequestCount));
+        }
+        finally
+        {
+            await DisposeAsync(gw, up);
+        }
+    }
+
     [Theory]
     [InlineData("""{"strategy":"best_of"}""", "ensemble_config.strategy")]
     [InlineData("""{"min_providers":4}""", "ensemble_config.min_providers")]

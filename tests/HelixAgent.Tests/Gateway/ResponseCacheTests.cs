@@ -32,7 +32,7 @@ public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redi
         new() { ["model"] = model, ["temperature"] = 0, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }) };
 
     private static string ModelOf(GatewayHarness gw) => gw.Factory.Services.GetService(typeof(HelixAgent.Api.Gateway.ProviderRegistry)) is HelixAgent.Api.Gateway.ProviderRegistry r
-        ? r.Models.Single().Id : throw new InvalidOperationException();
+        ? r.Models.Single(m => !m.IsEnsemble).Id : throw new InvalidOperationException();
 
     [Fact]
     public async Task A_repeated_deterministic_request_is_served_from_the_cache_without_an_upstream_call()
