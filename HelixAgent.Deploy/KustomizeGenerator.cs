@@ -232,8 +232,9 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
                  """.Replace("\r", "", StringComparison.Ordinal));
         }
         var podMeta = new YamlMap { { "labels", labels } };
-        if (isApi)
+        if (isProject)
         {
+            // The API and the worker both serve /metrics (the worker: its maintenance jobs' outcomes).
             podMeta.Add("annotations", new YamlMap
             {
                 { "prometheus.io/scrape", "true" },

@@ -1,3 +1,4 @@
+using HelixAgent.Observability;
 using HelixAgent.Worker.Jobs;
 
 namespace HelixAgent.Worker;
@@ -14,7 +15,8 @@ public static class WorkerProgram
         var builder = WebApplication.CreateBuilder(manual ? [] : args);
 
         builder.AddBasicServiceDefaults();
-        builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(JobRunner.Meter.Name));
+        builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(JobRunner.MeterName));
+        builder.Services.AddPrometheusExposition(JobRunner.MeterName);
         builder.AddNpgsqlDataSource(KnownResourceNames.Database, configureSettings: s => s.DisableHealthChecks = true,
             configureDataSourceBuilder: b => HelixAgent.Data.DatabasePool.Configure(b, builder.Configuration[HelixAgent.Data.DatabasePool.MaxOpenKey]));
         builder.AddSchemaMigrations();
@@ -33,6 +35,9 @@ public static class WorkerProgram
             return await JobCommand.RunAsync(app.Services, args[1..]);
         }
         app.MapDefaultEndpoints();
+        app.MapPrometheusMetrics();
+        // Listen before the first job runs, so its numbers are in the first scrape.
+        app.Services.GetRequiredService<PrometheusExposition>();
         await app.RunAsync();
         return 0;
     }

@@ -7,6 +7,7 @@ using HelixAgent.Api.Ledger;
 using Microsoft.Extensions.Options;
 using HelixAgent.Api.Infrastructure;
 using HelixAgent.Api.Observability;
+using HelixAgent.Observability;
 using StackExchange.Redis;
 
 namespace HelixAgent.Api.Extensions;
@@ -37,7 +38,7 @@ internal static class Extensions
             sp.GetRequiredService<ClusterRateLimiter>(),
             sp.GetRequiredService<NpgsqlPoolMetrics>(),
             sp.GetRequiredService<ResponseCache>()));
-        builder.Services.AddSingleton<PrometheusExposition>();
+        builder.Services.AddPrometheusExposition(GatewayMetrics.MeterName, CompletionLedger.MeterName);
         builder.Services.AddOptions<HealthOptions>().BindConfiguration(HealthOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<IProviderHealthSource, RegistryProviderHealth>();

@@ -17,7 +17,7 @@ public sealed class GatewayMetrics
     public const string MeterName = "HelixAgent";
 
     /// <summary>Seconds, 5 ms … 60 s.</summary>
-    public static readonly double[] LatencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+    public static readonly double[] LatencyBuckets = HelixAgent.Observability.PrometheusExposition.DefaultBuckets;
 
     /// <summary>Seconds, 0.5 ms … 10 s (database round trips).</summary>
     public static readonly double[] DbBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

@@ -25,10 +25,15 @@ public sealed record JobRun(string Job, JobOutcome Outcome, long Rows, TimeSpan 
 /// </summary>
 public sealed partial class JobRunner : IHealthCheck
 {
-    public static readonly Meter Meter = new("HelixAgent.Worker");
-    private static readonly Histogram<double> Duration = Meter.CreateHistogram<double>("helixagent_worker_job_duration_seconds", description: "Duration of maintenance job runs.");
-    private static readonly Counter<long> Rows = Meter.CreateCounter<long>("helixagent_worker_job_rows_total", description: "Rows touched by maintenance jobs.");
-    private static readonly Counter<long> Failures = Meter.CreateCounter<long>("helixagent_worker_job_failures_total", description: "Failed maintenance job runs.");
+    /// <summary>The worker's meter (OpenTelemetry and <c>/metrics</c>).</summary>
+    public const string MeterName = "HelixAgent.Worker";
+
+    /// <summary>The job's label. Not <c>job</c>: Prometheus gives every scraped series its own <c>job</c> label.</summary>
+    public const string JobLabel = "worker_job";
+
+    private readonly Histogram<double> _duration;
+    private readonly Counter<long> _rows;
+    private readonly Counter<long> _failures;
 
     private readonly NpgsqlDataSource _db;
     private readonly WorkerOptions _options;
@@ -37,15 +42,21 @@ public sealed partial class JobRunner : IHealthCheck
     private readonly ConcurrentDictionary<string, int> _consecutiveFailures = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, DateTimeOffset> _lastSuccess = new(StringComparer.Ordinal);
 
-    public JobRunner(NpgsqlDataSource db, WorkerOptions options, TimeProvider time, ILogger<JobRunner> logger, IEnumerable<IMaintenanceJob> jobs)
+    public JobRunner(NpgsqlDataSource db, WorkerOptions options, TimeProvider time, ILogger<JobRunner> logger, IEnumerable<IMaintenanceJob> jobs,
+        IMeterFactory meters)
     {
+        var meter = meters.Create(MeterName);
+        _duration = meter.CreateHistogram("helixagent_worker_job_duration_seconds", unit: null, description: "Duration of maintenance job runs.",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.1, 1, 10, 60, 300, 1800] });
+        _rows = meter.CreateCounter<long>("helixagent_worker_job_rows_total", description: "Rows touched by maintenance jobs.");
+        _failures = meter.CreateCounter<long>("helixagent_worker_job_failures_total", description: "Failed maintenance job runs.");
         _db = db;
         _options = options;
         _time = time;
         _logger = logger;
         Jobs = jobs.ToDictionary(j => j.Name, StringComparer.Ordinal);
-        Meter.CreateObservableGauge("helixagent_worker_job_last_success_timestamp_seconds",
-            () => _lastSuccess.Select(kv => new Measurement<double>(kv.Value.ToUnixTimeMilliseconds() / 1000.0, new KeyValuePair<string, object?>("job", kv.Key))),
+        meter.CreateObservableGauge("helixagent_worker_job_last_success_timestamp_seconds",
+            () => _lastSuccess.Select(kv => new Measurement<double>(kv.Value.ToUnixTimeMilliseconds() / 1000.0, new KeyValuePair<string, object?>(JobLabel, kv.Key))),
             description: "Unix time of each job's last successful run.");
     }
 
@@ -76,8 +87,8 @@ public sealed partial class JobRunner : IHealthCheck
                 """, job.Name, _time.GetUtcNow(), ct, elapsed.TotalMilliseconds, rows);
             _consecutiveFailures[job.Name] = 0;
             _lastSuccess[job.Name] = _time.GetUtcNow();
-            Duration.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("job", job.Name));
-            Rows.Add(rows, new KeyValuePair<string, object?>("job", job.Name));
+            _duration.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>(JobLabel, job.Name));
+            _rows.Add(rows, new KeyValuePair<string, object?>(JobLabel, job.Name));
             LogRan(_logger, job.Name, rows, elapsed.TotalMilliseconds);
             return new JobRun(job.Name, JobOutcome.Succeeded, rows, elapsed, null);
         }
@@ -85,7 +96,7 @@ public sealed partial class JobRunner : IHealthCheck
         {
             var elapsed = Stopwatch.GetElapsedTime(started);
             var failures = _consecutiveFailures.AddOrUpdate(job.Name, 1, (_, n) => n + 1);
-            Failures.Add(1, new KeyValuePair<string, object?>("job", job.Name));
+            _failures.Add(1, new KeyValuePair<string, object?>(JobLabel, job.Name));
             LogFailed(_logger, job.Name, failures, ex.Message);
             try
             {

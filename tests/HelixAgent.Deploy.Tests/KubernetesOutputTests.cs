@@ -213,6 +213,10 @@ public sealed partial class KubernetesOutputTests
         var worker = Output.Deployment("helixagent-worker");
         Assert.Equal(1, worker.Spec.Replicas);
         Assert.Equal("helixagent-worker:1.0.0", Assert.Single(worker.Spec.Template.Spec.Containers).Image);
+        // Prometheus finds the worker's job metrics the same way as the API's.
+        Assert.Equal(("true", "8080", "/metrics"), (worker.Spec.Template.Metadata.Annotations["prometheus.io/scrape"],
+            worker.Spec.Template.Metadata.Annotations["prometheus.io/port"], worker.Spec.Template.Metadata.Annotations["prometheus.io/path"]));
+        Assert.Null(Output.Deployment("redis").Spec.Template.Metadata.Annotations);
 
         var pg = Assert.Single(Output.OfType<V1StatefulSet>());
         Assert.Equal("postgres", pg.Metadata.Name);

@@ -3,7 +3,10 @@ using System.Text;
 
 namespace HelixAgent.Tests.Infrastructure;
 
-/// <summary>The built <c>helixagent</c> binary as a real OS process: for signals, exit codes and the CLI.</summary>
+/// <summary>
+/// The built <c>helixagent</c> binary (or another of ours, such as <c>helixagent-worker</c>) as a real OS process: for
+/// signals, exit codes and the CLI.
+/// </summary>
 internal sealed class ApiProcess : IAsyncDisposable
 {
     private readonly Process _process;
@@ -20,7 +23,7 @@ internal sealed class ApiProcess : IAsyncDisposable
         Port = port;
     }
 
-    public static async Task<ApiProcess> StartAsync(IDictionary<string, string> env)
+    public static async Task<ApiProcess> StartAsync(IDictionary<string, string> env, string? dll = null)
     {
         var port = ServerProcess.FreePort();
         var psi = new ProcessStartInfo("dotnet")
@@ -29,7 +32,7 @@ internal sealed class ApiProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        psi.ArgumentList.Add(RepoPaths.ApiDll);
+        psi.ArgumentList.Add(dll ?? RepoPaths.ApiDll);
         psi.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
         psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Testing";
         psi.Environment["Health__CacheSeconds"] = "0";

@@ -5,14 +5,16 @@ internal static class RepoPaths
     public static string Root { get; } = FindRoot();
 
     /// <summary>The built <c>helixagent</c> binary of the same configuration as this test assembly.</summary>
-    public static string ApiDll
+    public static string ApiDll => Built("HelixAgent.Api", "helixagent.dll");
+
+    /// <summary>The built <c>helixagent-worker</c> binary of the same configuration as this test assembly.</summary>
+    public static string WorkerDll => Built("HelixAgent.Worker", "helixagent-worker.dll");
+
+    private static string Built(string project, string file)
     {
-        get
-        {
-            var config = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}") ? "Release" : "Debug";
-            var dll = Path.Combine(Root, "HelixAgent.Api", "bin", config, "net10.0", "helixagent.dll");
-            return File.Exists(dll) ? dll : throw new FileNotFoundException("build the solution first", dll);
-        }
+        var config = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}") ? "Release" : "Debug";
+        var dll = Path.Combine(Root, project, "bin", config, "net10.0", file);
+        return File.Exists(dll) ? dll : throw new FileNotFoundException("build the solution first", dll);
     }
 
     private static string FindRoot()

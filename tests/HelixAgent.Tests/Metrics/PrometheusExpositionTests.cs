@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using HelixAgent.Api.Observability;
+using HelixAgent.Observability;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace HelixAgent.Tests.Metrics;
@@ -15,7 +16,7 @@ public sealed class PrometheusExpositionTests
         using var services = Services();
         using var other = Services();
         var factory = services.GetRequiredService<IMeterFactory>();
-        using var exposition = new PrometheusExposition(factory);
+        using var exposition = new PrometheusExposition(factory, GatewayMetrics.MeterName);
         var meter = factory.Create(GatewayMetrics.MeterName);
         var counter = meter.CreateCounter<long>("helixagent_requests_total", description: "Requests.");
         var histogram = meter.CreateHistogram("helixagent_request_duration", unit: "s", description: null, tags: null,

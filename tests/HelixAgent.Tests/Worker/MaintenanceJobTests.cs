@@ -26,7 +26,14 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
     private static JobRunner Runner(NpgsqlDataSource db, WorkerOptions options) => new(db, options, TimeProvider.System,
         NullLogger<JobRunner>.Instance,
-        [new RetentionJob(options, TimeProvider.System), new KeyExpiryJob(options, TimeProvider.System), new VacuumJob(), new RollupJob(options, TimeProvider.System)]);
+        [new RetentionJob(options, TimeProvider.System), new KeyExpiryJob(options, TimeProvider.System), new VacuumJob(), new RollupJob(options, TimeProvider.System)],
+        Meters);
+
+    /// <summary>One meter factory per test class instance is enough: nothing here reads the job metrics.</summary>
+    private static readonly System.Diagnostics.Metrics.IMeterFactory Meters =
+        Microsoft.Extensions.DependencyInjection.ServiceCollectionContainerBuilderExtensions.BuildServiceProvider(
+            Microsoft.Extensions.DependencyInjection.MetricsServiceExtensions.AddMetrics(new Microsoft.Extensions.DependencyInjection.ServiceCollection()))
+        .GetService(typeof(System.Diagnostics.Metrics.IMeterFactory)) as System.Diagnostics.Metrics.IMeterFactory ?? throw new InvalidOperationException();
 
     private static async Task InsertCompletionsAsync(NpgsqlDataSource db, int count, DateTimeOffset at, string model = "m", string provider = "p",
         int status = 200, Guid? keyId = null, string? keyName = null, double latency = 100)
@@ -170,6 +177,45 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
     }
 
     [Fact]
+    public async Task The_running_worker_serves_each_jobs_outcome_on_metrics_for_prometheus_to_scrape()
+    {
+        var (cs, db) = await DatabaseAsync();
+        await using var _ = db;
+        await InsertCompletionsAsync(db, 7, Now);
+        await using (var rename = db.CreateCommand("ALTER TABLE api_keys RENAME TO api_keys_away"))
+        {
+            await rename.ExecuteNonQueryAsync(); // expire-keys fails at start
+        }
+        await using var worker = await ApiProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["ConnectionStrings__helixagent-db"] = cs,
+            ["Worker__Jobs__vacuum__IntervalSeconds"] = "0",
+        }, RepoPaths.WorkerDll);
+        using var http = new HttpClient { BaseAddress = worker.BaseAddress };
+
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        string metrics;
+        do
+        {
+            await Task.Delay(200);
+            metrics = await http.GetStringAsync("/metrics");
+        }
+        while (!(metrics.Contains("worker_job=\"rollup\"", StringComparison.Ordinal) && metrics.Contains("helixagent_worker_job_failures_total{worker_job=\"expire-keys\"}", StringComparison.Ordinal))
+            && DateTime.UtcNow < deadline);
+
+        var lines = metrics.Split('\n');
+        Assert.Contains("# TYPE helixagent_worker_job_rows_total counter", lines);
+        Assert.Contains("helixagent_worker_job_rows_total{worker_job=\"rollup\"} 1", lines);
+        Assert.Contains("helixagent_worker_job_duration_seconds_count{worker_job=\"rollup\"} 1", lines);
+        Assert.Contains("helixagent_worker_job_failures_total{worker_job=\"expire-keys\"} 1", lines);
+        var lastSuccess = lines.Single(l => l.StartsWith("helixagent_worker_job_last_success_timestamp_seconds{worker_job=\"rollup\"}", StringComparison.Ordinal));
+        var at = DateTimeOffset.FromUnixTimeMilliseconds((long)(double.Parse(lastSuccess.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture) * 1000));
+        Assert.InRange(at, Now, DateTimeOffset.UtcNow);
+        Assert.DoesNotContain(lines, l => l.StartsWith("helixagent_worker_job_last_success_timestamp_seconds{worker_job=\"expire-keys\"}", StringComparison.Ordinal));
+        Assert.DoesNotContain(lines, l => l.Contains("worker_job=\"vacuum\"", StringComparison.Ordinal)); // disabled: never ran
+    }
+
+    [Fact]
     public async Task The_worker_cli_runs_a_job_on_demand_and_rejects_unknown_jobs()
     {
         var (cs, db) = await DatabaseAsync();
@@ -216,10 +262,8 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
     private static async Task<(int ExitCode, string Stdout, string Stderr)> RunWorkerAsync(string cs, params string[] args)
     {
-        var dll = RepoPaths.ApiDll.Replace(Path.Combine("HelixAgent.Api", "bin"), Path.Combine("HelixAgent.Worker", "bin"), StringComparison.Ordinal)
-            .Replace("helixagent.dll", "helixagent-worker.dll", StringComparison.Ordinal);
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(dll);
+        psi.ArgumentList.Add(RepoPaths.WorkerDll);
         foreach (var a in args)
         {
             psi.ArgumentList.Add(a);

@@ -2,12 +2,16 @@ using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
 
-namespace HelixAgent.Api.Observability;
+namespace HelixAgent.Observability;
 
 /// <summary>
-/// Serves this app's own meters (<see cref="GatewayMetrics.MeterName"/> and the ledger's) in the Prometheus text
-/// exposition format, with the instrument names written verbatim (no unit or <c>_total</c> suffixes added). A
+/// Serves this app's own meters (the names it is given: the API's gateway and ledger meters, the worker's job meter) in
+/// the Prometheus text exposition format, with the instrument names written verbatim (no unit or <c>_total</c> suffixes added). A
 /// <see cref="MeterListener"/> aggregates cumulatively; only meters created by this host's <see cref="IMeterFactory"/>
 /// are read, so several hosts in one process (tests) never mix their numbers.
 /// </summary>
@@ -15,17 +19,20 @@ public sealed class PrometheusExposition : IDisposable
 {
     public const string ContentType = "text/plain; version=0.0.4; charset=utf-8";
 
-    private static readonly string[] MeterNames = [GatewayMetrics.MeterName, Ledger.CompletionLedger.MeterName];
+    /// <summary>Histogram buckets (seconds) for instruments that do not advise their own.</summary>
+    public static readonly double[] DefaultBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+    private readonly string[] _meterNames;
     private readonly MeterListener _listener = new();
     private readonly ConcurrentDictionary<Instrument, InstrumentState> _instruments = new();
     private readonly Lock _scrape = new();
 
-    public PrometheusExposition(IMeterFactory factory)
+    public PrometheusExposition(IMeterFactory factory, params string[] meterNames)
     {
+        _meterNames = meterNames;
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (ReferenceEquals(instrument.Meter.Scope, factory) && Array.IndexOf(MeterNames, instrument.Meter.Name) >= 0)
+            if (ReferenceEquals(instrument.Meter.Scope, factory) && Array.IndexOf(_meterNames, instrument.Meter.Name) >= 0)
             {
                 var state = new InstrumentState(instrument);
                 _instruments[instrument] = state;
@@ -76,7 +83,7 @@ public sealed class PrometheusExposition : IDisposable
             _gauge = definition == typeof(ObservableGauge<>) || definition == typeof(Gauge<>) ||
                 definition == typeof(UpDownCounter<>) || definition == typeof(ObservableUpDownCounter<>);
             _additive = !instrument.IsObservable && definition != typeof(Gauge<>);
-            _bounds = (instrument as Histogram<double>)?.Advice?.HistogramBucketBoundaries?.ToArray() ?? GatewayMetrics.LatencyBuckets;
+            _bounds = (instrument as Histogram<double>)?.Advice?.HistogramBucketBoundaries?.ToArray() ?? DefaultBuckets;
         }
 
         public Instrument Instrument { get; }
@@ -243,4 +250,19 @@ public sealed class PrometheusExposition : IDisposable
 
     private static string Format(double v) =>
         double.IsPositiveInfinity(v) ? "+Inf" : double.IsNegativeInfinity(v) ? "-Inf" : double.IsNaN(v) ? "NaN" : v.ToString("R", CultureInfo.InvariantCulture);
+}
+
+/// <summary>Registration and the <c>GET /metrics</c> endpoint.</summary>
+public static class PrometheusExpositionExtensions
+{
+    /// <summary>Serves <paramref name="meterNames"/> (meters created through this host's <see cref="IMeterFactory"/>).</summary>
+    public static IServiceCollection AddPrometheusExposition(this IServiceCollection services, params string[] meterNames) =>
+        services.AddSingleton(sp => new PrometheusExposition(sp.GetRequiredService<IMeterFactory>(), meterNames));
+
+    /// <summary><c>GET /metrics</c>: Prometheus text exposition, no key (like the health endpoints).</summary>
+    public static IEndpointRouteBuilder MapPrometheusMetrics(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/metrics", (PrometheusExposition exposition) => Results.Text(exposition.Scrape(), PrometheusExposition.ContentType));
+        return app;
+    }
 }
