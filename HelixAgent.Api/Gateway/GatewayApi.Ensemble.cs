@@ -23,7 +23,12 @@ internal static partial class GatewayApi
         {
             return;
         }
+        trace.Ensemble = true;
         var answers = await AskMembersAsync(s, route, body, trace, plan, ctx.RequestAborted);
+        foreach (var a in answers)
+        {
+            s.Metrics.EnsembleMember(trace.Model, a.Target.Provider.Name, a.Result is not null ? "ok" : a.TimedOut ? "timeout" : "error");
+        }
         var ok = answers.Where(a => a.Result is not null).ToList();
         trace.Attempts = answers.Sum(a => a.Attempts);
         trace.Usage = new TokenUsage(ok.Sum(a => a.Result!.Usage.PromptTokens), ok.Sum(a => a.Result!.Usage.CompletionTokens));
@@ -40,6 +45,7 @@ internal static partial class GatewayApi
         var chosen = EnsembleScoring.Choose(plan.Strategy, candidates, out var scores, out var votes);
         var winner = ok[chosen];
         trace.Provider = winner.Target.Provider.Name;
+        s.Metrics.EnsembleSelected(trace.Model, trace.Provider);
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
 
         var block = new JsonObject

@@ -19,6 +19,9 @@ public sealed class RequestTrace(string requestId, string model, string endpoint
     public TokenUsage Usage { get; set; }
     public double? TtftMs { get; set; }
     public bool CacheHit { get; set; }
+
+    /// <summary>Answered by an ensemble: <see cref="Attempts"/> counts every member's attempts.</summary>
+    public bool Ensemble { get; set; }
     public int Status { get; set; } = 200;
     public string? ErrorType { get; set; }
 }

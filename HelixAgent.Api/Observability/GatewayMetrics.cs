@@ -33,6 +33,8 @@ public sealed class GatewayMetrics
     private readonly Counter<long> _tokens;
     private readonly Histogram<double> _ttft;
     private readonly Histogram<double> _dbQuery;
+    private readonly Counter<long> _ensembleMembers;
+    private readonly Counter<long> _ensembleSelected;
     private long _cacheHits;
     private long _cacheMisses;
     private long _cacheLocalHits;
@@ -57,6 +59,10 @@ public sealed class GatewayMetrics
         _dbQuery = meter.CreateHistogram("helixagent_db_query_duration_seconds", unit: null,
             description: "PostgreSQL query duration in seconds by operation.",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = DbBuckets });
+
+        _ensembleMembers = meter.CreateCounter<long>("helixagent_ensemble_member_answers_total",
+            description: "Ensemble members asked, by provider and outcome (ok, error, timeout: no answer within the ensemble's timeout).");
+        _ensembleSelected = meter.CreateCounter<long>("helixagent_ensemble_selected_total", description: "Ensemble answers served, by the provider whose answer was chosen.");
 
         meter.CreateObservableGauge("helixagent_provider_health", () => ProviderHealth(registry),
             description: "Provider availability: 1 healthy, 0.5 degraded, 0 unhealthy.");
@@ -103,7 +109,7 @@ public sealed class GatewayMetrics
 
         if (trace.Status < 400 && trace.Provider is not null)
         {
-            if (trace.Attempts > 1)
+            if (trace.Attempts > 1 && !trace.Ensemble) // an ensemble asks several providers by design: not a fallback
             {
                 _fallbacks.Add(1, new KeyValuePair<string, object?>("model", trace.Model));
             }
@@ -125,6 +131,14 @@ public sealed class GatewayMetrics
     }
 
     /// <summary>One upstream attempt and how it ended.</summary>
+    /// <summary>One member of an ensemble: it answered (<c>ok</c>), failed (<c>error</c>) or ran out of the ensemble's time (<c>timeout</c>).</summary>
+    public void EnsembleMember(string model, string provider, string outcome) =>
+        _ensembleMembers.Add(1, new TagList { { "model", model }, { "provider", provider }, { "outcome", outcome } });
+
+    /// <summary>An ensemble answer was served from <paramref name="provider"/>'s answer.</summary>
+    public void EnsembleSelected(string model, string provider) =>
+        _ensembleSelected.Add(1, new TagList { { "model", model }, { "provider", provider } });
+
     public void ProviderAttempt(string provider, string outcome, TimeSpan elapsed)
     {
         var p = new KeyValuePair<string, object?>("provider", provider);

@@ -186,6 +186,35 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
     }
 
     [Fact]
+    public async Task Metrics_count_each_members_outcome_and_the_chosen_provider_and_no_fallback()
+    {
+        var (gw, up) = await StartAsync([Paris, Paris, Paris]);
+        try
+        {
+            up[2].Fail(FakeFault.Status500);
+            Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", EnsembleChat())).StatusCode);
+            var metrics = await gw.Anonymous().GetStringAsync("/metrics");
+
+            static double Sum(string metrics, string name, params string[] labels) => metrics.Split('\n')
+                .Where(l => l.StartsWith(name + "{", StringComparison.Ordinal) && labels.All(x => l.Contains(x, StringComparison.Ordinal)))
+                .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+            const string model = "model=\"helixagent-ensemble\"";
+            Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p0\"", "outcome=\"ok\""));
+            Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p1\"", "outcome=\"ok\""));
+            Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p2\"", "outcome=\"error\""));
+            Assert.Equal(1, Sum(metrics, "helixagent_ensemble_selected_total", model));
+            Assert.Equal(0, Sum(metrics, "helixagent_ensemble_selected_total", model, "provider=\"p2\""));
+            Assert.Equal(1, Sum(metrics, "helixagent_requests_total", model, "status_class=\"2xx\""));
+            // Asking three providers is what an ensemble is for, not a failover.
+            Assert.Equal(0, Sum(metrics, "helixagent_fallbacks_total", model));
+        }
+        finally
+        {
+            await DisposeAsync(gw, up);
+        }
+    }
+
+    [Fact]
     public async Task Fewer_answers_than_min_providers_is_a_502_naming_each_failure_and_still_a_ledger_row()
     {
         var (gw, up) = await StartAsync([Paris, Paris, Paris]);
