@@ -45,14 +45,9 @@ public sealed partial class MaintenanceMode(IServiceProvider services, ILogger<M
         {
             return;
         }
-        try
-        {
-            await redis.GetSubscriber().SubscribeAsync(Channel, (_, message) => _on = message == "on");
-        }
-        catch (Exception ex) when (RedisOutage.Is(ex))
-        {
-            LogUnreachable(logger, ex.Message);
-        }
+        // Changes arrive by message once subscribed (retried until Redis answers); the poll below is the safety net.
+        var subscription = RedisSubscription.SubscribeUntilDoneAsync(redis, Channel, (_, message) => _on = message == "on",
+            reason => LogUnreachable(logger, reason), stoppingToken);
         using var timer = new PeriodicTimer(PollInterval);
         do
         {
@@ -68,7 +63,20 @@ public sealed partial class MaintenanceMode(IServiceProvider services, ILogger<M
                 LogUnreachable(logger, ex.Message);
             }
         }
-        while (await timer.WaitForNextTickAsync(stoppingToken));
+        while (await WaitAsync(timer, stoppingToken));
+        await subscription;
+    }
+
+    private static async Task<bool> WaitAsync(PeriodicTimer timer, CancellationToken stoppingToken)
+    {
+        try
+        {
+            return await timer.WaitForNextTickAsync(stoppingToken);
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
     }
 
     [LoggerMessage(40, LogLevel.Warning, "Maintenance flag unreadable ({Reason}); keeping the last known state")]

@@ -332,7 +332,10 @@ public sealed partial class ResponseCache : IHostedService
         return new CachedAnswer(value.AsMemory(second + 1), new TokenUsage(prompt, completion));
     }
 
-    private IConnectionMultiplexer? Redis() => _services.GetService<IConnectionMultiplexer>() is { IsConnected: true } redis ? redis : null;
+    private IConnectionMultiplexer? _multiplexer;
+
+    /// <summary>The multiplexer while it is connected. Resolved on first use (resolving it connects), then kept.</summary>
+    private IConnectionMultiplexer? Redis() => (_multiplexer ??= _services.GetService<IConnectionMultiplexer>()) is { IsConnected: true } redis ? redis : null;
 
     /// <summary>Listens for flushes in the background: a slow or absent Redis never delays or fails the start.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
