@@ -298,6 +298,59 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
         }
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task The_openai_sdk_gets_the_tool_call_two_providers_agree_on_plain_or_streamed(bool stream)
+    {
+        var (gw, up) = await StartAsync([Paris, Paris, "I would rather not say."]);
+        try
+        {
+            up[0].NextToolCall = new FakeToolCall("get_weather", """{"city":"Paris"}""");
+            up[1].NextToolCall = new FakeToolCall("get_weather", """{"city":"Paris"}""");
+            var tool = OpenAI.Chat.ChatTool.CreateFunctionTool("get_weather", "weather",
+                BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"}}}"""));
+            var chat = OpenAiSdkTests.Sdk(gw).GetChatClient("helixagent-ensemble");
+            var options = new OpenAI.Chat.ChatCompletionOptions { Tools = { tool } };
+            OpenAI.Chat.ChatMessage[] messages = [new OpenAI.Chat.UserChatMessage("weather in Paris?")];
+
+            string? name = null, id = null;
+            var arguments = new System.Text.StringBuilder();
+            OpenAI.Chat.ChatFinishReason? finish = null;
+            if (stream)
+            {
+                await foreach (var update in chat.CompleteChatStreamingAsync(messages, options))
+                {
+                    foreach (var call in update.ToolCallUpdates)
+                    {
+                        name ??= call.FunctionName;
+                        id ??= call.ToolCallId;
+                        arguments.Append(call.FunctionArgumentsUpdate?.ToString());
+                    }
+                    finish ??= update.FinishReason;
+                }
+            }
+            else
+            {
+                OpenAI.Chat.ChatCompletion completion = await chat.CompleteChatAsync(messages, options);
+                var call = Assert.Single(completion.ToolCalls);
+                (name, id, finish) = (call.FunctionName, call.Id, completion.FinishReason);
+                arguments.Append(call.FunctionArguments.ToString());
+            }
+
+            Assert.Equal("get_weather", name);
+            Assert.False(string.IsNullOrEmpty(id));
+            Assert.Equal("Paris", JsonDocument.Parse(arguments.ToString()).RootElement.GetProperty("city").GetString());
+            Assert.Equal(OpenAI.Chat.ChatFinishReason.ToolCalls, finish);
+            // Every member was offered the tool, in its own protocol's shape.
+            Assert.All(up, u => Assert.Contains("get_weather", u.Requests.Single().Body));
+        }
+        finally
+        {
+            await DisposeAsync(gw, up);
+        }
+    }
+
     [Fact]
     public async Task Ensemble_config_on_an_ordinary_model_asks_each_of_its_providers_instead_of_only_the_first()
     {
