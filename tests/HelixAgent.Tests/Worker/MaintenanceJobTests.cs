@@ -193,21 +193,31 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
         }, RepoPaths.WorkerDll);
         using var http = new HttpClient { BaseAddress = worker.BaseAddress };
 
+        // A scrape is not one snapshot across instruments (a job may finish while it is written): poll until every
+        // line this test expects is there, or 30 s pass.
+        string[] expected =
+        [
+            "# TYPE helixagent_worker_job_rows_total counter",
+            "helixagent_worker_job_rows_total{worker_job=\"rollup\"} 1",
+            "helixagent_worker_job_duration_seconds_count{worker_job=\"rollup\"} 1",
+            "helixagent_worker_job_failures_total{worker_job=\"expire-keys\"} 1",
+        ];
         var deadline = DateTime.UtcNow.AddSeconds(30);
         string metrics;
+        string[] lines;
         do
         {
             await Task.Delay(200);
             metrics = await http.GetStringAsync("/metrics");
+            lines = metrics.Split('\n');
         }
-        while (!(metrics.Contains("worker_job=\"rollup\"", StringComparison.Ordinal) && metrics.Contains("helixagent_worker_job_failures_total{worker_job=\"expire-keys\"}", StringComparison.Ordinal))
+        while (!(expected.All(lines.Contains) && lines.Any(l => l.StartsWith("helixagent_worker_job_last_success_timestamp_seconds{worker_job=\"rollup\"}", StringComparison.Ordinal)))
             && DateTime.UtcNow < deadline);
 
-        var lines = metrics.Split('\n');
-        Assert.Contains("# TYPE helixagent_worker_job_rows_total counter", lines);
-        Assert.Contains("helixagent_worker_job_rows_total{worker_job=\"rollup\"} 1", lines);
-        Assert.Contains("helixagent_worker_job_duration_seconds_count{worker_job=\"rollup\"} 1", lines);
-        Assert.Contains("helixagent_worker_job_failures_total{worker_job=\"expire-keys\"} 1", lines);
+        foreach (var line in expected)
+        {
+            Assert.True(lines.Contains(line), $"no line {line} in:\n{metrics}");
+        }
         var lastSuccess = lines.Single(l => l.StartsWith("helixagent_worker_job_last_success_timestamp_seconds{worker_job=\"rollup\"}", StringComparison.Ordinal));
         var at = DateTimeOffset.FromUnixTimeMilliseconds((long)(double.Parse(lastSuccess.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture) * 1000));
         Assert.InRange(at, Now, DateTimeOffset.UtcNow);
