@@ -172,12 +172,19 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
         var (gw, up) = setup;
         up[2].Fail(FakeFault.Status500);
         Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", EnsembleChat())).StatusCode);
-        var metrics = await gw.Anonymous().GetStringAsync("/metrics");
 
         static double Sum(string metrics, string name, params string[] labels) => metrics.Split('\n')
             .Where(l => l.StartsWith(name + "{", StringComparison.Ordinal) && labels.All(x => l.Contains(x, StringComparison.Ordinal)))
             .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
         const string model = "model=\"helixagent-ensemble\"";
+        // The request is counted once its answer has been written: wait for that before reading the rest.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        var metrics = await gw.Anonymous().GetStringAsync("/metrics");
+        while (Sum(metrics, "helixagent_requests_total", model) == 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+            metrics = await gw.Anonymous().GetStringAsync("/metrics");
+        }
         Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p0\"", "outcome=\"ok\""));
         Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p1\"", "outcome=\"ok\""));
         Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p2\"", "outcome=\"error\""));
