@@ -60,6 +60,25 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
         return new Setup(await GatewayHarness.StartAsync(postgres, redis, s), up);
     }
 
+    /// <summary>Waits until this class's Redis holds <paramref name="count"/> cached answers (only deterministic requests make them).</summary>
+    private async Task WaitForCachedEntriesAsync(int count)
+    {
+        await using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+        var server = admin.GetServers()[0];
+        for (var deadline = DateTime.UtcNow.AddSeconds(10); DateTime.UtcNow < deadline; await Task.Delay(20))
+        {
+            var keys = 0;
+            await foreach (var _ in server.KeysAsync(pattern: HelixAgent.Api.Gateway.ResponseCache.Prefix + "*"))
+            {
+                keys++;
+            }
+            if (keys >= count)
+            {
+                return;
+            }
+        }
+    }
+
     private static JsonObject EnsembleChat(JsonObject? config = null, string model = "helixagent-ensemble", bool stream = false)
     {
         var body = GatewayHarness.Chat(model, "what is the capital of France", stream);
@@ -323,6 +342,32 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
         Assert.Equal(2, answer["ensemble"]!["responses"]!.AsArray().Count);
         // ensemble_config is the gateway's own field: no provider ever sees it.
         Assert.All(up.SelectMany(u => u.Requests), r => Assert.DoesNotContain("ensemble_config", r.Body));
+    }
+
+    [Fact]
+    public async Task A_repeated_deterministic_ensemble_request_is_answered_from_the_cache_without_asking_any_provider()
+    {
+        await using var setup = await StartAsync([Paris, Paris]);
+        var (gw, up) = setup;
+        JsonObject Deterministic(string strategy)
+        {
+            var body = EnsembleChat(new JsonObject { ["strategy"] = strategy });
+            body["temperature"] = 0;
+            return body;
+        }
+
+        using var first = await gw.PostJsonAsync("/v1/chat/completions", Deterministic("majority_vote"));
+        var firstBody = await first.Content.ReadAsStringAsync();
+        await WaitForCachedEntriesAsync(1); // the cache write is not awaited by the request
+        using var second = await gw.PostJsonAsync("/v1/chat/completions", Deterministic("majority_vote"));
+
+        Assert.Equal(("miss", "hit"), (first.Headers.GetValues("x-helixagent-cache").Single(), second.Headers.GetValues("x-helixagent-cache").Single()));
+        Assert.Equal(firstBody, await second.Content.ReadAsStringAsync());
+        Assert.All(up, u => Assert.Equal(1, u.RequestCount));
+        // Another ensemble_config is another question: it is not served the first one's answer.
+        using var other = await gw.PostJsonAsync("/v1/chat/completions", Deterministic("confidence_weighted"));
+        Assert.Equal("miss", other.Headers.GetValues("x-helixagent-cache").Single());
+        Assert.All(up, u => Assert.Equal(2, u.RequestCount));
     }
 
     [Fact]
