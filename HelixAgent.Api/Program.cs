@@ -5,6 +5,7 @@ using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Health;
 using HelixAgent.Api.Infrastructure;
 using HelixAgent.Api.Observability;
+using HelixAgent.Observability;
 
 if (CommandLine.IsCommand(args))
 {
@@ -38,7 +39,7 @@ app.MapGatewayApi();
 app.MapProvidersApi();
 app.MapAdminApi();
 app.MapDiagnosticsApi();
-app.MapMetricsApi();
+app.MapPrometheusMetrics();
 
 await app.RunAsync();
 return 0;

@@ -82,6 +82,7 @@ internal static class Extensions
             sp.GetRequiredService<IConfiguration>(),
             sp.GetRequiredService<IHostEnvironment>(),
             sp.GetRequiredService<IOptions<GatewayOptions>>().Value,
+            sp.GetRequiredService<IOptions<EnsembleOptions>>().Value,
             sp.GetRequiredService<HttpClient>(),
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<ProviderRegistry>>()));

@@ -46,6 +46,7 @@ public sealed class ProviderRegistry
         IConfiguration configuration,
         IHostEnvironment environment,
         GatewayOptions gateway,
+        EnsembleOptions ensemble,
         HttpClient upstreamHttp,
         TimeProvider time,
         ILogger<ProviderRegistry> logger)
@@ -136,7 +137,6 @@ public sealed class ProviderRegistry
             AddRoute(new ModelRoute(model, implicitTargets[model], gateway.Strategy, []));
         }
 
-        var ensemble = configuration.GetSection(EnsembleOptions.Section).Get<EnsembleOptions>() ?? new EnsembleOptions();
         if (ensemble.Enabled && !_routes.ContainsKey(EnsembleOptions.ModelName) && EnsembleMembers(ensemble, providers) is { Count: > 0 } members)
         {
             AddRoute(new ModelRoute(EnsembleOptions.ModelName, members, ModelRoute.EnsembleStrategy, []));
@@ -154,7 +154,7 @@ public sealed class ProviderRegistry
         {
             foreach (var entry in _providers.Values)
             {
-                if (entry.Options.Models.FirstOrDefault(m => !m.Contains("embed", StringComparison.OrdinalIgnoreCase)) is { } model)
+                if (FirstChatModel(entry.Options) is { } model)
                 {
                     members.Add(new RouteTarget(entry, model));
                 }
@@ -172,11 +172,17 @@ public sealed class ProviderRegistry
             }
             if (_providers.TryGetValue(providerName, out var entry))
             {
-                members.Add(new RouteTarget(entry, slash < 0 ? options.Models[0] : member[(slash + 1)..]));
+                var model = slash < 0 ? FirstChatModel(options) : member[(slash + 1)..];
+                members.Add(new RouteTarget(entry, model ?? throw new GatewayConfigurationException(
+                    $"Ensemble:Members:{i} names provider '{providerName}', which lists only embedding models: name the model as '{providerName}/<model>'.")));
             }
         }
         return members;
     }
+
+    /// <summary>A provider's first model that is not an embedding model (by name), or null.</summary>
+    private static string? FirstChatModel(ProviderOptions options) =>
+        options.Models.FirstOrDefault(m => !m.Contains("embed", StringComparison.OrdinalIgnoreCase));
 
     public bool TryGetRoute(string model, out ModelRoute route) => _routes.TryGetValue(model, out route!);
 
