@@ -60,6 +60,11 @@ public sealed class ComposeGenerator(AspireManifest manifest, string version)
         {
             { "image", isProject ? $"{name}:{version}" : resource.GetProperty("image").GetString()! },
         };
+        if (isProject)
+        {
+            // `docker-compose up -d` builds a missing image from the Dockerfile's stage of the same name.
+            service.Add("build", new YamlMap { { "context", "." }, { "target", name } }, "Dockerfile stage; docker-compose build rebuilds it");
+        }
         if (name == KustomizeGenerator.ApiName)
         {
             service.Add("container_name", name, "runbook: docker stats helixagent");

@@ -25,7 +25,7 @@ internal static class AccessCommands
             throw new CommandLineException(KeysUsage);
         }
         var flags = Flags.Parse(args[1..], KeysUsage);
-        await using var dataSource = NpgsqlDataSource.Create(CommandLine.ResolveConnectionString());
+        await using var dataSource = HelixAgent.Data.DatabasePool.CreateDataSource(CommandLine.ResolveConnectionString());
         var store = new ApiKeyStore(dataSource);
         var now = time.GetUtcNow();
         try

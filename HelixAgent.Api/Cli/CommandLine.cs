@@ -71,7 +71,7 @@ internal static class CommandLine
         {
             throw new CommandLineException("usage: helixagent migrate up|down|status");
         }
-        await using var dataSource = NpgsqlDataSource.Create(ResolveConnectionString());
+        await using var dataSource = HelixAgent.Data.DatabasePool.CreateDataSource(ResolveConnectionString());
         var migrator = new SchemaMigrator(dataSource);
         switch (args[0])
         {

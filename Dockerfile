@@ -1,0 +1,50 @@
+# Container images of the gateway and the worker (the runbook's "Deploying Updates"):
+#
+#   docker build -t helixagent:1.0.0 .                                  # the API and `helixagent` CLI (default target)
+#   docker build --target helixagent-worker -t helixagent-worker:1.0.0 .
+#
+# docker-compose.yml builds both when they are missing. The final images are Microsoft's ASP.NET Core runtime image
+# with the published app in /app, running as the image's non-root user ($APP_UID, 1654) on port 8080. SDK_IMAGE and
+# RUNTIME_IMAGE pick other base images (a mirror, or a pinned digest).
+ARG SDK_IMAGE=mcr.microsoft.com/dotnet/sdk:10.0
+ARG RUNTIME_IMAGE=mcr.microsoft.com/dotnet/aspnet:10.0
+
+FROM ${SDK_IMAGE} AS build
+WORKDIR /src
+# Restore first, from the project files only, so that a change to the code reuses the restored layer.
+# (global.json is left out by .dockerignore: the image's SDK is the newest 10.0 feature band, whatever its number.)
+COPY Directory.Build.props Directory.Packages.props ./
+COPY HelixAgent.Api/HelixAgent.Api.csproj HelixAgent.Api/
+COPY HelixAgent.Worker/HelixAgent.Worker.csproj HelixAgent.Worker/
+COPY HelixAgent.ServiceDefaults/HelixAgent.ServiceDefaults.csproj HelixAgent.ServiceDefaults/
+COPY HelixAgent.Data/HelixAgent.Data.csproj HelixAgent.Data/
+RUN dotnet restore HelixAgent.Api/HelixAgent.Api.csproj \
+ && dotnet restore HelixAgent.Worker/HelixAgent.Worker.csproj
+COPY HelixAgent.Api/ HelixAgent.Api/
+COPY HelixAgent.Worker/ HelixAgent.Worker/
+COPY HelixAgent.ServiceDefaults/ HelixAgent.ServiceDefaults/
+COPY HelixAgent.Data/ HelixAgent.Data/
+RUN dotnet publish HelixAgent.Api/HelixAgent.Api.csproj -c Release --no-restore -o /out/helixagent \
+ && dotnet publish HelixAgent.Worker/HelixAgent.Worker.csproj -c Release --no-restore -o /out/helixagent-worker \
+ && mkdir -p /out/log
+
+FROM ${RUNTIME_IMAGE} AS helixagent-worker
+WORKDIR /app
+COPY --from=build /out/helixagent-worker/ ./
+ENV ASPNETCORE_HTTP_PORTS=8080
+EXPOSE 8080
+USER $APP_UID
+ENTRYPOINT ["/app/helixagent-worker"]
+
+# Last, so that a plain `docker build .` builds the API.
+FROM ${RUNTIME_IMAGE} AS helixagent
+WORKDIR /app
+COPY --from=build /out/helixagent/ ./
+# Logging__File__Path=/var/log/helixagent/app.log writes the runbook's log file here (owned by the app user).
+COPY --from=build --chown=$APP_UID /out/log/ /var/log/helixagent/
+ENV ASPNETCORE_HTTP_PORTS=8080 \
+    PATH=/app:$PATH
+EXPOSE 8080
+USER $APP_UID
+# `docker exec <container> helixagent keys rotate --name X` runs the CLI (the same binary, on PATH).
+ENTRYPOINT ["/app/helixagent"]
