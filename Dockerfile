@@ -24,8 +24,8 @@ COPY HelixAgent.Api/ HelixAgent.Api/
 COPY HelixAgent.Worker/ HelixAgent.Worker/
 COPY HelixAgent.ServiceDefaults/ HelixAgent.ServiceDefaults/
 COPY HelixAgent.Data/ HelixAgent.Data/
-RUN dotnet publish HelixAgent.Api/HelixAgent.Api.csproj -c Release --no-restore -o /out/helixagent \
- && dotnet publish HelixAgent.Worker/HelixAgent.Worker.csproj -c Release --no-restore -o /out/helixagent-worker \
+RUN dotnet publish HelixAgent.Api/HelixAgent.Api.csproj -c Release --no-restore --disable-build-servers -o /out/helixagent \
+ && dotnet publish HelixAgent.Worker/HelixAgent.Worker.csproj -c Release --no-restore --disable-build-servers -o /out/helixagent-worker \
  && mkdir -p /out/log
 
 FROM ${RUNTIME_IMAGE} AS helixagent-worker

@@ -55,6 +55,25 @@ public sealed partial class ComposeTests
     [Theory]
     [InlineData("helixagent")]
     [InlineData("helixagent-worker")]
+    public void Docker_compose_up_builds_each_missing_project_image_from_the_dockerfile_stage_of_its_name(string name)
+    {
+        var build = (YamlMappingNode)Service(name)["build"];
+        Assert.Equal(".", build["context"].ToString());
+        Assert.Equal(name, build["target"].ToString());
+        Assert.Equal($"{name}:1.0.0", Service(name)["image"].ToString());
+        var stages = StagePattern().Matches(File.ReadAllText(Path.Combine(KustomizeOutput.RepoRoot, "Dockerfile")))
+            .Select(m => m.Groups[1].Value).ToList();
+        Assert.Contains(name, stages);
+        // `docker build -t helixagent:v1.2.0 .` (the runbook) builds the last stage: the API.
+        Assert.Equal("helixagent", stages[^1]);
+    }
+
+    [GeneratedRegex(@"(?im)^FROM\s+\S+\s+AS\s+(\S+)\s*$")]
+    private static partial Regex StagePattern();
+
+    [Theory]
+    [InlineData("helixagent")]
+    [InlineData("helixagent-worker")]
     [InlineData("postgres")]
     [InlineData("redis")]
     public void Environment_matches_the_kubernetes_output(string name)

@@ -9,6 +9,19 @@ namespace HelixAgent.Tests.Worker;
 public sealed class DatabasePoolTests(PostgresServer postgres, RedisServer redis)
     : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
 {
+    [Theory]
+    [InlineData("Host=db;Database=d", GssEncryptionMode.Disable)]
+    [InlineData("Host=db;Database=d;GSS Encryption Mode=Require", GssEncryptionMode.Require)]
+    [InlineData("Host=db;Database=d;gssencryptionmode=prefer", GssEncryptionMode.Prefer)]
+    public void Gss_encryption_is_off_unless_the_connection_string_asks_for_it(string connectionString, GssEncryptionMode expected)
+    {
+        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        HelixAgent.Data.DatabasePool.Configure(builder, null);
+        Assert.Equal(expected, builder.ConnectionStringBuilder.GssEncryptionMode);
+        using var cli = HelixAgent.Data.DatabasePool.CreateDataSource(connectionString);
+        Assert.Equal(expected, new NpgsqlConnectionStringBuilder(cli.ConnectionString).GssEncryptionMode);
+    }
+
     [Fact]
     public async Task Max_open_sizes_the_pool_and_requests_queueing_for_it_show_as_pending()
     {

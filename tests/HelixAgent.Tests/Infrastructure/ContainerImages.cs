@@ -1,0 +1,259 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+
+namespace HelixAgent.Tests.Infrastructure;
+
+/// <summary>
+/// The repository's <c>Dockerfile</c>, built as the runbook builds it (<c>docker build -t helixagent:v1.2.0 .</c>, and
+/// <c>--target helixagent-worker</c> for the worker) with buildah: it needs no daemon, and these machines have no Docker
+/// engine. Builds go to a container storage of the tests' own (never the machine's default one). Microsoft's base
+/// images cannot be pulled here, so <c>scripts/local-base-images.sh</c> first puts stand-ins under the same names into
+/// that storage: Debian 12 with this machine's .NET and the official images' user and environment. The Dockerfile
+/// itself is used unchanged. The NuGet packages folder is lent to the build so restore does not download them again.
+/// </summary>
+public sealed class ContainerImages : IAsyncLifetime
+{
+    public const string ApiImage = "helixagent:v1.2.0";
+    public const string WorkerImage = "helixagent-worker:1.0.0";
+    private const string StorageRoot = "/var/tmp/helixagent-test-containers/storage";
+    private const string RunRoot = "/var/tmp/helixagent-test-containers/run";
+
+    private readonly List<string> _containers = [];
+
+    public string BuildLog { get; private set; } = "";
+
+    public async Task InitializeAsync()
+    {
+        if (!ServerProcess.IsRoot)
+        {
+            throw new InvalidOperationException("The container image tests build with rootful buildah: run the tests as root, after ./scripts/install-deps.sh.");
+        }
+        await RunAsync("bash", [Path.Combine(RepoPaths.Root, "scripts", "local-base-images.sh"), "--root", StorageRoot, "--runroot", RunRoot],
+            RepoPaths.Root, TimeSpan.FromMinutes(10));
+        var nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p
+            ? p
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        string[] common = ["bud", "--isolation", "chroot", "--layers", "-v", $"{nuget}:/root/.nuget/packages"];
+        var api = await BuildahAsync([.. common, "-t", ApiImage, "."], TimeSpan.FromMinutes(10));
+        var worker = await BuildahAsync([.. common, "--target", "helixagent-worker", "-t", WorkerImage, "."], TimeSpan.FromMinutes(10));
+        BuildLog = api + worker;
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var name in _containers)
+        {
+            await BuildahAsync(["rm", name], TimeSpan.FromMinutes(1), check: false);
+        }
+    }
+
+    /// <summary>The image's OCI config (<c>User</c>, <c>Entrypoint</c>, <c>Env</c>, <c>ExposedPorts</c>, ...).</summary>
+    public async Task<JsonElement> ConfigAsync(string image)
+    {
+        var json = await BuildahAsync(["inspect", "--type", "image", image], TimeSpan.FromMinutes(1));
+        return JsonDocument.Parse(json).RootElement.GetProperty("OCIv1").GetProperty("config").Clone();
+    }
+
+    /// <summary>A container of <paramref name="image"/>, not started yet: <see cref="Container.StartAsync"/>.</summary>
+    public async Task<Container> CreateAsync(string image)
+    {
+        var name = "helixagent-test-" + Guid.NewGuid().ToString("N")[..12];
+        await BuildahAsync(["from", "--name", name, image], TimeSpan.FromMinutes(1));
+        _containers.Add(name);
+        var config = await ConfigAsync(image);
+        var entrypoint = config.GetProperty("Entrypoint").EnumerateArray().Select(e => e.GetString()!).ToArray();
+        return new Container(this, name, entrypoint);
+    }
+
+    internal string[] Buildah(params string[] args) => ["buildah", "--root", StorageRoot, "--runroot", RunRoot, .. args];
+
+    internal Task<string> BuildahAsync(string[] args, TimeSpan timeout, bool check = true)
+    {
+        var command = Buildah(args);
+        return RunAsync(command[0], command[1..], RepoPaths.Root, timeout, check);
+    }
+
+    private static async Task<string> RunAsync(string file, string[] args, string workingDirectory, TimeSpan timeout, bool check = true)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = workingDirectory,
+        };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} took over {timeout}: {await stderr}");
+        }
+        if (check && p.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {p.ExitCode}:\n{await stdout}\n{await stderr}");
+        }
+        return await stdout;
+    }
+}
+
+/// <summary>
+/// One container, run the way <c>docker run --network host</c> runs it: the image's entrypoint as its user, in its
+/// working directory, with its environment plus the given one. <see cref="ExecAsync"/> is <c>docker exec</c>.
+/// </summary>
+public sealed class Container(ContainerImages images, string name, string[] entrypoint) : IAsyncDisposable
+{
+    private Process? _process;
+
+    public StringBuilder Log { get; } = new();
+
+    public string Name => name;
+
+    public void Start(IDictionary<string, string> env)
+    {
+        var psi = Info(env, entrypoint);
+        var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        p.OutputDataReceived += (_, e) => { lock (Log) { Log.AppendLine(e.Data); } };
+        p.ErrorDataReceived += (_, e) => { lock (Log) { Log.AppendLine(e.Data); } };
+        p.Start();
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        _process = p;
+    }
+
+    public bool HasExited => _process is { HasExited: true };
+
+    public string LogText()
+    {
+        lock (Log)
+        {
+            return Log.ToString();
+        }
+    }
+
+    /// <summary>Runs a command in the container (<c>docker exec</c>); returns its exit code and output.</summary>
+    public async Task<(int ExitCode, string Output)> ExecAsync(IDictionary<string, string> env, params string[] command)
+    {
+        using var p = Process.Start(Info(env, command))!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromMinutes(1)).Token);
+        return (p.ExitCode, await stdout + await stderr);
+    }
+
+    /// <summary>SIGTERM to the entrypoint's process, as <c>docker stop</c> and Kubernetes send it.</summary>
+    public void Terminate()
+    {
+        var pid = EntrypointProcess() ?? throw new InvalidOperationException($"{entrypoint[0]} is not running in {name}: {LogText()}");
+        ServerProcess.Run("kill", ["-TERM", pid.ToString(CultureInfo.InvariantCulture)]);
+    }
+
+    /// <summary>The entrypoint's exit code (buildah run passes it on).</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        var p = _process ?? throw new InvalidOperationException("not started");
+        await p.WaitForExitAsync(new CancellationTokenSource(timeout).Token);
+        return p.ExitCode;
+    }
+
+    /// <summary>A file in the container's filesystem.</summary>
+    public async Task<string> ReadFileAsync(string path)
+    {
+        var root = (await images.BuildahAsync(["mount", name], TimeSpan.FromMinutes(1))).Trim();
+        return await File.ReadAllTextAsync(Path.Combine(root, path.TrimStart('/')));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill(entireProcessTree: true);
+            await p.WaitForExitAsync();
+        }
+        _process?.Dispose();
+    }
+
+    private ProcessStartInfo Info(IDictionary<string, string> env, string[] command)
+    {
+        var args = new List<string> { "run", "--isolation", "chroot", "--network", "host" };
+        foreach (var (k, v) in env)
+        {
+            args.Add("-e");
+            args.Add($"{k}={v}");
+        }
+        args.Add(name);
+        args.Add("--");
+        args.AddRange(command);
+        var full = images.Buildah([.. args]);
+        var psi = new ProcessStartInfo(full[0])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = Path.GetTempPath(),
+        };
+        foreach (var a in full[1..])
+        {
+            psi.ArgumentList.Add(a);
+        }
+        return psi;
+    }
+
+    /// <summary>The entrypoint's pid: the descendant of the buildah process with the entrypoint's name.</summary>
+    private int? EntrypointProcess()
+    {
+        if (_process is null)
+        {
+            return null;
+        }
+        var parents = new Dictionary<int, int>();
+        var names = new Dictionary<int, string>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid))
+            {
+                continue;
+            }
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var close = stat.LastIndexOf(')');
+                names[pid] = stat[(stat.IndexOf('(') + 1)..close];
+                parents[pid] = int.Parse(stat[(close + 2)..].Split(' ')[1], CultureInfo.InvariantCulture);
+            }
+            catch (IOException)
+            {
+                // gone meanwhile
+            }
+        }
+        var comm = Path.GetFileName(entrypoint[0]);
+        comm = comm[..Math.Min(15, comm.Length)];
+        foreach (var (pid, processName) in names)
+        {
+            if (processName != comm)
+            {
+                continue;
+            }
+            for (var p = pid; parents.TryGetValue(p, out var parent); p = parent)
+            {
+                if (parent == _process.Id)
+                {
+                    return pid;
+                }
+            }
+        }
+        return null;
+    }
+}
