@@ -227,8 +227,8 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
             }), $"""
                  Secret {TlsSecret} (runbook: Certificate Rotation) is optional: the pod starts without it. To serve HTTPS
                  from the pod, add to .{ApiName}.secrets (or the env) Kestrel__Certificates__Default__Path={TlsMountPath}/tls.crt,
-                 Kestrel__Certificates__Default__KeyPath={TlsMountPath}/tls.key and an https URL in ASPNETCORE_URLS;
-                 Kestrel refuses to start if those files are missing, so they are not set by default.
+                 Kestrel__Certificates__Default__KeyPath={TlsMountPath}/tls.key and HTTPS_PORTS=8443 (plain HTTP stays
+                 on 8080 for the probes); Kestrel refuses to start if those files are missing, so none is set by default.
                  """.Replace("\r", "", StringComparison.Ordinal));
         }
         var podMeta = new YamlMap { { "labels", labels } };

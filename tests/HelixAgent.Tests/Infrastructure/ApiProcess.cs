@@ -23,7 +23,16 @@ internal sealed class ApiProcess : IAsyncDisposable
         Port = port;
     }
 
-    public static async Task<ApiProcess> StartAsync(IDictionary<string, string> env, string? dll = null)
+    /// <summary>
+    /// Plain HTTP on <see cref="Port"/> and HTTPS on <paramref name="httpsPort"/>, the way the Kubernetes manifests
+    /// configure it (<c>HTTP_PORTS</c>, <c>HTTPS_PORTS</c>; no <c>ASPNETCORE_URLS</c>); the certificate comes from
+    /// <paramref name="env"/> (<c>Kestrel__Certificates__Default__Path</c>, <c>KeyPath</c>).
+    /// </summary>
+    public static Task<ApiProcess> StartWithHttpsAsync(IDictionary<string, string> env, int httpsPort) =>
+        StartAsync(new Dictionary<string, string>(env) { ["HTTPS_PORTS"] = httpsPort.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+            plainPortsOnly: true);
+
+    public static async Task<ApiProcess> StartAsync(IDictionary<string, string> env, string? dll = null, bool plainPortsOnly = false)
     {
         var port = ServerProcess.FreePort();
         var psi = new ProcessStartInfo("dotnet")
@@ -33,7 +42,11 @@ internal sealed class ApiProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         psi.ArgumentList.Add(dll ?? RepoPaths.ApiDll);
-        psi.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
+        psi.Environment["ASPNETCORE_URLS"] = plainPortsOnly ? "" : $"http://127.0.0.1:{port}";
+        if (plainPortsOnly)
+        {
+            psi.Environment["HTTP_PORTS"] = port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
         psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Testing";
         psi.Environment["Health__CacheSeconds"] = "0";
         foreach (var (k, v) in env)
