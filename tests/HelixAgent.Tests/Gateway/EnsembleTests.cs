@@ -98,6 +98,40 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
         answer["ensemble"]!["responses"]!.AsArray().Single(r => (string?)r!["provider"] == provider)!.AsObject();
 
     [Fact]
+    public async Task A_key_allowed_only_an_ordinary_model_is_refused_the_virtual_model_but_may_ensemble_that_models_own_providers()
+    {
+        await using var setup = await StartAsync([Paris, Paris, Paris]);
+        var (gw, up) = setup;
+        string narrow, ensembleOnly;
+        await using (var ds = Npgsql.NpgsqlDataSource.Create(gw.DatabaseConnectionString))
+        {
+            var store = new HelixAgent.Data.ApiKeyStore(ds);
+            narrow = (await store.CreateAsync("only-m", "client", null, null, ["m"], null, DateTimeOffset.UtcNow)).Secret;
+            ensembleOnly = (await store.CreateAsync("only-ensemble", "client", null, null, ["helixagent-ensemble"], null, DateTimeOffset.UtcNow)).Secret;
+        }
+
+        using var refused = await gw.WithKey(narrow).PostAsync("/v1/chat/completions", JsonBody(EnsembleChat()));
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Equal("model_not_allowed", (string?)(await JsonOf(refused))["error"]!["code"]);
+        Assert.All(up, u => Assert.Empty(u.Requests));
+
+        // ensemble_config on the allowed model asks that model's providers (here all three serve m).
+        using var own = await gw.WithKey(narrow).PostAsync("/v1/chat/completions",
+            JsonBody(EnsembleChat(new JsonObject { ["min_providers"] = 2 }, model: "m")));
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        Assert.Equal(3, (await JsonOf(own))["ensemble"]!["responses"]!.AsArray().Count);
+
+        // Allowing the virtual model grants the members the operator configured.
+        using var granted = await gw.WithKey(ensembleOnly).PostAsync("/v1/chat/completions", JsonBody(EnsembleChat()));
+        Assert.Equal(HttpStatusCode.OK, granted.StatusCode);
+        Assert.Equal(Paris, Content(await JsonOf(granted)));
+        using var plain = await gw.WithKey(ensembleOnly).PostAsync("/v1/chat/completions", JsonBody(GatewayHarness.Chat("m")));
+        Assert.Equal(HttpStatusCode.Forbidden, plain.StatusCode);
+    }
+
+    private static StringContent JsonBody(JsonObject body) => new(body.ToJsonString(), System.Text.Encoding.UTF8, "application/json");
+
+    [Fact]
     public async Task The_ensemble_asks_every_provider_and_serves_the_answer_the_others_agree_with_charging_what_all_of_them_spent()
     {
         await using var setup = await StartAsync([Lyon, Paris, Paris]);
