@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what HelixAgent needs on Debian/Ubuntu when it is missing: PostgreSQL and Redis (run by the AppHost as
 # local processes when no container runtime answers, and by the tests), promtool (Debian's prometheus package; the
-# tests check deploy/prometheus with it), and buildah and debootstrap (the tests build the Dockerfile's images without
+# tests check deploy/prometheus with it), and buildah and mmdebstrap (the tests build the Dockerfile's images without
 # a Docker engine; buildah is not a container runtime the AppHost would pick), and openssl (scripts/generate-certs.sh).
 # Idempotent and quiet when all is present.
 set -euo pipefail
@@ -11,14 +11,14 @@ have_redis() { command -v redis-server >/dev/null 2>&1; }
 have_promtool() { command -v promtool >/dev/null 2>&1; }
 have_buildah() { command -v buildah >/dev/null 2>&1; }
 have_openssl() { command -v openssl >/dev/null 2>&1; }
-have_debootstrap() { command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ]; }
+have_mmdebstrap() { command -v mmdebstrap >/dev/null 2>&1; }
 
 missing=()
 have_postgres || missing+=(postgresql)
 have_redis || missing+=(redis-server)
 have_promtool || missing+=(prometheus)
 have_buildah || missing+=(buildah)
-have_debootstrap || missing+=(debootstrap)
+have_mmdebstrap || missing+=(mmdebstrap)
 have_openssl || missing+=(openssl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -37,4 +37,4 @@ if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/heli
 fi
 # The packages may start their own system-wide servers (postgresql, redis-server, prometheus); HelixAgent runs its own
 # on free ports and needs none of them.
-have_postgres && have_redis && have_promtool && have_buildah && have_debootstrap && have_openssl
+have_postgres && have_redis && have_promtool && have_buildah && have_mmdebstrap && have_openssl

@@ -79,8 +79,8 @@ public sealed partial class ContainerImageTests(ContainerImages images, Postgres
         var gateway = new Uri($"http://127.0.0.1:{apiPort}");
         await Until(async () => (await TryStatusAsync(http, new Uri(gateway, "/ready"))) == HttpStatusCode.OK, api, "/ready never answered 200");
 
-        // The first key, as the README says for Kubernetes: the CLI inside the running container.
-        var (created, output) = await api.ExecAsync(database, "helixagent", "keys", "create", "--name", "image-test");
+        // The first key from the CLI in the image (`docker run --rm helixagent:v1.2.0 helixagent keys create ...`).
+        var (created, output) = await images.RunOnceAsync(ContainerImages.ApiImage, database, "helixagent", "keys", "create", "--name", "image-test");
         Assert.True(created == 0, output);
         var key = KeyPattern().Match(output).Value;
         Assert.StartsWith("hxa_", key);
@@ -96,10 +96,12 @@ public sealed partial class ContainerImageTests(ContainerImages images, Postgres
         Assert.Equal(upstream.Reply, (string?)JsonNode.Parse(body)!["choices"]![0]!["message"]!["content"]);
         Assert.Equal("Bearer upstream-secret", Assert.Single(upstream.Requests, r => r.Method == "POST").Headers["Authorization"]);
 
-        api.Terminate();
-        Assert.Equal(0, await api.WaitForExitAsync(TimeSpan.FromSeconds(45)));
-        worker.Terminate();
-        Assert.Equal(0, await worker.WaitForExitAsync(TimeSpan.FromSeconds(45)));
+        foreach (var container in new[] { api, worker })
+        {
+            container.Terminate();
+            var exit = await container.WaitForExitAsync(TimeSpan.FromSeconds(45));
+            Assert.True(exit == 0, $"exit code {exit} after SIGTERM. Container log:\n{container.LogText()}");
+        }
 
         // The ledger row was written before the API exited.
         var row = Assert.Single(await GatewayHarness.ReadLedgerAsync(cs));

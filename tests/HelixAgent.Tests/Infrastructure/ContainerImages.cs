@@ -12,13 +12,18 @@ namespace HelixAgent.Tests.Infrastructure;
 /// images cannot be pulled here, so <c>scripts/local-base-images.sh</c> first puts stand-ins under the same names into
 /// that storage: Debian 12 with this machine's .NET and the official images' user and environment. The Dockerfile
 /// itself is used unchanged. The NuGet packages folder is lent to the build so restore does not download them again.
+/// As root buildah runs rootful; as any other user rootless (it needs the user's range in /etc/subuid).
 /// </summary>
 public sealed class ContainerImages : IAsyncLifetime
 {
     public const string ApiImage = "helixagent:v1.2.0";
     public const string WorkerImage = "helixagent-worker:1.0.0";
-    private const string StorageRoot = "/var/tmp/helixagent-test-containers/storage";
-    private const string RunRoot = "/var/tmp/helixagent-test-containers/run";
+    /// <summary>As root a machine-wide cache; as anyone else (rootless buildah) one in the user's home.</summary>
+    private static readonly string Storage = ServerProcess.IsRoot
+        ? "/var/tmp/helixagent-test-containers"
+        : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "helixagent-test-containers");
+    private static readonly string StorageRoot = Path.Combine(Storage, "storage");
+    private static readonly string RunRoot = Path.Combine(Storage, "run");
 
     private readonly List<string> _containers = [];
 
@@ -26,10 +31,6 @@ public sealed class ContainerImages : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        if (!ServerProcess.IsRoot)
-        {
-            throw new InvalidOperationException("The container image tests build with rootful buildah: run the tests as root, after ./scripts/install-deps.sh.");
-        }
         await RunAsync("bash", [Path.Combine(RepoPaths.Root, "scripts", "local-base-images.sh"), "--root", StorageRoot, "--runroot", RunRoot],
             RepoPaths.Root, TimeSpan.FromMinutes(10));
         var nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p
@@ -67,7 +68,17 @@ public sealed class ContainerImages : IAsyncLifetime
         return new Container(this, name, entrypoint);
     }
 
-    internal string[] Buildah(params string[] args) => ["buildah", "--root", StorageRoot, "--runroot", RunRoot, .. args];
+    /// <summary>
+    /// <c>docker run --rm IMAGE COMMAND</c>: the command in a container of its own, removed afterwards. (A second
+    /// <c>buildah run</c> in a container that is already running breaks rootless buildah 1.28's clean-up.)
+    /// </summary>
+    public async Task<(int ExitCode, string Output)> RunOnceAsync(string image, IDictionary<string, string> env, params string[] command)
+    {
+        await using var container = await CreateAsync(image);
+        return await container.ExecAsync(env, command);
+    }
+
+    internal string[] Buildah(params string[] args) => ["buildah", "--root", StorageRoot, "--runroot", RunRoot, "--storage-driver", "overlay", .. args];
 
     internal Task<string> BuildahAsync(string[] args, TimeSpan timeout, bool check = true)
     {
@@ -111,7 +122,7 @@ public sealed class ContainerImages : IAsyncLifetime
 
 /// <summary>
 /// One container, run the way <c>docker run --network host</c> runs it: the image's entrypoint as its user, in its
-/// working directory, with its environment plus the given one. <see cref="ExecAsync"/> is <c>docker exec</c>.
+/// working directory, with its environment plus the given one.
 /// </summary>
 public sealed class Container(ContainerImages images, string name, string[] entrypoint) : IAsyncDisposable
 {
@@ -143,7 +154,10 @@ public sealed class Container(ContainerImages images, string name, string[] entr
         }
     }
 
-    /// <summary>Runs a command in the container (<c>docker exec</c>); returns its exit code and output.</summary>
+    /// <summary>
+    /// Runs a command in the container's filesystem, as its user; returns its exit code and output. Not while the
+    /// entrypoint runs (see <see cref="ContainerImages.RunOnceAsync"/>).
+    /// </summary>
     public async Task<(int ExitCode, string Output)> ExecAsync(IDictionary<string, string> env, params string[] command)
     {
         using var p = Process.Start(Info(env, command))!;
@@ -168,17 +182,23 @@ public sealed class Container(ContainerImages images, string name, string[] entr
         return p.ExitCode;
     }
 
-    /// <summary>A file in the container's filesystem.</summary>
+    /// <summary>A file in the container's filesystem, read by the image's user (after the entrypoint has exited).</summary>
     public async Task<string> ReadFileAsync(string path)
     {
-        var root = (await images.BuildahAsync(["mount", name], TimeSpan.FromMinutes(1))).Trim();
-        return await File.ReadAllTextAsync(Path.Combine(root, path.TrimStart('/')));
+        var (code, output) = await ExecAsync(new Dictionary<string, string>(), "cat", path);
+        return code == 0 ? output : throw new FileNotFoundException(output, path);
     }
 
     public async ValueTask DisposeAsync()
     {
         if (_process is { HasExited: false } p)
         {
+            // The entrypoint first: buildah's chroot runner does not always go down with buildah, and a container left
+            // running would hold its port and database after the test.
+            if (EntrypointProcess() is { } pid)
+            {
+                ServerProcess.Run("kill", ["-KILL", pid.ToString(CultureInfo.InvariantCulture)]);
+            }
             p.Kill(entireProcessTree: true);
             await p.WaitForExitAsync();
         }
