@@ -13,8 +13,12 @@ namespace HelixAgent.Api.Gateway;
 /// </summary>
 internal static partial class GatewayApi
 {
-    /// <summary>What one member said, or why it said nothing.</summary>
-    private sealed record MemberAnswer(RouteTarget Target, ChatResult? Result, GatewayError? Error, double LatencyMs, int Attempts, bool TimedOut);
+    /// <summary>
+    /// What one member said, or why it said nothing: an error, or <paramref name="Skipped"/> (cancelled because a majority
+    /// had already answered the same, so its answer could not change the outcome).
+    /// </summary>
+    private sealed record MemberAnswer(RouteTarget Target, ChatResult? Result, GatewayError? Error, double LatencyMs, int Attempts, bool TimedOut,
+        bool Skipped = false);
 
     private static async Task EnsembleChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace,
         EnsemblePlan plan, bool legacy, bool includeUsage, CacheLookup? cache)
@@ -27,7 +31,7 @@ internal static partial class GatewayApi
         var answers = await AskMembersAsync(s, route, body, trace, plan, ctx.RequestAborted);
         foreach (var a in answers)
         {
-            s.Metrics.EnsembleMember(trace.Model, a.Target.Provider.Name, a.Result is not null ? "ok" : a.TimedOut ? "timeout" : "error");
+            s.Metrics.EnsembleMember(trace.Model, a.Target.Provider.Name, a.Result is not null ? "ok" : a.Skipped ? "skipped" : a.TimedOut ? "timeout" : "error");
         }
         var ok = answers.Where(a => a.Result is not null).ToList();
         trace.Attempts = answers.Sum(a => a.Attempts);
@@ -69,19 +73,46 @@ internal static partial class GatewayApi
         await WriteAndCacheAsync(ctx, s, cache?.Key, JsonBytes.Of(served), trace.Usage);
     }
 
-    /// <summary>Asks every member at once; returns when each has answered, failed, or run out of the ensemble's time.</summary>
+    /// <summary>
+    /// Asks every member at once; returns when each has answered, failed, or run out of the ensemble's time. With
+    /// <c>majority_vote</c>, once more than half of all members gave the same answer (and at least <c>min_providers</c>
+    /// answered), no other answer can win: the members still running are cancelled and marked skipped.
+    /// </summary>
     private static async Task<MemberAnswer[]> AskMembersAsync(GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, EnsemblePlan plan,
         CancellationToken clientAborted)
     {
         using var window = CancellationTokenSource.CreateLinkedTokenSource(clientAborted);
         window.CancelAfter(Min(plan.Timeout, s.Router.Remaining(trace)));
-        var answers = await Task.WhenAll(route.Targets.Select(t => AskMemberAsync(s, route, t, body, trace, plan, window.Token)));
+        using var decided = new CancellationTokenSource();
+        using var running = CancellationTokenSource.CreateLinkedTokenSource(window.Token, decided.Token);
+        var asked = route.Targets.Select(t => AskMemberAsync(s, route, t, body, trace, plan, running.Token, decided.Token)).ToArray();
+        if (plan.Strategy == EnsemblePlan.MajorityVote && asked.Length > 2)
+        {
+            var votes = new Dictionary<string, int>(StringComparer.Ordinal);
+            var answered = 0;
+            await foreach (var done in Task.WhenEach(asked))
+            {
+                if ((await done).Result is not { } result)
+                {
+                    continue;
+                }
+                answered++;
+                var said = EnsembleScoring.Normalize(EnsembleScoring.TextOf(result.Response));
+                var count = said.Length == 0 ? 0 : votes[said] = votes.GetValueOrDefault(said) + 1;
+                if (count * 2 > asked.Length && answered >= plan.MinProviders)
+                {
+                    await decided.CancelAsync();
+                    break;
+                }
+            }
+        }
+        var answers = await Task.WhenAll(asked);
         clientAborted.ThrowIfCancellationRequested();
         return answers;
     }
 
     private static async Task<MemberAnswer> AskMemberAsync(GatewayServices s, ModelRoute route, RouteTarget target, JsonObject body, RequestTrace trace,
-        EnsemblePlan plan, CancellationToken window)
+        EnsemblePlan plan, CancellationToken window, CancellationToken decided)
     {
         // Each member gets its own copy: a parsed body fills in its nodes lazily, which is not safe from several threads.
         var request = (JsonObject)body.DeepClone();
@@ -98,6 +129,10 @@ internal static partial class GatewayApi
                 window);
             success?.Cancellation.Dispose();
             return new MemberAnswer(target, success?.Value, error, Elapsed(s, started), memberTrace.Attempts, TimedOut: false);
+        }
+        catch (OperationCanceledException) when (decided.IsCancellationRequested)
+        {
+            return new MemberAnswer(target, null, null, Elapsed(s, started), memberTrace.Attempts, TimedOut: false, Skipped: true);
         }
         catch (OperationCanceledException)
         {
@@ -141,6 +176,11 @@ internal static partial class GatewayApi
             json["selected"] = selected;
             json["finish_reason"] = EnsembleScoring.FinishReasonOf(result.Response);
             json["usage"] = OpenAiShapes.UsageObject(result.Usage);
+        }
+        else if (a.Skipped)
+        {
+            json["status"] = "skipped";
+            json["reason"] = "a majority of the members had already given the same answer";
         }
         else
         {

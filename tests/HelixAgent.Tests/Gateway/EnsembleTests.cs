@@ -289,6 +289,39 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
     }
 
     [Fact]
+    public async Task A_majority_vote_answers_once_most_members_agree_and_cancels_the_member_still_running()
+    {
+        await using var setup = await StartAsync([Paris, Paris, Paris], s => s["Providers:p2:TimeoutSeconds"] = "60");
+        var (gw, up) = setup;
+        up[2].Fail(FakeFault.StallBeforeFirstByte);
+        // The ensemble would wait up to 60 s for p2; two of three agreeing is already a majority.
+        using var response = await gw.PostJsonAsync("/v1/chat/completions",
+            EnsembleChat(new JsonObject { ["strategy"] = "majority_vote", ["timeout"] = 60 }));
+        var answer = await JsonOf(response);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(Paris, Content(answer));
+        Assert.Equal("skipped", (string?)Member(answer, "p2")["status"]);
+        Assert.Null(Member(answer, "p2")["error"]);
+        Assert.Equal([2, 2], new[] { "p0", "p1" }.Select(p => Member(answer, p)["votes"]!.GetValue<int>()));
+        await up[2].WaitForCancellationAsync(); // the stalled call was cancelled, not left running
+        var metrics = await gw.Anonymous().GetStringAsync("/metrics");
+        Assert.Contains("helixagent_ensemble_member_answers_total{model=\"helixagent-ensemble\",provider=\"p2\",outcome=\"skipped\"} 1", metrics);
+
+        // Asked for all three answers, it waits for the third (here until its timeout).
+        using var strict = await gw.PostJsonAsync("/v1/chat/completions",
+            EnsembleChat(new JsonObject { ["strategy"] = "majority_vote", ["timeout"] = 1, ["min_providers"] = 3 }));
+        Assert.Equal(HttpStatusCode.GatewayTimeout, strict.StatusCode);
+        // Without a majority so far (p0 and p1 disagree), nothing is cut short either.
+        up[1].Reply = Lyon;
+        using var split = await gw.PostJsonAsync("/v1/chat/completions",
+            EnsembleChat(new JsonObject { ["strategy"] = "majority_vote", ["timeout"] = 1 }));
+        var splitAnswer = await JsonOf(split);
+        Assert.Equal(HttpStatusCode.OK, split.StatusCode);
+        Assert.Equal("ensemble_timeout", (string?)Member(splitAnswer, "p2")["error"]!["code"]);
+    }
+
+    [Fact]
     public async Task A_streamed_ensemble_answer_arrives_as_ordinary_chunks_with_the_block_on_the_finishing_one()
     {
         await using var setup = await StartAsync([Lyon, Paris, Paris]);
