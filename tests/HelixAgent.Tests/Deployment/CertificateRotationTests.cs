@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
@@ -124,19 +123,7 @@ public sealed class CertificateRotationTests(PostgresServer postgres, RedisServe
 
     private static async Task<(int ExitCode, string Output)> RunAsync(string dir, string file, Dictionary<string, string> env, params string[] args)
     {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir };
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        foreach (var (k, v) in env)
-        {
-            psi.Environment[k] = v;
-        }
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token);
-        return (p.ExitCode, await stdout + await stderr);
+        var (code, stdout, stderr) = await ServerProcess.RunAsync(file, args, dir, TimeSpan.FromSeconds(60), env);
+        return (code, stdout + stderr);
     }
 }

@@ -88,35 +88,12 @@ public sealed class ContainerImages : IAsyncLifetime
 
     private static async Task<string> RunAsync(string file, string[] args, string workingDirectory, TimeSpan timeout, bool check = true)
     {
-        var psi = new ProcessStartInfo(file)
+        var (code, stdout, stderr) = await ServerProcess.RunAsync(file, args, workingDirectory, timeout);
+        if (check && code != 0)
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory,
-        };
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {code}:\n{stdout}\n{stderr}");
         }
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await p.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', args)} took over {timeout}: {await stderr}");
-        }
-        if (check && p.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {p.ExitCode}:\n{await stdout}\n{await stderr}");
-        }
-        return await stdout;
+        return stdout;
     }
 }
 

@@ -29,6 +29,35 @@ internal static class ServerProcess
         return dir;
     }
 
+    /// <summary>
+    /// Runs <paramref name="file"/> to completion in <paramref name="workingDirectory"/> with <paramref name="env"/> added;
+    /// kills it and throws <see cref="TimeoutException"/> after <paramref name="timeout"/>. Never throws for an exit code.
+    /// </summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string file, IEnumerable<string> args,
+        string workingDirectory, TimeSpan timeout, IDictionary<string, string>? env = null)
+    {
+        var psi = Info(file, args);
+        psi.WorkingDirectory = workingDirectory;
+        foreach (var (k, v) in env ?? new Dictionary<string, string>())
+        {
+            psi.Environment[k] = v;
+        }
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} took over {timeout}: {await stderr}");
+        }
+        return (p.ExitCode, await stdout, await stderr);
+    }
+
     public static string Run(string file, IEnumerable<string> args, string? stdin = null)
     {
         var psi = Info(file, args);
