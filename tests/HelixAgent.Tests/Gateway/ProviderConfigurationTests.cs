@@ -35,7 +35,18 @@ public sealed class ProviderConfigurationTests(PostgresServer postgres, RedisSer
     [InlineData("Providers__bad__BaseUrl", "not a url", "Providers:bad:BaseUrl 'not a url' is not an absolute http(s) URL")]
     [InlineData("Routes__smart__Targets__0", "ghost/model", "Routes:smart:Targets names provider 'ghost'")]
     [InlineData("Ensemble__Members__0", "ghost/model", "Ensemble:Members:0 names provider 'ghost'")]
-    public async Task An_invalid_provider_configuration_stops_the_start_with_a_clear_message(string key, string value, string message)
+    public Task An_invalid_provider_configuration_stops_the_start_with_a_clear_message(string key, string value, string message) =>
+        AssertStartRefusedAsync(new() { [key] = value }, message);
+
+    [Fact]
+    public Task An_ensemble_member_named_only_by_a_provider_that_lists_only_embedding_models_stops_the_start() =>
+        AssertStartRefusedAsync(new()
+        {
+            ["Providers__bad__Models__0"] = "text-embedding-3-small",
+            ["Ensemble__Members__0"] = "bad",
+        }, "Ensemble:Members:0 names provider 'bad', which lists only embedding models: name the model as 'bad/<model>'.");
+
+    private async Task AssertStartRefusedAsync(Dictionary<string, string> settings, string message)
     {
         var env = new Dictionary<string, string>
         {
@@ -44,8 +55,11 @@ public sealed class ProviderConfigurationTests(PostgresServer postgres, RedisSer
             ["ASPNETCORE_URLS"] = $"http://127.0.0.1:{ServerProcess.FreePort()}",
             ["Providers__bad__Type"] = "openai",
             ["Providers__bad__Models__0"] = "m",
-            [key] = value,
         };
+        foreach (var (k, v) in settings)
+        {
+            env[k] = v;
+        }
         var result = await ApiProcess.RunCliAsync(env);
 
         Assert.Equal(78, result.ExitCode);
