@@ -109,17 +109,7 @@ public sealed class Container(ContainerImages images, string name, string[] entr
 
     public string Name => name;
 
-    public void Start(IDictionary<string, string> env)
-    {
-        var psi = Info(env, entrypoint);
-        var p = new Process { StartInfo = psi, EnableRaisingEvents = true };
-        p.OutputDataReceived += (_, e) => { lock (Log) { Log.AppendLine(e.Data); } };
-        p.ErrorDataReceived += (_, e) => { lock (Log) { Log.AppendLine(e.Data); } };
-        p.Start();
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        _process = p;
-    }
+    public void Start(IDictionary<string, string> env) => _process = ServerProcess.Start(Run(env, entrypoint), Log);
 
     public bool HasExited => _process is { HasExited: true };
 
@@ -137,11 +127,9 @@ public sealed class Container(ContainerImages images, string name, string[] entr
     /// </summary>
     public async Task<(int ExitCode, string Output)> ExecAsync(IDictionary<string, string> env, params string[] command)
     {
-        using var p = Process.Start(Info(env, command))!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromMinutes(1)).Token);
-        return (p.ExitCode, await stdout + await stderr);
+        var run = Run(env, command);
+        var (code, stdout, stderr) = await ServerProcess.RunAsync(run[0], run[1..], Path.GetTempPath(), TimeSpan.FromMinutes(1));
+        return (code, stdout + stderr);
     }
 
     /// <summary>SIGTERM to the entrypoint's process, as <c>docker stop</c> and Kubernetes send it.</summary>
@@ -182,7 +170,8 @@ public sealed class Container(ContainerImages images, string name, string[] entr
         _process?.Dispose();
     }
 
-    private ProcessStartInfo Info(IDictionary<string, string> env, string[] command)
+    /// <summary>The <c>buildah run</c> command line for <paramref name="command"/> in this container.</summary>
+    private string[] Run(IDictionary<string, string> env, string[] command)
     {
         var args = new List<string> { "run", "--isolation", "chroot", "--network", "host" };
         foreach (var (k, v) in env)
@@ -193,19 +182,7 @@ public sealed class Container(ContainerImages images, string name, string[] entr
         args.Add(name);
         args.Add("--");
         args.AddRange(command);
-        var full = images.Buildah([.. args]);
-        var psi = new ProcessStartInfo(full[0])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetTempPath(),
-        };
-        foreach (var a in full[1..])
-        {
-            psi.ArgumentList.Add(a);
-        }
-        return psi;
+        return images.Buildah([.. args]);
     }
 
     /// <summary>The entrypoint's pid: the descendant of the buildah process with the entrypoint's name.</summary>
