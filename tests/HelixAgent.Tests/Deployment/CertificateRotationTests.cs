@@ -6,9 +6,20 @@ using HelixAgent.Tests.Infrastructure;
 namespace HelixAgent.Tests.Deployment;
 
 /// <summary>
+/// Two gateway starts and openssl runs take a core each for a while: these tests run alone, after the parallel ones,
+/// so they do not slow the timing-sensitive tests beside them.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class DeploymentScriptsCollection
+{
+    public const string Name = "Deployment scripts";
+}
+
+/// <summary>
 /// The runbook's "Certificate Rotation": <c>./scripts/generate-certs.sh</c> writes <c>certs/server.crt</c> and
 /// <c>certs/server.key</c>, which <c>kubectl create secret tls helixagent-tls</c> takes and Kestrel serves.
 /// </summary>
+[Collection(DeploymentScriptsCollection.Name)]
 public sealed class CertificateRotationTests(PostgresServer postgres, RedisServer redis)
     : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
 {
