@@ -42,10 +42,9 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
     public async Task Health_answers_the_runbook_shape_with_measured_latencies()
     {
         await using var factory = new GatewayFactory(await MigratedDatabaseAsync(), redis.ConnectionString, OneProvider);
-        var (status, body) = await GetJsonAsync(factory.CreateClient(), "/health");
+        var (status, body) = await FirstHealthyAsync(factory.CreateClient());
 
         Assert.Equal(HttpStatusCode.OK, status);
-        Assert.Equal("healthy", body.GetProperty("status").GetString());
         var components = body.GetProperty("components");
         foreach (var name in new[] { "database", "redis" })
         {
@@ -75,7 +74,7 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
     {
         await using var factory = new GatewayFactory(await MigratedDatabaseAsync(), redis.ConnectionString, OneProvider);
         var client = factory.CreateClient();
-        Assert.Equal("healthy", (await GetJsonAsync(client, "/health")).Body.GetProperty("status").GetString());
+        await FirstHealthyAsync(client);
 
         await redis.StopAsync();
         try
@@ -228,6 +227,25 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
 
         Assert.All(storm, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
         Assert.Equal(afterFirst, Volatile.Read(ref queries));
+    }
+
+    /// <summary>
+    /// The first <c>/health</c> answer that says healthy. Right after a start on a loaded machine the Redis connection
+    /// may still be opening (the report then rightly says degraded, "not connected"); 20 s is far beyond that.
+    /// </summary>
+    private static async Task<(HttpStatusCode Status, JsonElement Body)> FirstHealthyAsync(HttpClient client)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (true)
+        {
+            var answer = await GetJsonAsync(client, "/health");
+            if (answer.Body.GetProperty("status").GetString() == "healthy")
+            {
+                return answer;
+            }
+            Assert.True(DateTime.UtcNow < deadline, $"/health not healthy within 20 s; last answer: {answer.Body.GetRawText()}");
+            await Task.Delay(200);
+        }
     }
 
     private static async Task Eventually(Func<Task<bool>> condition)
