@@ -40,10 +40,14 @@ ENTRYPOINT ["/app/helixagent-worker"]
 FROM ${RUNTIME_IMAGE} AS helixagent
 WORKDIR /app
 COPY --from=build /out/helixagent/ ./
-# Logging__File__Path=/var/log/helixagent/app.log writes the runbook's log file here (owned by the app user).
+# The runbook's log file (grep "provider error" /var/log/helixagent/app.log), written by the app user, besides the
+# console: JSON lines rolling at 50 MB, 5 files at most. Logging__File__Path= (empty) turns it off.
 COPY --from=build --chown=$APP_UID /out/log/ /var/log/helixagent/
 ENV ASPNETCORE_HTTP_PORTS=8080 \
-    PATH=/app:$PATH
+    PATH=/app:$PATH \
+    Logging__File__Path=/var/log/helixagent/app.log \
+    Logging__File__MaxBytes=52428800 \
+    Logging__File__Keep=5
 EXPOSE 8080
 USER $APP_UID
 # `docker exec <container> helixagent keys rotate --name X` runs the CLI (the same binary, on PATH).

@@ -18,6 +18,12 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
     public const string WorkerName = "helixagent-worker";
     public const string TlsSecret = "helixagent-tls";
     public const string TlsMountPath = "/etc/helixagent/tls";
+
+    /// <summary>The image writes the runbook's <c>app.log</c> here (<c>Logging__File__Path</c> in the Dockerfile).</summary>
+    public const string LogMountPath = "/var/log/helixagent";
+
+    /// <summary>Above the file log's most (5 files of 50 MB, the image's defaults): the kubelet evicts a pod past it.</summary>
+    public const string LogVolumeSizeLimit = "512Mi";
     public const int DrainDelaySeconds = 5;
     public const int PreStopSleepSeconds = 5;
     public const int TerminationGracePeriodSeconds = 45;
@@ -209,6 +215,7 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
         if (isApi)
         {
             mounts.Items.Add(new YamlMap { { "name", "tls" }, { "mountPath", TlsMountPath }, { "readOnly", true } });
+            mounts.Items.Add(new YamlMap { { "name", "logs" }, { "mountPath", LogMountPath } });
         }
         if (mounts.Items.Count > 0)
         {
@@ -224,11 +231,17 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
             {
                 { "name", "tls" },
                 { "secret", new YamlMap { { "secretName", TlsSecret }, { "optional", true } } },
+            }, new YamlMap
+            {
+                { "name", "logs" },
+                { "emptyDir", new YamlMap { { "sizeLimit", LogVolumeSizeLimit } } },
             }), $"""
                  Secret {TlsSecret} (runbook: Certificate Rotation) is optional: the pod starts without it. To serve HTTPS
                  from the pod, add to .{ApiName}.secrets (or the env) Kestrel__Certificates__Default__Path={TlsMountPath}/tls.crt,
                  Kestrel__Certificates__Default__KeyPath={TlsMountPath}/tls.key and HTTPS_PORTS=8443 (plain HTTP stays
                  on 8080 for the probes); Kestrel refuses to start if those files are missing, so none is set by default.
+                 Volume logs holds the runbook's log file (kubectl exec deploy/{ApiName} -- grep "provider error"
+                 {LogMountPath}/app.log); it outlives a container restart, not the pod.
                  """.Replace("\r", "", StringComparison.Ordinal));
         }
         var podMeta = new YamlMap { { "labels", labels } };

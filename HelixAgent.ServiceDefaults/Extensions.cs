@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Trace;
@@ -38,8 +39,20 @@ public static class Extensions
     /// <summary>Basic defaults for the worker: telemetry and health checks, no HTTP client conventions.</summary>
     public static TBuilder AddBasicServiceDefaults<TBuilder>(this TBuilder builder) where TBuilder : IHostApplicationBuilder
     {
+        builder.ConfigureConsoleLogging();
         builder.ConfigureOpenTelemetry();
         builder.Services.AddHealthChecks().AddCheck("self", () => HealthCheckResult.Healthy(), [LiveTag]);
+        return builder;
+    }
+
+    /// <summary>
+    /// Console logs as <see cref="LineConsoleFormatter"/> lines (level in capitals, one line per entry) unless
+    /// <c>Logging:Console:FormatterName</c> names another formatter (<c>simple</c>, <c>json</c>, <c>systemd</c>).
+    /// </summary>
+    public static TBuilder ConfigureConsoleLogging<TBuilder>(this TBuilder builder) where TBuilder : IHostApplicationBuilder
+    {
+        builder.Logging.AddConsoleFormatter<LineConsoleFormatter, LineConsoleFormatterOptions>();
+        builder.Services.Configure<ConsoleLoggerOptions>(o => o.FormatterName ??= LineConsoleFormatter.FormatterName);
         return builder;
     }
 

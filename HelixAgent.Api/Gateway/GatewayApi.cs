@@ -137,8 +137,20 @@ internal static partial class GatewayApi
             trace.Status = 499;
             trace.ErrorType = "client_disconnected";
         }
+        catch (Exception ex)
+        {
+            // A defect: the exception handler answers 500 and logs the exception; the ledger row must say 500 too.
+            trace.Status = 500;
+            trace.ErrorType = "internal_error";
+            trace.ErrorMessage = ex.GetType().Name;
+            throw;
+        }
         finally
         {
+            if (trace.Status >= 500)
+            {
+                LogRequestFailed(s.Log, trace.Endpoint, trace.Model, trace.Status, trace.ErrorType, trace.Attempts, trace.ErrorMessage);
+            }
             s.Ledger.Record(ToRecord(trace, s.Time));
             TagRequestSpan(trace);
             s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
@@ -351,6 +363,7 @@ internal static partial class GatewayApi
     {
         trace.Status = status;
         trace.ErrorType = code;
+        trace.ErrorMessage = message;
         var error = new JsonObject
         {
             ["error"] = new JsonObject { ["message"] = message, ["type"] = type, ["param"] = null, ["code"] = code },
@@ -435,6 +448,7 @@ internal static partial class GatewayApi
     {
         trace.Status = error.Status;
         trace.ErrorType = error.Code;
+        trace.ErrorMessage = error.Message;
         if (error.RetryAfter is { } retry)
         {
             ctx.Response.Headers.RetryAfter = ((int)Math.Ceiling(retry.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -546,4 +560,12 @@ internal static partial class GatewayApi
         t.Usage.PromptTokens, t.Usage.CompletionTokens,
         time.GetElapsedTime(t.StartTimestamp).TotalMilliseconds, t.TtftMs,
         t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow());
+
+    /// <summary>
+    /// A request the gateway could not serve (5xx to the client: every provider failed, a stream broke after its first
+    /// byte, a defect). Each failed attempt before it was a <c>provider error</c> warning; this is the line an on-call
+    /// engineer's <c>grep ERROR</c> finds.
+    /// </summary>
+    [LoggerMessage(30, LogLevel.Error, "request failed: {Endpoint} for model {Model} answered {Status} ({ErrorType}) after {Attempts} attempts: {Reason}")]
+    private static partial void LogRequestFailed(ILogger logger, string endpoint, string model, int status, string? errorType, int attempts, string? reason);
 }

@@ -24,6 +24,9 @@ public sealed class RequestTrace(string requestId, string model, string endpoint
     public bool Ensemble { get; set; }
     public int Status { get; set; } = 200;
     public string? ErrorType { get; set; }
+
+    /// <summary>What the client was told when the request failed (for the log; never sent anywhere else).</summary>
+    public string? ErrorMessage { get; set; }
 }
 
 /// <summary>How a request that could not be served is answered (OpenAI error shape).</summary>

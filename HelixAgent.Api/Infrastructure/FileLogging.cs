@@ -4,8 +4,8 @@ using Serilog.Formatting.Compact;
 namespace HelixAgent.Api.Infrastructure;
 
 /// <summary>
-/// Optional log file (<c>Logging:File:Path</c>, e.g. <c>/var/log/helixagent/app.log</c>; off by default, and not yet set
-/// by the shipped Kubernetes and systemd files): one JSON object per line with the rendered message, so the runbook's
+/// Optional log file (<c>Logging:File:Path</c>; off in the binary's defaults, set to <c>/var/log/helixagent/app.log</c> by
+/// the container image and the systemd unit): one JSON object per line with the rendered message, so the runbook's
 /// <c>grep "provider error" /var/log/helixagent/app.log</c> finds provider failures, and with the request's scope
 /// (request id, key name, model). Rolls to <c>app_001.log</c>... at <c>Logging:File:MaxBytes</c>, keeping
 /// <c>Logging:File:Keep</c> files.

@@ -191,6 +191,15 @@ public sealed partial class KubernetesOutputTests
         var tls = Assert.Single(pod.Spec.Volumes, v => v.Secret?.SecretName == "helixagent-tls");
         Assert.True(tls.Secret.Optional);
         Assert.Contains(c.VolumeMounts, m => m.Name == tls.Name && m.MountPath == KustomizeGenerator.TlsMountPath);
+        // The runbook's `grep "provider error" /var/log/helixagent/app.log` (through kubectl exec): the image writes the
+        // file (Dockerfile ENV) into a volume that outlives a container restart and is bounded above the file's own cap.
+        var logs = Assert.Single(pod.Spec.Volumes, v => v.Name == "logs");
+        Assert.Contains(c.VolumeMounts, m => m.Name == "logs" && m.MountPath == "/var/log/helixagent");
+        var dockerfile = File.ReadAllText(Path.Combine(KustomizeOutput.RepoRoot, "Dockerfile"));
+        Assert.Matches(@"Logging__File__Path=/var/log/helixagent/app\.log\b", dockerfile);
+        var fileCap = long.Parse(Regex.Match(dockerfile, @"Logging__File__MaxBytes=(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)
+            * long.Parse(Regex.Match(dockerfile, @"Logging__File__Keep=(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(logs.EmptyDir.SizeLimit.ToInt64() > fileCap, $"emptyDir {logs.EmptyDir.SizeLimit} must exceed the log files' cap {fileCap} bytes, or the pod is evicted");
         // Kestrel would refuse to start on a missing certificate: the optional secret must not be wired into it
         Assert.Null(EnvValue("helixagent", "Kestrel__Certificates__Default__Path"));
         Assert.Equal("Host=postgres;Port=5432;Username=helixagent;Password=$(HELIXAGENT_DB_PASSWORD);Database=helixagent_db",

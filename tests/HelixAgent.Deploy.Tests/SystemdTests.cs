@@ -58,6 +58,15 @@ public sealed class SystemdTests
     }
 
     [Fact]
+    public void Api_unit_writes_the_runbooks_log_file_into_a_folder_systemd_makes_for_the_service_user()
+    {
+        var service = Parse("helixagent.service")["Service"];
+        // runbook "Provider Failures": grep "provider error" /var/log/helixagent/app.log
+        Assert.Contains(service["Environment"], e => e.Split(' ').Contains("Logging__File__Path=/var/log/helixagent/app.log"));
+        Assert.Equal("helixagent", Assert.Single(service["LogsDirectory"]));
+    }
+
+    [Fact]
     public void Env_example_sets_the_connection_strings_but_not_the_ports()
     {
         var keys = File.ReadAllLines(Path.Combine(Dir, "helixagent.env.example"))

@@ -91,7 +91,7 @@ internal static class FaultEnvironment
     }
 
     /// <summary>
-    /// The process's own errors: its console "fail:" entries with their exception, except the Redis client's
+    /// The process's own errors: its console ERROR and CRIT entries with their exception, except the Redis client's
     /// connection noise (expected while Redis is away).
     /// </summary>
     public static string LoggedErrors(this ApiProcess api, int chars = 4000)
@@ -105,7 +105,9 @@ internal static class FaultEnvironment
         var lines = log.Split('\n');
         for (var i = 0; i < lines.Length && errors.Length < chars; i++)
         {
-            if (!lines[i].StartsWith("fail: ", StringComparison.Ordinal) || lines[i].StartsWith("fail: StackExchange.Redis", StringComparison.Ordinal))
+            // "2026-11-29T13:18:27.123Z ERROR Category[id] message"
+            var fields = lines[i].Split(' ', 4);
+            if (fields.Length < 3 || fields[1] is not ("ERROR" or "CRIT") || fields[2].StartsWith("StackExchange.Redis", StringComparison.Ordinal))
             {
                 continue;
             }
