@@ -55,20 +55,10 @@ public sealed class KustomizeOutput
 
     public static string RunKubectl(IEnumerable<string> args)
     {
-        var psi = new ProcessStartInfo("kubectl")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        Process p;
+        (int Exit, string Out, string Err) result;
         try
         {
-            p = Process.Start(psi) ?? throw new InvalidOperationException("kubectl did not start");
+            result = Run("kubectl", args);
         }
         catch (System.ComponentModel.Win32Exception e)
         {
@@ -76,24 +66,40 @@ public sealed class KustomizeOutput
                 "kubectl is not installed or not on PATH: the Kubernetes output checks need `kubectl kustomize` (kubectl 1.32 " +
                 "ships Kustomize 5.5; install it from the Kubernetes release binaries, not Debian's kubernetes-client).", e);
         }
-        using (p)
+        if (result.Exit != 0)
         {
-            var stdout = p.StandardOutput.ReadToEndAsync();
-            var stderr = p.StandardError.ReadToEndAsync();
-            if (!p.WaitForExit(TimeSpan.FromSeconds(60)))
-            {
-                p.Kill(entireProcessTree: true);
-                throw new TimeoutException("kubectl kustomize did not finish within 60 s");
-            }
-            if (p.ExitCode != 0)
-            {
-                throw new InvalidOperationException($"kubectl {string.Join(' ', psi.ArgumentList)} failed ({p.ExitCode}): {stderr.Result}");
-            }
-            return stdout.Result;
+            throw new InvalidOperationException($"kubectl {string.Join(' ', args)} failed ({result.Exit}): {result.Err}");
         }
+        return result.Out;
     }
 
-    private static void CopyDirectory(string from, string to)
+    /// <summary>Runs a program to its end (60 s at most) and returns its exit code and output.</summary>
+    public static (int Exit, string Out, string Err) Run(string file, IEnumerable<string> args, string? workingDirectory = null)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? "",
+        };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"{file} did not start");
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromSeconds(60)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', psi.ArgumentList)} did not finish within 60 s");
+        }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>Copies the committed output, leaving out the operator's own <c>.&lt;name&gt;.secrets</c>.</summary>
+    public static void CopyDirectory(string from, string to)
     {
         foreach (var dir in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))
         {
