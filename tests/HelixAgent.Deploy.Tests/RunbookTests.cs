@@ -12,7 +12,7 @@ public sealed partial class RunbookTests
         ["kubectl get pods -o wide"] = "lists everything",
         ["kubectl get secrets -o yaml > secrets-backup.yaml"] = "lists everything",
         ["kubectl get configmaps -o yaml > configmaps-backup.yaml"] = "lists everything",
-        // known gap: the runbook's file does not exist; the deployment is applied with `kubectl apply -k aspirate-output`
+        // scripts/render-k8s.sh writes it from aspirate-output and the operator's secrets (RenderedManifestTests)
         ["kubectl apply -f k8s/deployment.yaml"] = "a file path, see README (Kubernetes)",
         ["kubectl apply -k aspirate-output"] = "the output itself",
         ["kubectl kustomize aspirate-output"] = "the output itself",
