@@ -35,13 +35,18 @@ internal sealed class ApiProcess : IAsyncDisposable
     public static async Task<ApiProcess> StartAsync(IDictionary<string, string> env, string? dll = null, bool plainPortsOnly = false)
     {
         var port = ServerProcess.FreePort();
+        dll ??= RepoPaths.ApiDll;
         var psi = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
+            // As installed (systemd WorkingDirectory, the image's WORKDIR): the content root, and so appsettings.json,
+            // is the binary's own folder. The test folder's appsettings.json is the API's or the worker's, whichever
+            // the build copied last.
+            WorkingDirectory = Path.GetDirectoryName(dll)!,
         };
-        psi.ArgumentList.Add(dll ?? RepoPaths.ApiDll);
+        psi.ArgumentList.Add(dll);
         psi.Environment["ASPNETCORE_URLS"] = plainPortsOnly ? "" : $"http://127.0.0.1:{port}";
         if (plainPortsOnly)
         {
@@ -86,6 +91,7 @@ internal sealed class ApiProcess : IAsyncDisposable
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
+            WorkingDirectory = Path.GetDirectoryName(RepoPaths.ApiDll)!,
         };
         psi.ArgumentList.Add(RepoPaths.ApiDll);
         foreach (var a in args)

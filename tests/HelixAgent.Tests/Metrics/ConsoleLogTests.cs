@@ -57,8 +57,10 @@ public sealed partial class ConsoleLogTests(PostgresServer postgres, RedisServer
         }
 
         var lines = log.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        // One entry, one line: every line is an entry (timestamp, level in capitals, category and event id).
+        // One entry, one line: every line is an entry (timestamp, level in capitals, category and event id), or the
+        // indented text of the exception that ends the entry above it.
         Assert.All(lines, l => Assert.Matches(EntryLine(), l));
+        Assert.Matches(EntryLine(), lines[0]);
 
         var errors = lines.Where(l => l.Contains("ERROR", StringComparison.Ordinal)).ToList();
         var failed = Assert.Single(errors);
@@ -73,6 +75,6 @@ public sealed partial class ConsoleLogTests(PostgresServer postgres, RedisServer
         Assert.DoesNotContain(key, log);
     }
 
-    [GeneratedRegex(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (TRACE|DEBUG|INFO|WARN|ERROR|CRIT) [\w.]+\[\d+\] \S")]
+    [GeneratedRegex(@"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (TRACE|DEBUG|INFO|WARN|ERROR|CRIT) [\w.]+\[\d+\] \S|    )")]
     private static partial Regex EntryLine();
 }

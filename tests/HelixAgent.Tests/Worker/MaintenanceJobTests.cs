@@ -272,7 +272,12 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
     private static async Task<(int ExitCode, string Stdout, string Stderr)> RunWorkerAsync(string cs, params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = Path.GetDirectoryName(RepoPaths.WorkerDll)!, // its own appsettings.json, as installed
+        };
         psi.ArgumentList.Add(RepoPaths.WorkerDll);
         foreach (var a in args)
         {
