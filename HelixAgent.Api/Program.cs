@@ -31,6 +31,12 @@ catch (GatewayConfigurationException ex)
     return 78; // EX_CONFIG
 }
 
+// Connect to Redis now, before listening. Resolved lazily by the first request instead, the client's synchronous
+// connect blocks a thread-pool thread while its own completions wait for the pool to grow: about a second on a
+// 2-core pod, added to the first requests and reported as "redis: not connected" by /health. With Redis down this
+// waits out the connect timeout (2 s) once; the gateway then starts degraded and reconnects in the background.
+app.Services.GetService<StackExchange.Redis.IConnectionMultiplexer>();
+
 app.UseApplicationErrors();
 app.UseMiddleware<AccessMiddleware>();
 app.MapDefaultEndpoints(mapHealthAndReady: false);

@@ -59,6 +59,35 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
     }
 
     [Fact]
+    public async Task The_gateway_is_connected_to_redis_before_it_starts_listening_so_its_first_health_report_is_healthy()
+    {
+        await using var api = await ApiProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["ConnectionStrings__helixagent-db"] = await MigratedDatabaseAsync(),
+            ["ConnectionStrings__redis"] = redis.ConnectionString,
+            ["Providers__upstream__Type"] = "simulator",
+            ["Providers__upstream__Models__0"] = "sim-small",
+            // The Redis client's own account of its connection, in the order things happened.
+            ["Logging__LogLevel__StackExchange.Redis"] = "Information",
+        });
+        using var http = new HttpClient { BaseAddress = api.BaseAddress };
+        var (_, body) = await GetJsonAsync(http, "/health");
+        Assert.Equal("healthy", body.GetProperty("components").GetProperty("redis").GetProperty("status").GetString());
+
+        // Not left to the first request, whose thread would block on the connect while the pool grows (about 1 s on
+        // 2 cores, during which /health says "redis: not connected").
+        string[] lines;
+        lock (api.Log)
+        {
+            lines = api.Log.ToString().Split('\n');
+        }
+        var connected = Array.FindIndex(lines, l => l.Contains("Interactive: ConnectedEstablished", StringComparison.Ordinal));
+        var listening = Array.FindIndex(lines, l => l.Contains("Now listening on:", StringComparison.Ordinal));
+        Assert.True(connected >= 0 && listening >= 0, string.Join('\n', lines));
+        Assert.True(connected < listening, $"connected to Redis at line {connected}, listening from line {listening}:\n{string.Join('\n', lines)}");
+    }
+
+    [Fact]
     public async Task Health_is_degraded_but_200_without_providers()
     {
         await using var factory = new GatewayFactory(await MigratedDatabaseAsync(), redis.ConnectionString);

@@ -75,6 +75,6 @@ public sealed partial class ConsoleLogTests(PostgresServer postgres, RedisServer
         Assert.DoesNotContain(key, log);
     }
 
-    [GeneratedRegex(@"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (TRACE|DEBUG|INFO|WARN|ERROR|CRIT) [\w.]+\[\d+\] \S|    )")]
+    [GeneratedRegex(@"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (TRACE|DEBUG|INFO|WARN|ERROR|CRIT) [^\s\[]+\[\d+\] |    )")]
     private static partial Regex EntryLine();
 }
