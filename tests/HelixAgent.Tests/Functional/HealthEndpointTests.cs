@@ -259,8 +259,9 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
     }
 
     /// <summary>
-    /// The first <c>/health</c> answer that says healthy. Right after a start on a loaded machine the Redis connection
-    /// may still be opening (the report then rightly says degraded, "not connected"); 20 s is far beyond that.
+    /// The first <c>/health</c> answer that says healthy. The gateway connects to Redis before it listens (tested
+    /// below), but on a starved machine that connect can outlast its 2 s timeout; the report then rightly says degraded
+    /// ("not connected") until the background reconnect. 20 s is far beyond that.
     /// </summary>
     private static async Task<(HttpStatusCode Status, JsonElement Body)> FirstHealthyAsync(HttpClient client)
     {
