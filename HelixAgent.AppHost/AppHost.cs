@@ -17,6 +17,7 @@ builder.AddProject<Projects.HelixAgent_Api>(KnownResourceNames.Api)
     .WaitFor(worker) // the worker owns migrations; it is healthy once the schema is current
     .WithUpstreamKeys() // ANTHROPIC_API_KEY, OPENAI_API_KEY, ... as secret parameters, where set
     .WithDemoUpstreams() // Demo:FakeUpstreams=true: a fake Anthropic server behind provider claude-demo
+    .WithLogFile() // the runbook's /var/log/helixagent/app.log where writable, else in the data folder (LogFile=...)
     .WithHttpHealthCheck("/health");
 
 builder.Build().Run();

@@ -131,6 +131,46 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
         Assert.EndsWith("data: [DONE]", sse.TrimEnd());
     }
 
+    [Fact]
+    public async Task A_failover_through_the_apphost_is_found_by_the_runbooks_provider_error_grep_of_the_log_file()
+    {
+        // Where the runbook looks when the AppHost may make /var/log/helixagent (as root, like CI), else the data folder.
+        var logFile = Environment.UserName == "root" ? "/var/log/helixagent/app.log" : Path.Combine(fixture.DataDirectory, "logs", "app.log");
+        var (exit, key) = await RunCliAsync("keys", "create", "--name", "logs-" + Guid.NewGuid().ToString("N")[..8], "--quiet");
+        Assert.Equal(0, exit);
+        using var client = fixture.App.CreateHttpClient(KnownResourceNames.Api);
+        client.DefaultRequestHeaders.Add("X-API-Key", key.Trim());
+
+        // sim-failover: the simulator's sim-error answers 500, then sim-small answers.
+        var response = await client.PostAsync("/v1/chat/completions", new StringContent(
+            """{"model":"sim-failover","messages":[{"role":"user","content":"hi"}]}""", System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var requestId = response.Headers.GetValues("x-request-id").Single();
+
+        // grep "provider error" <log file> (the file is flushed every second)
+        for (var i = 0; ; i++)
+        {
+            var grep = File.Exists(logFile)
+                ? (await ReadSharedAsync(logFile)).Split('\n').Where(l => l.Contains("provider error", StringComparison.Ordinal)).ToList()
+                : [];
+            if (grep.Any(l => l.Contains(requestId, StringComparison.Ordinal)))
+            {
+                Assert.DoesNotContain(grep, l => l.Contains(key.Trim(), StringComparison.Ordinal));
+                break;
+            }
+            Assert.True(i < 50, $"no provider error line for {requestId} in {logFile} within 10 s");
+            await Task.Delay(200);
+        }
+    }
+
+    /// <summary>Reads a file another process keeps open for writing.</summary>
+    private static async Task<string> ReadSharedAsync(string path)
+    {
+        await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        using var reader = new StreamReader(stream);
+        return await reader.ReadToEndAsync();
+    }
+
     private async Task<(int ExitCode, string Stdout)> RunCliAsync(params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
