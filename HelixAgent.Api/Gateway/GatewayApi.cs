@@ -139,9 +139,12 @@ internal static partial class GatewayApi
         }
         catch (Exception ex)
         {
-            // A defect: the exception handler answers 500 and logs the exception; the ledger row must say 500 too.
-            trace.Status = 500;
-            trace.ErrorType = "internal_error";
+            // The client left while a write failed (a reset surfaces as an IOException before the abort token says
+            // so): not ours. Anything else is a defect: the exception handler answers 500 and logs the exception,
+            // and the ledger row must say 500 too.
+            var clientLeft = ctx.RequestAborted.IsCancellationRequested;
+            trace.Status = clientLeft ? 499 : 500;
+            trace.ErrorType = clientLeft ? "client_disconnected" : "internal_error";
             trace.ErrorMessage = ex.GetType().Name;
             throw;
         }
