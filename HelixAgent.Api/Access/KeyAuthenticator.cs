@@ -38,6 +38,7 @@ public sealed partial class KeyAuthenticator : IHostedService
     private readonly ILogger<KeyAuthenticator> _logger;
     private readonly CancellationTokenSource _stopping = new();
     private Task? _subscription;
+    private Task? _sweeper;
 
     public KeyAuthenticator(ApiKeyStore store, IServiceProvider services, IOptions<AuthOptions> options, TimeProvider time, ILogger<KeyAuthenticator> logger)
     {
@@ -121,11 +122,49 @@ public sealed partial class KeyAuthenticator : IHostedService
         return now.UtcTicks - entry.CachedAtTicks >= TimeSpan.FromSeconds(ttl).Ticks;
     }
 
-    /// <summary>Subscribes to revocations in the background: a slow or absent Redis never delays or fails the start.</summary>
+    /// <summary>Entries in the key cache: known keys, plus unknown ones remembered for <see cref="AuthOptions.NegativeCacheSeconds"/>.</summary>
+    internal int CachedEntries => _cache.Count;
+
+    /// <summary>How often unknown keys past their negative-cache time are dropped.</summary>
+    internal TimeSpan SweepInterval => TimeSpan.FromSeconds(Math.Clamp(_options.NegativeCacheSeconds, 1, 60));
+
+    /// <summary>
+    /// Subscribes to revocations in the background (a slow or absent Redis never delays or fails the start) and sweeps
+    /// unknown keys out of the cache.
+    /// </summary>
     public Task StartAsync(CancellationToken cancellationToken)
     {
         _subscription = Task.Run(() => SubscribeAsync(_stopping.Token), CancellationToken.None);
+        _sweeper = SweepAsync(_stopping.Token);
         return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// Every presented key that looks like one gets an entry, and anyone can present random ones: without this, a flood
+    /// of made-up keys would grow the cache until the process runs out of memory. Unknown keys are dropped once their
+    /// negative-cache time is over, so they hold at most what arrives within that time plus one interval. Known keys
+    /// stay (bounded by the keys in PostgreSQL): a stale one still serves while PostgreSQL is unreachable.
+    /// </summary>
+    private async Task SweepAsync(CancellationToken stopping)
+    {
+        using var timer = new PeriodicTimer(SweepInterval, _time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stopping).ConfigureAwait(false))
+            {
+                var now = _time.GetUtcNow();
+                foreach (var entry in _cache)
+                {
+                    if (entry.Value.Key is null && Stale(entry.Value, now))
+                    {
+                        _cache.TryRemove(entry); // only if no newer lookup replaced it meanwhile
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+        }
     }
 
     private async Task SubscribeAsync(CancellationToken stopping)
@@ -150,6 +189,10 @@ public sealed partial class KeyAuthenticator : IHostedService
         if (_subscription is not null)
         {
             await _subscription.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+        if (_sweeper is not null)
+        {
+            await _sweeper.WaitAsync(cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using HelixAgent.Api.Access;
 using HelixAgent.Data;
 using HelixAgent.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
@@ -156,6 +157,35 @@ public sealed class KeyAccessTests(PostgresServer postgres, RedisServer redis)
             .Where(k => k!["name"]!.GetValue<string>() == "harness-client").Select(k => k!["status"]!.GetValue<string>()).Order().ToList();
         Assert.Equal(["active", "expired"], listed);
         Assert.DoesNotContain(gw.ClientKey, await admin.GetStringAsync("/admin/keys"));
+    }
+
+    [Fact]
+    public async Task Made_up_keys_are_forgotten_after_the_negative_cache_time_so_a_flood_of_them_cannot_grow_memory()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, Settings(), s => s.AddSingleton<TimeProvider>(clock));
+        var cache = gw.Factory.Services.GetRequiredService<KeyAuthenticator>();
+        var known = gw.WithKey(gw.ClientKey);
+        Assert.Equal(HttpStatusCode.OK, (await known.PostAsync("/v1/chat/completions", ChatBody())).StatusCode);
+        var before = cache.CachedEntries;
+
+        // Anyone can present keys: 300 well-formed, made-up ones are each refused, and each is remembered as unknown.
+        for (var i = 0; i < 300; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await gw.WithKey(ApiKeyStore.NewSecret()).PostAsync("/v1/chat/completions", ChatBody())).StatusCode);
+        }
+        Assert.Equal(before + 300, cache.CachedEntries);
+
+        // Past the negative-cache time (5 s) and a sweep, they are gone; the known key stays cached, even stale
+        // (it is what serves while PostgreSQL is unreachable).
+        clock.Advance(TimeSpan.FromSeconds(31));
+        for (var i = 0; cache.CachedEntries != before; i++)
+        {
+            Assert.True(i < 100, $"{cache.CachedEntries} entries after the sweep, {before} expected");
+            clock.Advance(cache.SweepInterval);
+            await Task.Delay(50);
+        }
+        Assert.Equal(HttpStatusCode.OK, (await known.PostAsync("/v1/chat/completions", ChatBody())).StatusCode);
     }
 
     [Fact]
