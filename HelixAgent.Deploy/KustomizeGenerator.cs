@@ -351,7 +351,7 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
             }), $"""
                  .{name}.secrets is git-ignored: create it from {name}.secrets.example (KEY=value lines).
                  """.TrimEnd());
-            files[$"{name}/{name}.secrets.example"] = SecretsExample(name, plan.SecretKeys, isApi);
+            files[$"{name}/{name}.secrets.example"] = SecretsExample(name, plan.SecretKeys, isApi, isProject);
         }
         files[$"{name}/kustomization.yaml"] = YamlWriter.Write(kustomization, Header);
     }
@@ -487,7 +487,7 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
         },
     };
 
-    private string SecretsExample(string name, SortedDictionary<string, string> keys, bool isApi)
+    private string SecretsExample(string name, SortedDictionary<string, string> keys, bool isApi, bool isProject)
     {
         var sb = new StringBuilder();
         sb.Append("# Copy to .").Append(name).Append(".secrets (git-ignored) and replace the placeholders; KEY=value, one a line.\n");
@@ -505,6 +505,11 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
             {
                 sb.Append("# ").Append(key).Append("=\n");
             }
+        }
+        if (isProject)
+        {
+            sb.Append("# Telemetry (optional): traces, metrics and logs over OTLP to your collector (/metrics is scraped either way).\n");
+            sb.Append("# OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4317\n");
         }
         return sb.ToString();
     }

@@ -106,6 +106,31 @@ public sealed class RenderedManifestTests : IDisposable
     }
 
     /// <summary>Kind and name without kustomize's content hash (secrets with other values get another suffix).</summary>
+    [Fact]
+    public void The_otlp_endpoint_line_of_a_services_example_once_uncommented_reaches_that_services_pods()
+    {
+        WriteSecrets(RealValues);
+        foreach (var name in new[] { "helixagent", "helixagent-worker" })
+        {
+            var file = Path.Combine(From, name, $".{name}.secrets");
+            var example = File.ReadAllLines(Path.Combine(From, name, $"{name}.secrets.example"));
+            var line = Assert.Single(example, l => l.StartsWith("# OTEL_EXPORTER_OTLP_ENDPOINT=", StringComparison.Ordinal));
+            File.AppendAllLines(file, [line[2..]]);
+        }
+
+        var (exit, _, err) = Render();
+
+        Assert.True(exit == 0, err);
+        var objects = KubernetesYaml.LoadAllFromString(File.ReadAllText(Out), typeMap: null, strict: true);
+        var secrets = objects.OfType<V1Secret>().ToDictionary(s => s.Metadata.Name);
+        foreach (var name in new[] { "helixagent", "helixagent-worker" })
+        {
+            var deployment = Assert.Single(objects.OfType<V1Deployment>(), d => d.Metadata.Name == name);
+            var secret = secrets[Assert.Single(deployment.Spec.Template.Spec.Containers[0].EnvFrom, f => f.SecretRef is not null).SecretRef.Name];
+            Assert.Equal("http://otel-collector:4317", Encoding.UTF8.GetString(secret.Data["OTEL_EXPORTER_OTLP_ENDPOINT"]));
+        }
+    }
+
     private static string Kind(object o) => o is IKubernetesObject<V1ObjectMeta> k
         ? $"{k.Kind}/{System.Text.RegularExpressions.Regex.Replace(k.Metadata.Name, "-[a-z0-9]{10}$", "")}"
         : o.GetType().Name;
