@@ -236,12 +236,16 @@ public sealed class ProviderRegistry
         _ => throw new GatewayConfigurationException($"Providers:{name}:Type '{options.Type}' is not supported."),
     };
 
-    /// <summary>Providers enabled by the well-known environment variables, with sensible defaults.</summary>
+    /// <summary>
+    /// Providers enabled by the well-known environment variables, with sensible defaults. <c>&lt;NAME&gt;_BASE_URL</c>
+    /// (as the official SDKs read it, e.g. <c>ANTHROPIC_BASE_URL</c>) points one at a proxy or a compatible server.
+    /// Anthropic's is named <c>claude</c>, as the runbook calls it (<c>/v1/providers/claude/health</c>).
+    /// </summary>
     internal static IEnumerable<(string Name, ProviderOptions Options)> WellKnownFromEnvironment(IConfiguration configuration)
     {
         (string Var, string Name, string Type, string BaseUrl, string[] Models)[] known =
         [
-            ("ANTHROPIC_API_KEY", "anthropic", "anthropic", "https://api.anthropic.com", ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"]),
+            ("ANTHROPIC_API_KEY", "claude", "anthropic", "https://api.anthropic.com", ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"]),
             ("OPENAI_API_KEY", "openai", "openai", "https://api.openai.com/v1", ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small"]),
             ("GEMINI_API_KEY", "gemini", "gemini", "https://generativelanguage.googleapis.com/v1beta", ["gemini-2.5-flash", "gemini-2.5-pro", "text-embedding-004"]),
             ("DEEPSEEK_API_KEY", "deepseek", "openai", "https://api.deepseek.com/v1", ["deepseek-chat", "deepseek-reasoner"]),
@@ -254,7 +258,11 @@ public sealed class ProviderRegistry
             var key = configuration[variable];
             if (!string.IsNullOrWhiteSpace(key))
             {
-                yield return (name, new ProviderOptions { Type = type, BaseUrl = baseUrl, ApiKey = key, Models = [.. models] });
+                var url = configuration[variable[..^"_API_KEY".Length] + "_BASE_URL"];
+                yield return (name, new ProviderOptions
+                {
+                    Type = type, BaseUrl = string.IsNullOrWhiteSpace(url) ? baseUrl : url, ApiKey = key, Models = [.. models],
+                });
             }
         }
         var ollama = configuration["OLLAMA_BASE_URL"];

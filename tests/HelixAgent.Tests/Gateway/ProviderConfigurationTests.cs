@@ -24,10 +24,34 @@ public sealed class ProviderConfigurationTests(PostgresServer postgres, RedisSer
 
         var providers = ProviderRegistry.WellKnownFromEnvironment(config).ToDictionary(p => p.Name, p => p.Options);
 
-        Assert.Equal(["anthropic", "groq", "ollama"], providers.Keys.Order());
-        Assert.Equal(("anthropic", "https://api.anthropic.com", "sk-ant-test"), (providers["anthropic"].Type, providers["anthropic"].BaseUrl, providers["anthropic"].ApiKey));
+        Assert.Equal(["claude", "groq", "ollama"], providers.Keys.Order());
+        Assert.Equal(("anthropic", "https://api.anthropic.com", "sk-ant-test"), (providers["claude"].Type, providers["claude"].BaseUrl, providers["claude"].ApiKey));
         Assert.Equal(("openai", "https://api.groq.com/openai/v1"), (providers["groq"].Type, providers["groq"].BaseUrl));
         Assert.Equal(["llama3.2", "qwen2.5"], providers["ollama"].Models);
+    }
+
+    [Fact]
+    public async Task The_runbooks_claude_health_line_answers_for_the_provider_ANTHROPIC_API_KEY_enables_and_it_serves_claude_models()
+    {
+        await using var anthropic = await FakeUpstream.StartAsync(FakeProtocol.Anthropic);
+        anthropic.ExpectedApiKey = "sk-ant-test";
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, new Dictionary<string, string?>
+        {
+            ["ANTHROPIC_API_KEY"] = "sk-ant-test",
+            // as the official SDKs read it: the well-known provider pointed at another server
+            ["ANTHROPIC_BASE_URL"] = anthropic.BaseUrl.ToString(),
+            ["Gateway:ProbeIntervalSeconds"] = "0",
+        });
+
+        // curl http://localhost:8080/v1/providers/claude/health (runbook: Provider Health, Provider Failures)
+        var health = await gw.Anonymous().GetAsync("/v1/providers/claude/health");
+        Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+        Assert.Equal("claude", JsonNode.Parse(await health.Content.ReadAsStringAsync())!["name"]!.GetValue<string>());
+
+        var answer = await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("claude-sonnet-4-5"));
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Equal("claude", answer.Headers.GetValues("x-helixagent-provider").Single());
+        Assert.Equal(1, anthropic.RequestCount);
     }
 
     [Theory]
