@@ -1,7 +1,7 @@
 # Operator shortcuts used by the runbook. The database comes from ConnectionStrings__helixagent-db, or from the
 # file the AppHost writes in local mode (see README).
 DOTNET ?= dotnet
-CLI = $(DOTNET) run --project HelixAgent.Api --verbosity quiet --
+CLI = ./helixagent
 
 .PHONY: build test run migrate-up migrate-down migrate-status k8s-generate bench
 
