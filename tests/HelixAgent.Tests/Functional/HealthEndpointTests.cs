@@ -10,8 +10,10 @@ namespace HelixAgent.Tests.Functional;
 
 /// <summary>
 /// <c>/health</c>, <c>/health/detailed</c> and <c>/ready</c> against real PostgreSQL and Redis that this class owns
-/// (it stops and restarts them).
+/// (it stops and restarts them). Alone, after the parallel tests: several of these depend on a start-up or a probe
+/// finishing within its timeout (2 s), which a 2-core machine busy with the parallel tests does not promise.
 /// </summary>
+[Collection(Faults.FaultSuite.Name)]
 public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer redis)
     : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
 {
