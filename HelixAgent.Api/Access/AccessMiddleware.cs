@@ -20,7 +20,8 @@ public sealed class AuthenticatedKey(ApiKeyInfo key)
 /// <c>X-API-Key</c> or <c>Authorization: Bearer</c>, never in the query string. Maintenance mode answers client routes
 /// with 503; health, readiness, metrics and admin keep working.
 /// </summary>
-public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator authenticator, MaintenanceMode maintenance, InFlightRequests inflight)
+public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator authenticator, MaintenanceMode maintenance, InFlightRequests inflight,
+    HelixAgent.Api.Observability.GatewayMetrics metrics)
 {
     public async Task InvokeAsync(HttpContext ctx)
     {
@@ -36,6 +37,7 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
         var presented = PresentedKey(ctx.Request);
         if (presented is null)
         {
+            metrics.AuthRejected("missing_api_key");
             await OpenAiErrors.WriteAsync(ctx, 401,
                 "Missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'.", "authentication_error", "missing_api_key");
             return;
@@ -47,6 +49,7 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
         }
         catch (KeyStoreUnavailableException)
         {
+            metrics.AuthRejected("key_store_unavailable");
             ctx.Response.Headers.RetryAfter = "5";
             await OpenAiErrors.WriteAsync(ctx, 503,
                 "Your API key cannot be checked right now (key store unreachable); please retry shortly.", "service_unavailable", "key_store_unavailable");
@@ -54,12 +57,14 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
         }
         if (key is null)
         {
+            metrics.AuthRejected("invalid_api_key");
             await OpenAiErrors.WriteAsync(ctx, 401,
                 $"Incorrect API key provided: {Redact(presented)}. It is unknown, revoked or expired.", "authentication_error", "invalid_api_key");
             return;
         }
         if (admin && key.Scope != "admin")
         {
+            metrics.AuthRejected("insufficient_scope");
             await OpenAiErrors.WriteAsync(ctx, 403, "This route needs an admin key.", "permission_error", "insufficient_scope");
             return;
         }

@@ -37,7 +37,8 @@ internal static class Extensions
             sp.GetRequiredService<ProviderRegistry>(),
             sp.GetRequiredService<ClusterRateLimiter>(),
             sp.GetRequiredService<NpgsqlPoolMetrics>(),
-            sp.GetRequiredService<ResponseCache>()));
+            sp.GetRequiredService<ResponseCache>(),
+            sp.GetRequiredService<KeyAuthenticator>()));
         builder.Services.AddPrometheusExposition(GatewayMetrics.MeterName, CompletionLedger.MeterName);
         builder.Services.AddOptions<HealthOptions>().BindConfiguration(HealthOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();

@@ -35,11 +35,13 @@ public sealed class GatewayMetrics
     private readonly Histogram<double> _dbQuery;
     private readonly Counter<long> _ensembleMembers;
     private readonly Counter<long> _ensembleSelected;
+    private readonly Counter<long> _authRejected;
     private long _cacheHits;
     private long _cacheMisses;
     private long _cacheLocalHits;
 
-    internal GatewayMetrics(IMeterFactory meters, ProviderRegistry registry, ClusterRateLimiter limiter, NpgsqlPoolMetrics pool, ResponseCache cache)
+    internal GatewayMetrics(IMeterFactory meters, ProviderRegistry registry, ClusterRateLimiter limiter, NpgsqlPoolMetrics pool, ResponseCache cache,
+        KeyAuthenticator keys)
     {
         var meter = meters.Create(MeterName);
         _requests = meter.CreateCounter<long>("helixagent_requests_total", description: "Client requests on the gateway routes that reached routing.");
@@ -85,7 +87,15 @@ public sealed class GatewayMetrics
         meter.CreateObservableCounter("helixagent_rate_limit_rejected_total", () => limiter.Rejected, description: "Requests rejected by the per-key rate limiter.");
         meter.CreateObservableGauge("helixagent_rate_limit_degraded", () => limiter.IsDegraded ? 1 : 0,
             description: "1 while Redis is unreachable and limits are enforced per replica.");
+
+        _authRejected = meter.CreateCounter<long>("helixagent_auth_rejected_total",
+            description: "Requests refused before routing, by reason (missing_api_key, invalid_api_key, insufficient_scope, key_store_unavailable).");
+        meter.CreateObservableGauge("helixagent_auth_cache_entries", () => keys.CachedEntries,
+            description: "API keys this replica holds in memory: known keys, and unknown ones for Auth:NegativeCacheSeconds.");
     }
+
+    /// <summary>A request refused by key checking; <paramref name="reason"/> is its error code (a fixed set).</summary>
+    public void AuthRejected(string reason) => _authRejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
 
     /// <summary>One finished client request (called once, where its ledger row is recorded).</summary>
     public void RequestCompleted(RequestTrace trace, double seconds)

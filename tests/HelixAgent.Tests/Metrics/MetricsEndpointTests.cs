@@ -51,6 +51,26 @@ public sealed class MetricsEndpointTests(PostgresServer postgres, RedisServer re
     }
 
     [Fact]
+    public async Task Refused_keys_are_counted_by_reason_and_the_key_cache_shows_its_size()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await gw.Anonymous().PostAsync("/v1/chat/completions", null)).StatusCode);
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await gw.WithKey(HelixAgent.Data.ApiKeyStore.NewSecret()).GetAsync("/v1/models")).StatusCode);
+        }
+        Assert.Equal(HttpStatusCode.Forbidden, (await gw.WithKey(gw.ClientKey).GetAsync("/admin/keys")).StatusCode);
+
+        var samples = Parse((await ScrapeAsync(gw)).Text);
+        double Rejected(string reason) =>
+            Assert.Single(samples, s => s.Name == "helixagent_auth_rejected_total" && s.Labels == $"{{reason=\"{reason}\"}}").Value;
+        Assert.Equal((1, 3, 1), (Rejected("missing_api_key"), Rejected("invalid_api_key"), Rejected("insufficient_scope")));
+        // the client key, and the three made-up ones (remembered as unknown for Auth:NegativeCacheSeconds)
+        Assert.Equal(4, Assert.Single(samples, s => s.Name == "helixagent_auth_cache_entries").Value);
+    }
+
+    [Fact]
     public async Task After_traffic_the_metrics_count_every_gateway_request_with_bounded_labels()
     {
         var settings = GatewayHarness.SimulatorSettings();
