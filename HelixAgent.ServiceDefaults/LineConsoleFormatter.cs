@@ -14,7 +14,9 @@ namespace Microsoft.Extensions.Hosting;
 /// 2026-11-29T13:18:27.123Z ERROR HelixAgent.Api.Gateway.GatewayRouter[30] request failed: ... {TraceId=..., RequestId=..., Model=..., KeyName=...}
 /// </code>
 /// An exception's type and message end the line; its full text follows on lines indented by four spaces.
-/// Scope values print with their names; of the ambient ones only <c>TraceId</c> is kept (the dashboard's key).
+/// Scope values print with their names, a later scope's value winning on a repeated name (the gateway's
+/// <c>RequestId</c> over Kestrel's); <c>SpanId</c>, <c>ParentId</c>, <c>ConnectionId</c> and <c>RequestPath</c> are left
+/// out, <c>TraceId</c> (the dashboard's key) stays.
 /// </summary>
 public sealed class LineConsoleFormatter : ConsoleFormatter, IDisposable
 {
