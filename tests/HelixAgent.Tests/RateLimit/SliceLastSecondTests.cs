@@ -15,22 +15,34 @@ public sealed class SliceLastSecondTests(RedisServer redis) : IClassFixture<Redi
     {
         // A slice granted in the last second would expire at once: every admission would ask for another, and the
         // slices counted ahead would fill the next minute's estimate (false 429s). Waits for that second: up to a minute.
-        await using var replica = await Replica.ConnectAsync(redis);
-        var key = RateLimitTestKeys.NewKeyId();
-        var policy = new RateLimitPolicy(10_000, null); // slices of 50
-        var minute = await RedisMinute.LastSecondAsync(redis);
-
-        var decisions = new List<RateLimitDecision>();
-        for (var i = 0; i < 100; i++)
+        // The check needs at least half of the 100 admissions inside that second; on a machine busy with the parallel
+        // tests they sometimes are not (CI once got 32), and then the next minute's last second is tried (3 at most).
+        var got = new List<int>();
+        for (var attempt = 0; attempt < 3; attempt++)
         {
-            decisions.Add(await replica.Limiter.AdmitAsync(key, policy, 1, CancellationToken.None));
-        }
+            await using var replica = await Replica.ConnectAsync(redis);
+            var key = RateLimitTestKeys.NewKeyId();
+            var policy = new RateLimitPolicy(10_000, null); // slices of 50
+            var minute = await RedisMinute.LastSecondAsync(redis);
 
-        Assert.All(decisions, d => Assert.True(d.Allowed && !d.Degraded));
-        var inLastSecond = decisions.Count(d => d.Ticket.Window == minute);
-        Assert.True(inLastSecond >= 50, $"only {inLastSecond} of 100 admissions fell in the last second");
-        Assert.Equal(0, replica.Limiter.SliceAdmissions);
-        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-        Assert.Equal(inLastSecond, (long)await admin.GetDatabase().StringGetAsync($"helixagent:rl:{{{key}}}:r:{minute}"));
+            var decisions = new List<RateLimitDecision>();
+            for (var i = 0; i < 100; i++)
+            {
+                decisions.Add(await replica.Limiter.AdmitAsync(key, policy, 1, CancellationToken.None));
+            }
+
+            Assert.All(decisions, d => Assert.True(d.Allowed && !d.Degraded));
+            var inLastSecond = decisions.Count(d => d.Ticket.Window == minute);
+            got.Add(inLastSecond);
+            if (inLastSecond < 50)
+            {
+                continue;
+            }
+            Assert.Equal(0, replica.Limiter.SliceAdmissions);
+            await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+            Assert.Equal(inLastSecond, (long)await admin.GetDatabase().StringGetAsync($"helixagent:rl:{{{key}}}:r:{minute}"));
+            return;
+        }
+        Assert.Fail($"in 3 minutes' last seconds, only {string.Join(", ", got)} of 100 admissions fell inside that second");
     }
 }
