@@ -1,9 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
-using HelixAgent.Data;
 using HelixAgent.Tests.Infrastructure;
-using Npgsql;
 
 namespace HelixAgent.Tests.Access;
 
@@ -52,13 +50,9 @@ public sealed class DiagnosticsTests(PostgresServer postgres, RedisServer redis)
     [Fact]
     public async Task An_admin_can_download_a_process_dump_that_dotnet_dump_can_open()
     {
-        var cs = await postgres.CreateDatabaseAsync("dump");
-        string adminKey;
-        await using (var ds = NpgsqlDataSource.Create(cs))
-        {
-            await new SchemaMigrator(ds).UpAsync();
-            adminKey = (await new ApiKeyStore(ds).CreateAsync("ops", "admin", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
-        }
+        var db = await TestDatabase.CreateAsync(postgres, "dump");
+        var cs = db.ConnectionString;
+        var adminKey = await db.CreateKeyAsync("ops", scope: "admin");
         await using var api = await ApiProcess.StartAsync(new Dictionary<string, string>
         {
             ["ConnectionStrings__helixagent-db"] = cs,

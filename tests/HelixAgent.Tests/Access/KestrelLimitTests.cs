@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
-using HelixAgent.Data;
 using HelixAgent.Tests.Infrastructure;
 using Npgsql;
 
@@ -14,13 +13,9 @@ public sealed class KestrelLimitTests(PostgresServer postgres, RedisServer redis
     [Fact]
     public async Task Oversized_headers_chunked_oversized_bodies_and_raw_header_injection_are_refused_without_stack_traces()
     {
-        var cs = await postgres.CreateDatabaseAsync("limits");
-        string key;
-        await using (var ds = NpgsqlDataSource.Create(cs))
-        {
-            await new SchemaMigrator(ds).UpAsync();
-            key = (await new ApiKeyStore(ds).CreateAsync("limits", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
-        }
+        var db = await TestDatabase.CreateAsync(postgres, "limits");
+        var cs = db.ConnectionString;
+        var key = await db.CreateKeyAsync("limits");
         await using var api = await ApiProcess.StartAsync(new Dictionary<string, string>
         {
             ["ConnectionStrings__helixagent-db"] = cs,

@@ -15,11 +15,9 @@ public sealed partial class SourceCliTests(PostgresServer postgres) : IClassFixt
     [Fact]
     public async Task The_runbooks_dot_slash_helixagent_keys_rotate_line_works_from_the_repository_root()
     {
-        var cs = await postgres.CreateDatabaseAsync("sourcecli");
-        await using var ds = NpgsqlDataSource.Create(cs);
-        await new SchemaMigrator(ds).UpAsync();
-        var store = new ApiKeyStore(ds);
-        var old = (await store.CreateAsync("production-app", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
+        var db = await TestDatabase.CreateAsync(postgres, "sourcecli");
+        var cs = db.ConnectionString;
+        var old = await db.CreateKeyAsync("production-app");
 
         // ./helixagent keys rotate --name production-app
         var (exit, stdout, stderr) = await ServerProcess.RunAsync(Path.Combine(RepoPaths.Root, "helixagent"),
@@ -35,6 +33,8 @@ public sealed partial class SourceCliTests(PostgresServer postgres) : IClassFixt
         // the new key in full (the old one's prefix may be named too)
         var fresh = KeyPattern().Matches(stdout).Select(m => m.Value).MaxBy(k => k.Length) ?? "";
         Assert.NotEqual(old, fresh);
+        await using var ds = NpgsqlDataSource.Create(cs);
+        var store = new ApiKeyStore(ds);
         var rotated = await store.FindByHashAsync(ApiKeyStore.Hash(fresh));
         Assert.Equal("production-app", rotated?.Name);
         // the old key keeps its 24 h grace

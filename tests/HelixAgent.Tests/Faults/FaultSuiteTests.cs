@@ -69,7 +69,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
             secondary.RetryAfterSeconds = 3;
             secondary.FailEach(r => r.Body.Contains(SentinelText, StringComparison.Ordinal) ? FakeFault.Status429 : FakeFault.None);
 
-            var db = await FaultDatabase.CreateAsync(postgres);
+            var db = await TestDatabase.CreateAsync(postgres, "faults");
             var key = await db.CreateKeyAsync("faults-upstream");
             var env = FaultEnvironment.For(db, redis).WithProvider("secondary", secondary, "m").WithProvider("tertiary", tertiary, "m");
             for (var i = 0; i < primaries.Length; i++)
@@ -218,7 +218,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
     {
         await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
         upstream.Reply = "answered while the database is away";
-        var db = await FaultDatabase.CreateAsync(postgres);
+        var db = await TestDatabase.CreateAsync(postgres, "faults");
         var key = await db.CreateKeyAsync("faults-postgres");
         var unseenKey = await db.CreateKeyAsync("faults-postgres-unseen"); // first used during the outage
         var adminKey = await db.CreateKeyAsync("faults-postgres-admin", scope: "admin");
@@ -297,7 +297,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
     {
         await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
         upstream.Reply = "answered while redis is away";
-        var db = await FaultDatabase.CreateAsync(postgres);
+        var db = await TestDatabase.CreateAsync(postgres, "faults");
         // A limit far above the load: every admission asks Redis, and must fall back to this replica while it is away.
         var key = await db.CreateKeyAsync("faults-redis", requestsPerMinute: 1_000_000);
         var adminKey = await db.CreateKeyAsync("faults-redis-admin", scope: "admin");
@@ -386,7 +386,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         const int limit = 300;
         const int count = 750;
         await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
-        var db = await FaultDatabase.CreateAsync(postgres);
+        var db = await TestDatabase.CreateAsync(postgres, "faults");
         var limitedKey = await db.CreateKeyAsync("faults-limited", requestsPerMinute: limit);
         var warmKey = await db.CreateKeyAsync("faults-warm-up");
         var env = FaultEnvironment.For(db, redis).WithProvider("p0", upstream, "m");
@@ -443,7 +443,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         fast.Reply = "a quick answer";
         slow.Reply = string.Join(' ', Enumerable.Range(1, 30).Select(i => $"word{i}"));
         slow.ChunkDelay = TimeSpan.FromMilliseconds(100); // each stream takes about 3 s
-        var db = await FaultDatabase.CreateAsync(postgres);
+        var db = await TestDatabase.CreateAsync(postgres, "faults");
         var key = await db.CreateKeyAsync("faults-sigterm");
         var env = FaultEnvironment.For(db, redis).WithProvider("fast", fast, "quick").WithProvider("slow", slow, "long");
         // After SIGTERM /ready is 503 for 2 s while the instance still serves: time for the load balancer to notice.
@@ -550,7 +550,7 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
     /// <c>SELECT count(*) FROM completions</c> equals the requests served (every request that reached routing, which the
     /// client can tell by its <c>x-request-id</c>), and the rows are exactly those requests: none lost, none doubled.
     /// </summary>
-    private async Task AssertLedgerParityAsync(FaultDatabase db, IReadOnlyList<Outcome> outcomes, params ApiProcess[] apis)
+    private async Task AssertLedgerParityAsync(TestDatabase db, IReadOnlyList<Outcome> outcomes, params ApiProcess[] apis)
     {
         var served = outcomes.Where(o => o.ReachedRouting).Select(o => o.RequestId!).ToHashSet();
         var rows = await db.WaitForRowsAsync(served.Count, TimeSpan.FromSeconds(45));

@@ -1,9 +1,7 @@
 using System.Globalization;
 using System.Text;
-using HelixAgent.Data;
 using HelixAgent.Fakes;
 using HelixAgent.Tests.Infrastructure;
-using Npgsql;
 
 namespace HelixAgent.Tests.Faults;
 
@@ -17,49 +15,10 @@ public sealed class FaultSuite
     public const string Name = "Fault suite";
 }
 
-/// <summary>One scenario's own database (migrated), its API keys and its ledger.</summary>
-internal sealed class FaultDatabase
-{
-    private FaultDatabase(string connectionString) => ConnectionString = connectionString;
-
-    public string ConnectionString { get; }
-
-    public static async Task<FaultDatabase> CreateAsync(PostgresServer postgres)
-    {
-        var cs = await postgres.CreateDatabaseAsync("faults");
-        await using var ds = NpgsqlDataSource.Create(cs);
-        await new SchemaMigrator(ds).UpAsync();
-        return new FaultDatabase(cs);
-    }
-
-    public async Task<string> CreateKeyAsync(string name, int? requestsPerMinute = null, string scope = "client")
-    {
-        await using var ds = NpgsqlDataSource.Create(ConnectionString);
-        return (await new ApiKeyStore(ds).CreateAsync(name, scope, requestsPerMinute, null, null, null, DateTimeOffset.UtcNow)).Secret;
-    }
-
-    /// <summary>Polls <c>completions</c> until it holds <paramref name="expected"/> rows (or more), or the timeout passes.</summary>
-    public async Task<List<LedgerRow>> WaitForRowsAsync(int expected, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (true)
-        {
-            var rows = await GatewayHarness.ReadLedgerAsync(ConnectionString);
-            if (rows.Count >= expected || DateTime.UtcNow > deadline)
-            {
-                // A moment more: a surplus row (a duplicate, a row nobody asked for) would arrive with the last batch.
-                await Task.Delay(300);
-                return await GatewayHarness.ReadLedgerAsync(ConnectionString);
-            }
-            await Task.Delay(200);
-        }
-    }
-}
-
 /// <summary>Environment for a real <c>helixagent</c> process (<see cref="ApiProcess"/>) in front of fake upstreams.</summary>
 internal static class FaultEnvironment
 {
-    public static Dictionary<string, string> For(FaultDatabase db, RedisServer redis) => new()
+    public static Dictionary<string, string> For(TestDatabase db, RedisServer redis) => new()
     {
         ["ConnectionStrings__helixagent-db"] = db.ConnectionString,
         ["ConnectionStrings__redis"] = redis.ConnectionString,

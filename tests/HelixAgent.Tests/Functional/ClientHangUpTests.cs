@@ -33,7 +33,7 @@ public sealed class ClientHangUpTests(PostgresServer postgres, RedisServer redis
     public async Task A_client_hanging_up_mid_body_costs_no_upstream_call_no_ledger_row_and_no_error_and_the_next_request_is_served()
     {
         await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
-        var db = await FaultDatabase.CreateAsync(postgres);
+        var db = await TestDatabase.CreateAsync(postgres, "faults");
         var key = await db.CreateKeyAsync("hang-up");
         await using var api = await ApiProcess.StartAsync(FaultEnvironment.For(db, redis).WithProvider("p0", upstream, "m"));
 

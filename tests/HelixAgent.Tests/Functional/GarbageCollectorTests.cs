@@ -1,7 +1,5 @@
 using System.Text.Json.Nodes;
-using HelixAgent.Data;
 using HelixAgent.Tests.Infrastructure;
-using Npgsql;
 
 namespace HelixAgent.Tests.Functional;
 
@@ -14,13 +12,9 @@ public sealed class GarbageCollectorTests(PostgresServer postgres, RedisServer r
     [InlineData("1", true)]
     public async Task The_gateway_runs_the_workstation_gc_unless_dotnet_gcserver_turns_server_gc_on(string? gcServer, bool expectServer)
     {
-        var cs = await postgres.CreateDatabaseAsync("gcmode");
-        string admin;
-        await using (var ds = NpgsqlDataSource.Create(cs))
-        {
-            await new SchemaMigrator(ds).UpAsync();
-            admin = (await new ApiKeyStore(ds).CreateAsync("ops", "admin", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
-        }
+        var db = await TestDatabase.CreateAsync(postgres, "gcmode");
+        var cs = db.ConnectionString;
+        var admin = await db.CreateKeyAsync("ops", scope: "admin");
         var env = new Dictionary<string, string>
         {
             ["ConnectionStrings__helixagent-db"] = cs,

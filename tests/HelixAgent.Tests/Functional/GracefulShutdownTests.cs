@@ -1,5 +1,4 @@
 using System.Net;
-using HelixAgent.Data;
 using HelixAgent.Tests.Infrastructure;
 using Npgsql;
 
@@ -12,11 +11,7 @@ public sealed class GracefulShutdownTests(PostgresServer postgres, RedisServer r
     [Fact]
     public async Task Sigterm_turns_ready_503_immediately_while_still_serving_then_exits_zero()
     {
-        var cs = await postgres.CreateDatabaseAsync("drain");
-        await using (var ds = NpgsqlDataSource.Create(cs))
-        {
-            await new SchemaMigrator(ds).UpAsync();
-        }
+        var cs = (await TestDatabase.CreateAsync(postgres, "drain")).ConnectionString;
         await using var api = await ApiProcess.StartAsync(new Dictionary<string, string>
         {
             ["ConnectionStrings__helixagent-db"] = cs,
@@ -44,13 +39,9 @@ public sealed class GracefulShutdownTests(PostgresServer postgres, RedisServer r
     [Fact]
     public async Task Sigterm_lets_an_in_flight_stream_finish_and_flushes_its_ledger_row_before_exit()
     {
-        var cs = await postgres.CreateDatabaseAsync("drainstream");
-        string key;
-        await using (var ds = NpgsqlDataSource.Create(cs))
-        {
-            await new SchemaMigrator(ds).UpAsync();
-            key = (await new ApiKeyStore(ds).CreateAsync("drain", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
-        }
+        var db = await TestDatabase.CreateAsync(postgres, "drainstream");
+        var cs = db.ConnectionString;
+        var key = await db.CreateKeyAsync("drain");
         await using var api = await ApiProcess.StartAsync(new Dictionary<string, string>
         {
             ["ConnectionStrings__helixagent-db"] = cs,

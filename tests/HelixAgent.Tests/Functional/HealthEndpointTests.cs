@@ -24,13 +24,7 @@ public sealed class HealthEndpointTests(PostgresServer postgres, RedisServer red
         ["Gateway:ProbeIntervalSeconds"] = "0",
     };
 
-    private async Task<string> MigratedDatabaseAsync()
-    {
-        var cs = await postgres.CreateDatabaseAsync("health");
-        await using var ds = NpgsqlDataSource.Create(cs);
-        await new SchemaMigrator(ds).UpAsync();
-        return cs;
-    }
+    private async Task<string> MigratedDatabaseAsync() => (await TestDatabase.CreateAsync(postgres, "health")).ConnectionString;
 
     private static async Task<(HttpStatusCode Status, JsonElement Body)> GetJsonAsync(HttpClient client, string path)
     {

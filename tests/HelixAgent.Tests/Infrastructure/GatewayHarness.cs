@@ -62,15 +62,10 @@ public sealed class GatewayHarness : IAsyncDisposable
         Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? services = null, string? databaseConnectionString = null,
         string? redisConnectionString = null)
     {
-        var cs = databaseConnectionString ?? await postgres.CreateDatabaseAsync("gw");
-        string clientKey, adminKey;
-        await using (var ds = NpgsqlDataSource.Create(cs))
-        {
-            await new SchemaMigrator(ds).UpAsync();
-            var store = new ApiKeyStore(ds);
-            clientKey = (await store.CreateAsync("harness-client", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
-            adminKey = (await store.CreateAsync("harness-admin", "admin", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
-        }
+        var db = databaseConnectionString is null ? await TestDatabase.CreateAsync(postgres, "gw") : await TestDatabase.OpenAsync(databaseConnectionString);
+        var cs = db.ConnectionString;
+        var clientKey = await db.CreateKeyAsync("harness-client");
+        var adminKey = await db.CreateKeyAsync("harness-admin", scope: "admin");
         return new GatewayHarness(new GatewayFactory(cs, redisConnectionString ?? redis.ConnectionString, settings, services), cs, clientKey, adminKey);
     }
 

@@ -1,9 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.RegularExpressions;
-using HelixAgent.Data;
 using HelixAgent.Tests.Infrastructure;
-using Npgsql;
 
 namespace HelixAgent.Tests.Metrics;
 
@@ -17,13 +15,9 @@ public sealed partial class ConsoleLogTests(PostgresServer postgres, RedisServer
     [Fact]
     public async Task Grep_ERROR_on_the_console_log_finds_each_failed_request_with_its_id_and_key_name_and_nothing_for_a_failover_that_worked()
     {
-        var cs = await postgres.CreateDatabaseAsync("console");
-        string key;
-        await using (var ds = NpgsqlDataSource.Create(cs))
-        {
-            await new SchemaMigrator(ds).UpAsync();
-            key = (await new ApiKeyStore(ds).CreateAsync("billing-app", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
-        }
+        var db = await TestDatabase.CreateAsync(postgres, "console");
+        var cs = db.ConnectionString;
+        var key = await db.CreateKeyAsync("billing-app");
         string log, flakyId, brokenId;
         await using (var api = await ApiProcess.StartAsync(new Dictionary<string, string>
         {

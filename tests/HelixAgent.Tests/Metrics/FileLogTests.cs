@@ -1,7 +1,5 @@
 using System.Text;
-using HelixAgent.Data;
 using HelixAgent.Tests.Infrastructure;
-using Npgsql;
 
 namespace HelixAgent.Tests.Metrics;
 
@@ -12,13 +10,9 @@ public sealed class FileLogTests(PostgresServer postgres, RedisServer redis)
     [Fact]
     public async Task Provider_failures_land_in_the_log_file_with_the_request_id_and_key_name_but_never_the_key()
     {
-        var cs = await postgres.CreateDatabaseAsync("logs");
-        string key;
-        await using (var ds = NpgsqlDataSource.Create(cs))
-        {
-            await new SchemaMigrator(ds).UpAsync();
-            key = (await new ApiKeyStore(ds).CreateAsync("billing-app", "client", null, null, null, null, DateTimeOffset.UtcNow)).Secret;
-        }
+        var db = await TestDatabase.CreateAsync(postgres, "logs");
+        var cs = db.ConnectionString;
+        var key = await db.CreateKeyAsync("billing-app");
         var logFile = Path.Combine(ServerProcess.TempDir("helixagent-logs"), "app.log");
         string requestId;
         await using (var api = await ApiProcess.StartAsync(new Dictionary<string, string>
