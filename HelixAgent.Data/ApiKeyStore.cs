@@ -56,7 +56,7 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
     {
         if (!NameShape().IsMatch(name))
         {
-            throw new ApiKeyException($"invalid key name '{name}': use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+            throw new ApiKeyException($"invalid key name '{Echo.Clip(name)}': use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
         }
     }
 
@@ -66,7 +66,7 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
         ValidateName(name);
         if (!Scopes.Contains(scope))
         {
-            throw new ApiKeyException($"invalid scope '{scope}': use client or admin");
+            throw new ApiKeyException($"invalid scope '{Echo.Clip(scope)}': use client or admin");
         }
         if (rpm is <= 0 || tpm is <= 0)
         {
@@ -80,7 +80,9 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
     /// Issues a new key for <paramref name="name"/> with the same scope and limits; every usable key of that name keeps
     /// working until now + <paramref name="grace"/> (or its own earlier expiry), then stops.
     /// </summary>
-    public async Task<(IssuedKey New, IReadOnlyList<ApiKeyInfo> Retiring)> RotateAsync(string name, TimeSpan grace, DateTimeOffset now, CancellationToken ct = default)
+    /// The retiring keys come with their hashes: their expiry changed, so every replica's key cache must drop them (as a
+    /// revocation does), or a cached key would outlive a short grace by the cache's lifetime.
+    public async Task<(IssuedKey New, IReadOnlyList<(ApiKeyInfo Key, byte[] Hash)> Retiring)> RotateAsync(string name, TimeSpan grace, DateTimeOffset now, CancellationToken ct = default)
     {
         ValidateName(name);
         if (grace < TimeSpan.Zero)
@@ -89,34 +91,34 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
         }
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
-        var usable = new List<ApiKeyInfo>();
+        var usable = new List<(ApiKeyInfo Key, byte[] Hash)>();
         await using (var cmd = new NpgsqlCommand(
-            $"SELECT {Columns} FROM api_keys WHERE name = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC FOR UPDATE", conn, tx))
+            $"SELECT {Columns}, key_hash FROM api_keys WHERE name = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC FOR UPDATE", conn, tx))
         {
             cmd.Parameters.AddWithValue(name);
             cmd.Parameters.AddWithValue(now);
             await using var r = await cmd.ExecuteReaderAsync(ct);
             while (await r.ReadAsync(ct))
             {
-                usable.Add(Read(r));
+                usable.Add((Read(r), r.GetFieldValue<byte[]>(11)));
             }
         }
         if (usable.Count == 0)
         {
             throw new ApiKeyException($"no usable key named '{name}' to rotate (create one with: helixagent keys create --name {name})");
         }
-        var newest = usable[0];
+        var newest = usable[0].Key;
         var until = now + grace;
         await using (var cmd = new NpgsqlCommand(
             "UPDATE api_keys SET expires_at = LEAST(coalesce(expires_at, 'infinity'::timestamptz), $2) WHERE id = ANY($1)", conn, tx))
         {
-            cmd.Parameters.AddWithValue(usable.Select(k => k.Id).ToArray());
+            cmd.Parameters.AddWithValue(usable.Select(k => k.Key.Id).ToArray());
             cmd.Parameters.AddWithValue(until);
             await cmd.ExecuteNonQueryAsync(ct);
         }
         var issued = await InsertAsync(conn, tx, name, newest.Scope, newest.RpmLimit, newest.TpmLimit, newest.AllowedModels, null, newest.Id, now, ct);
         await tx.CommitAsync(ct);
-        var retiring = usable.Select(k => k with { ExpiresAt = k.ExpiresAt is { } e && e < until ? e : until }).ToList();
+        var retiring = usable.Select(k => (k.Key with { ExpiresAt = k.Key.ExpiresAt is { } e && e < until ? e : until }, k.Hash)).ToList();
         return (issued, retiring);
     }
 
@@ -148,7 +150,7 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
         }
         if (list.Count == 0)
         {
-            throw new ApiKeyException($"no unrevoked key '{nameOrId}'");
+            throw new ApiKeyException($"no unrevoked key '{Echo.Clip(nameOrId)}'");
         }
         return list;
     }

@@ -44,7 +44,7 @@ internal static class AdminApi
         {
             if (!registry.TryGetProvider(name, out var p))
             {
-                return OpenAiErrors.Result(404, $"Unknown provider '{name}'.", "invalid_request_error", "provider_not_found", "name");
+                return OpenAiErrors.Result(404, $"Unknown provider '{HelixAgent.Data.Echo.Clip(name)}'.", "invalid_request_error", "provider_not_found", "name");
             }
             p.State.Reset();
             return GatewayApi.Json(new JsonObject { ["name"] = p.Name, ["circuit"] = "closed", ["status"] = p.State.Status });
@@ -65,18 +65,33 @@ internal static class AdminApi
 
     private static async Task<IResult> CreateKey(HttpContext ctx, [AsParameters] AdminServices s)
     {
-        var body = await ReadObjectAsync(ctx);
-        if (body is null || body["name"] is not JsonValue)
+        var (body, error) = await ReadObjectAsync(ctx, required: true);
+        if (error is not null)
         {
-            return OpenAiErrors.Result(400, "Missing required parameter: 'name'.", "invalid_request_error", "invalid_request_error", "name");
+            return error;
         }
+        if (body!["name"] is not JsonValue nv || !nv.TryGetValue<string>(out var name))
+        {
+            return Invalid(body.ContainsKey("name") ? "Invalid type for 'name': expected a string." : "Missing required parameter: 'name'.", "name");
+        }
+        if (body["scope"] is { } sn && (sn is not JsonValue sv || !sv.TryGetValue<string>(out _)))
+        {
+            return Invalid("Invalid type for 'scope': expected a string ('client' or 'admin').", "scope");
+        }
+        if (body["allowed_models"] is { } am && (am is not JsonArray models || models.Any(m => m is not JsonValue mv || !mv.TryGetValue<string>(out _))))
+        {
+            return Invalid("Invalid type for 'allowed_models': expected an array of model names.", "allowed_models");
+        }
+        if (Int(body, "expires_in_days", 1, 36_500) is { Error: { } e1 }) { return e1; }
+        if (Int(body, "rpm_limit", 1, int.MaxValue) is { Error: { } e2 }) { return e2; }
+        if (Int(body, "tpm_limit", 1, int.MaxValue) is { Error: { } e3 }) { return e3; }
         var now = s.Time.GetUtcNow();
         try
         {
-            var expiresDays = Int(body, "expires_in_days");
-            var issued = await s.Store.CreateAsync(body["name"]!.ToString(), body["scope"]?.ToString() ?? "client",
-                Int(body, "rpm_limit"), Int(body, "tpm_limit"),
-                body["allowed_models"] is JsonArray models ? [.. models.Select(m => m?.ToString() ?? "")] : null,
+            var expiresDays = Int(body, "expires_in_days", 1, 36_500).Value;
+            var issued = await s.Store.CreateAsync(name, body["scope"]?.GetValue<string>() ?? "client",
+                Int(body, "rpm_limit", 1, int.MaxValue).Value, Int(body, "tpm_limit", 1, int.MaxValue).Value,
+                body["allowed_models"] is JsonArray list ? [.. list.Select(m => m!.GetValue<string>())] : null,
                 expiresDays is { } d ? now.AddDays(d) : null, now, ctx.RequestAborted);
             var json = Describe(issued.Info, now);
             json["key"] = issued.Secret;
@@ -84,25 +99,43 @@ internal static class AdminApi
         }
         catch (ApiKeyException ex)
         {
-            return OpenAiErrors.Result(400, ex.Message, "invalid_request_error", "invalid_request_error");
-        }
-        catch (FormatException ex)
-        {
-            return OpenAiErrors.Result(400, ex.Message, "invalid_request_error", "invalid_request_error");
+            return Invalid(ex.Message, null);
         }
     }
 
     private static async Task<IResult> RotateKey(string name, HttpContext ctx, [AsParameters] AdminServices s)
     {
-        var body = await ReadObjectAsync(ctx) ?? [];
+        var (body, error) = await ReadObjectAsync(ctx, required: false);
+        if (error is not null)
+        {
+            return error;
+        }
+        double graceHours = 24;
+        if (body?["grace_hours"] is { } g && (g is not JsonValue gv || !gv.TryGetValue(out graceHours) || !(graceHours >= 0) || graceHours > 87_600))
+        {
+            return Invalid("Invalid value for 'grace_hours': expected a number of hours from 0 to 87600.", "grace_hours");
+        }
         var now = s.Time.GetUtcNow();
         try
         {
-            var graceHours = body["grace_hours"] is JsonValue g && g.TryGetValue<double>(out var h) ? h : 24;
+            HelixAgent.Data.ApiKeyStore.ValidateName(name);
+        }
+        catch (ApiKeyException ex)
+        {
+            return Invalid(ex.Message, "name");
+        }
+        try
+        {
             var (issued, retiring) = await s.Store.RotateAsync(name, TimeSpan.FromHours(graceHours), now, ctx.RequestAborted);
             var json = Describe(issued.Info, now);
             json["key"] = issued.Secret;
-            json["retiring"] = new JsonArray([.. retiring.Select(k => (JsonNode)Describe(k, now))]);
+            json["retiring"] = new JsonArray([.. retiring.Select(k => (JsonNode)Describe(k.Key, now))]);
+            // Their expiry changed (with grace_hours 0 they stop now): every replica drops them from its key cache, as on revoke.
+            foreach (var (_, hash) in retiring)
+            {
+                s.Authenticator.Evict(Convert.ToHexString(hash));
+            }
+            json["all_replicas_notified"] = await KeyAuthenticator.PublishChangeAsync(s.Services.GetService<IConnectionMultiplexer>(), retiring.Select(r => r.Hash));
             return GatewayApi.Json(json, 201);
         }
         catch (ApiKeyException ex)
@@ -135,7 +168,11 @@ internal static class AdminApi
 
     private static async Task<IResult> SetMaintenance(HttpContext ctx, [AsParameters] AdminServices s)
     {
-        var body = await ReadObjectAsync(ctx);
+        var (body, error) = await ReadObjectAsync(ctx, required: true);
+        if (error is not null)
+        {
+            return error;
+        }
         if (body?["enabled"] is not JsonValue v || !v.TryGetValue<bool>(out var on))
         {
             return OpenAiErrors.Result(400, "Expected {\"enabled\": true|false}.", "invalid_request_error", "invalid_request_error", "enabled");
@@ -251,24 +288,28 @@ internal static class AdminApi
         ["allowed_models"] = k.AllowedModels is { } m ? new JsonArray([.. m.Select(x => (JsonNode)JsonValue.Create(x))]) : null,
     };
 
-    private static int? Int(JsonObject body, string name) =>
-        body[name] is not JsonNode n ? null
-        : n is JsonValue v && v.TryGetValue<int>(out var i) ? i
-        : throw new FormatException($"'{name}' must be a whole number.");
+    private static IResult Invalid(string message, string? param) =>
+        OpenAiErrors.Result(400, message, "invalid_request_error", "invalid_request_error", param);
 
-    private static async Task<JsonObject?> ReadObjectAsync(HttpContext ctx)
+    /// <summary>An optional whole-number field within [min, max]: its value, or the 400 naming it.</summary>
+    private static (int? Value, IResult? Error) Int(JsonObject body, string name, int min, int max) =>
+        body[name] is not JsonNode n ? (null, null)
+        : n is JsonValue v && v.TryGetValue<int>(out var i) && i >= min && i <= max ? (i, null)
+        : (null, Invalid($"Invalid value for '{name}': expected a whole number from {min} to {max}.", name));
+
+    /// <summary>
+    /// The body as an object (strictly, as the client routes read theirs), or the 400/413 to answer. An empty body is no
+    /// body: an error when <paramref name="required"/>, else null with no error.
+    /// </summary>
+    private static async Task<(JsonObject? Body, IResult? Error)> ReadObjectAsync(HttpContext ctx, bool required)
     {
-        if (ctx.Request.ContentLength is 0 or null && !ctx.Request.HasJsonContentType())
+        if (ctx.Request.ContentLength is 0 || (ctx.Request.ContentLength is null && !ctx.Request.HasJsonContentType()))
         {
-            return null;
+            return required ? (null, OpenAiErrors.Result(400, "The request needs a JSON object body.", "invalid_request_error", "invalid_json")) : (null, null);
         }
-        try
-        {
-            return await System.Text.Json.Nodes.JsonNode.ParseAsync(ctx.Request.Body, cancellationToken: ctx.RequestAborted) as JsonObject;
-        }
-        catch (System.Text.Json.JsonException)
-        {
-            return null;
-        }
+        var (body, error) = await JsonBody.ReadObjectAsync(ctx, 1024 * 1024);
+        return error is not null ? (null, OpenAiErrors.Result(error.Status, error.Message, "invalid_request_error", error.Code))
+            : body is null ? (null, OpenAiErrors.Result(400, "The request body could not be read.", "invalid_request_error", "invalid_body"))
+            : (body, null);
     }
 }

@@ -17,22 +17,31 @@ public static class RateLimitHeaders
     /// at least 1) on a rejection that a retry can cure. A request that alone exceeds the token limit gets no
     /// <c>Retry-After</c>: retrying it never succeeds.
     /// </summary>
+    /// <remarks>
+    /// A reset header is the time until its dimension is replenished: fully, while requests are admitted; on a 429 that
+    /// dimension refused, until the next request fits, the moment <c>Retry-After</c> names (at millisecond precision,
+    /// where <c>Retry-After</c> is rounded up to whole seconds). So a client that waits for either header retries at the
+    /// same time. Full replenishment of the sliding minute can take up to two minutes (the current minute's count
+    /// weighs into the next one), which on a 429 told clients to wait far longer than needed (1m2.4s against
+    /// <c>Retry-After: 23</c>).
+    /// </remarks>
     public static void Apply(HttpResponse response, RateLimitDecision d)
     {
         var headers = response.Headers;
+        var retryable = !d.Allowed && d.Rejection != RateLimitRejection.RequestExceedsTokenLimit;
         if (d.LimitRequests is int requests)
         {
             headers[LimitRequests] = requests.ToString(CultureInfo.InvariantCulture);
             headers[RemainingRequests] = (d.RemainingRequests ?? 0).ToString(CultureInfo.InvariantCulture);
-            headers[ResetRequests] = FormatDuration(d.ResetRequests);
+            headers[ResetRequests] = FormatDuration(retryable && d.Rejection == RateLimitRejection.RequestsPerMinute ? d.RetryAfter : d.ResetRequests);
         }
         if (d.LimitTokens is int tokens)
         {
             headers[LimitTokens] = tokens.ToString(CultureInfo.InvariantCulture);
             headers[RemainingTokens] = (d.RemainingTokens ?? 0).ToString(CultureInfo.InvariantCulture);
-            headers[ResetTokens] = FormatDuration(d.ResetTokens);
+            headers[ResetTokens] = FormatDuration(retryable && d.Rejection == RateLimitRejection.TokensPerMinute ? d.RetryAfter : d.ResetTokens);
         }
-        if (!d.Allowed && d.Rejection != RateLimitRejection.RequestExceedsTokenLimit)
+        if (retryable)
         {
             var seconds = Math.Max(1, (long)Math.Ceiling(d.RetryAfter.TotalSeconds));
             headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);

@@ -28,30 +28,9 @@ public sealed class RateLimitOptions
     /// <summary>Tokens to reserve: the prompt estimated at 4 characters a token, plus the completion allowance.</summary>
     public int Reserve(JsonObject body)
     {
-        long chars = 0;
-        Count(body["messages"] ?? body["prompt"] ?? body["input"], ref chars);
         var completion = body["max_completion_tokens"] is JsonValue a && a.TryGetValue<int>(out var x) ? x
             : body["max_tokens"] is JsonValue b && b.TryGetValue<int>(out var y) ? y
             : body.ContainsKey("input") ? 0 : DefaultCompletionReserve;
-        return (int)Math.Min(int.MaxValue, ((chars + 3) / 4) + completion);
-    }
-
-    private static void Count(JsonNode? node, ref long chars)
-    {
-        switch (node)
-        {
-            case JsonValue v when v.TryGetValue<string>(out var s):
-                chars += s.Length;
-                break;
-            case JsonArray array:
-                foreach (var item in array)
-                {
-                    Count(item, ref chars);
-                }
-                break;
-            case JsonObject obj:
-                Count(obj["content"] ?? obj["text"], ref chars);
-                break;
-        }
+        return (int)Math.Min(int.MaxValue, (long)HelixAgent.Api.Gateway.TokenEstimate.Prompt(body) + completion);
     }
 }

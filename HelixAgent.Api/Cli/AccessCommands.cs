@@ -58,10 +58,16 @@ internal static class AccessCommands
                     {
                         await @out.WriteLineAsync($"New key for '{issued.Info.Name}' ({issued.Info.Id}). Store it now; it is not shown again:");
                         await @out.WriteLineAsync(issued.Secret);
-                        foreach (var old in retiring)
+                        foreach (var (old, _) in retiring)
                         {
                             await @out.WriteLineAsync($"The previous key {old.Prefix}… keeps working until {old.ExpiresAt:u}, then gets 401.");
                         }
+                    }
+                    // The retiring keys' expiry changed: running replicas drop them from their key caches, as on revoke.
+                    if (retiring.Count > 0 && !await PublishAsync(retiring.Select(r => r.Hash)))
+                    {
+                        await err.WriteLineAsync(
+                            "helixagent: warning: Redis is unreachable, so running replicas learn of the new expiry when their key cache expires (Auth:CacheSeconds, 30 s by default).");
                     }
                     return 0;
                 }

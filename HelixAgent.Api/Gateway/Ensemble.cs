@@ -115,7 +115,7 @@ public sealed record EnsemblePlan(string Strategy, int MinProviders, IReadOnlyLi
                 if (!route.Targets.Any(t => Matches(t, name)))
                 {
                     return new ValidationError(
-                        $"Invalid value for 'ensemble_config.preferred_providers': '{name}' is not a provider of model '{route.Id}' ({MemberList(route)}).",
+                        $"Invalid value for 'ensemble_config.preferred_providers': '{HelixAgent.Data.Echo.Clip(name)}' is not a provider of model '{route.Id}' ({MemberList(route)}).",
                         "ensemble_config.preferred_providers");
                 }
                 preferred.Add(name);

@@ -4,7 +4,7 @@ using HelixAgent.Api.Access;
 using HelixAgent.Api.Infrastructure;
 using HelixAgent.Api.Ledger;
 using HelixAgent.Api.Observability;
-using Microsoft.AspNetCore.Http.Features;
+using HelixAgent.Data;
 using Microsoft.Extensions.Options;
 
 namespace HelixAgent.Api.Gateway;
@@ -95,7 +95,7 @@ internal static partial class GatewayApi
         }
         EnsemblePlan? ensemble = null;
         var ensembleError = embeddings
-            ? route.IsEnsemble ? new ValidationError($"The model '{model}' answers chat and completions requests, not embeddings.", "model")
+            ? route.IsEnsemble ? new ValidationError($"The model '{Echo.Clip(model)}' answers chat and completions requests, not embeddings.", "model")
             : body.ContainsKey("ensemble_config") ? new ValidationError("'ensemble_config' applies to chat and completions requests, not embeddings.", "ensemble_config")
             : null
             : EnsemblePlan.Parse(body, route, s.Ensemble.Value, s.Options.Value.DeadlineSeconds, out ensemble);
@@ -107,7 +107,7 @@ internal static partial class GatewayApi
         var key = AuthenticatedKey.Of(ctx);
         if (!ModelAllowed(key, model, route))
         {
-            await WriteErrorAsync(ctx, 403, $"This API key may not use model '{model}'.", "permission_error", "model_not_allowed", "model");
+            await WriteErrorAsync(ctx, 403, $"This API key may not use model '{Echo.Clip(model)}'.", "permission_error", "model_not_allowed", "model");
             return null;
         }
         // Streams are never cached. The lookup goes to Redis with the admission; a refused request drops its result.
@@ -307,14 +307,18 @@ internal static partial class GatewayApi
         using var sse = new SseWriter(ctx.Response);
         var ct = ctx.RequestAborted;
         var converter = legacy ? new LegacyCompletions.ChunkConverter(trace.RequestId) : null;
+        var usageReported = false;
+        long streamedChars = 0;
 
         async ValueTask Emit(ChatChunk chunk)
         {
             if (chunk.Usage is { } usage)
             {
                 trace.Usage = usage;
+                usageReported = true;
             }
             var node = chunk.Chunk;
+            streamedChars += TokenEstimate.ChunkChars(node);
             if (chunk.Usage is not null && !includeUsage)
             {
                 if (node["choices"] is JsonArray { Count: 0 })
@@ -330,35 +334,48 @@ internal static partial class GatewayApi
             }
         }
 
-        foreach (var chunk in open.Buffered)
+        try
         {
-            await Emit(chunk);
-        }
-        if (!open.Ended)
-        {
-            try
+            foreach (var chunk in open.Buffered)
             {
-                while (await chunks.MoveNextAsync())
+                await Emit(chunk);
+            }
+            if (!open.Ended)
+            {
+                try
                 {
-                    await Emit(chunks.Current);
+                    while (await chunks.MoveNextAsync())
+                    {
+                        await Emit(chunks.Current);
+                    }
+                }
+                catch (UpstreamException ex)
+                {
+                    provider.State.RecordFailure(ex.Kind, ex.Message, ex.RetryAfter);
+                    await InterruptAsync(sse, trace, 502, "upstream_error", "stream_interrupted",
+                        $"The upstream stream from {provider.Name} failed after it started: {ex.Message}", ct);
+                    return;
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    provider.State.RecordFailure(UpstreamFailure.Timeout, $"{provider.Name}: stream exceeded its timeout", null);
+                    await InterruptAsync(sse, trace, 504, "timeout_error", "upstream_timeout",
+                        $"The upstream stream from {provider.Name} did not finish in time.", ct);
+                    return;
                 }
             }
-            catch (UpstreamException ex)
+            await sse.WriteDoneAsync(ct);
+        }
+        finally
+        {
+            // A stream that ended (client gone, upstream cut, timeout) before its provider reported usage still spent
+            // tokens: the row counts what was sent, estimated, and says so.
+            if (!usageReported)
             {
-                provider.State.RecordFailure(ex.Kind, ex.Message, ex.RetryAfter);
-                await InterruptAsync(sse, trace, 502, "upstream_error", "stream_interrupted",
-                    $"The upstream stream from {provider.Name} failed after it started: {ex.Message}", ct);
-                return;
-            }
-            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-            {
-                provider.State.RecordFailure(UpstreamFailure.Timeout, $"{provider.Name}: stream exceeded its timeout", null);
-                await InterruptAsync(sse, trace, 504, "timeout_error", "upstream_timeout",
-                    $"The upstream stream from {provider.Name} did not finish in time.", ct);
-                return;
+                trace.Usage = new TokenUsage(TokenEstimate.Prompt(body), TokenEstimate.OfChars(streamedChars));
+                trace.UsageEstimated = true;
             }
         }
-        await sse.WriteDoneAsync(ct);
     }
 
     /// <summary>After the first byte there is no failover: end with an OpenAI-style error event, never a silent cut.</summary>
@@ -427,7 +444,7 @@ internal static partial class GatewayApi
     private static IResult GetModel(string id, ProviderRegistry registry) =>
         registry.TryGetRoute(id, out var route)
             ? Json(ModelJson(route, id))
-            : OpenAiErrors.Result(404, $"The model '{id}' does not exist or you do not have access to it.", "invalid_request_error", "model_not_found", "model");
+            : OpenAiErrors.Result(404, $"The model '{Echo.Clip(id)}' does not exist or you do not have access to it.", "invalid_request_error", "model_not_found", "model");
 
     private static JsonObject ModelJson(ModelRoute route, string id) => new()
     {
@@ -470,65 +487,20 @@ internal static partial class GatewayApi
     }
 
     private static Task WriteModelNotFoundAsync(HttpContext ctx, string model) =>
-        WriteErrorAsync(ctx, 404, $"The model '{model}' does not exist or you do not have access to it.", "invalid_request_error", "model_not_found", "model");
+        WriteErrorAsync(ctx, 404, $"The model '{Echo.Clip(model)}' does not exist or you do not have access to it.", "invalid_request_error", "model_not_found", "model");
 
     private static Task WriteErrorAsync(HttpContext ctx, int status, string message, string type, string? code, string? param) =>
         OpenAiErrors.WriteAsync(ctx, status, message, type, code, param);
 
-    /// <summary>Reads a JSON object body, answering 413/400 itself (and returning null) when it is not acceptable.</summary>
+    /// <summary>Reads a JSON object body strictly (<see cref="JsonBody"/>), answering 413/400 itself (and returning null) when it is not acceptable.</summary>
     private static async Task<JsonObject?> ReadBodyAsync(HttpContext ctx, long maxBytes)
     {
-        if (ctx.Request.ContentLength > maxBytes)
+        var (body, error) = await JsonBody.ReadObjectAsync(ctx, maxBytes);
+        if (error is not null)
         {
-            await WriteErrorAsync(ctx, 413, $"Request body too large: the limit is {maxBytes} bytes.", "invalid_request_error", "request_too_large", null);
-            return null;
+            await WriteErrorAsync(ctx, error.Status, error.Message, "invalid_request_error", error.Code, null);
         }
-        if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
-        {
-            limit.MaxRequestBodySize = maxBytes;
-        }
-        if (!ctx.Request.HasJsonContentType())
-        {
-            await WriteErrorAsync(ctx, 400, "Content-Type must be application/json.", "invalid_request_error", "invalid_content_type", null);
-            return null;
-        }
-        try
-        {
-            // No cancellation token: a hang-up already ends the read (with an IOException or BadHttpRequestException),
-            // and a read cancelled through RequestAborted would leave Kestrel's body reader busy.
-            var node = await JsonNode.ParseAsync(ctx.Request.Body);
-            if (node is JsonObject obj)
-            {
-                return obj;
-            }
-            await WriteErrorAsync(ctx, 400, "The request body must be a JSON object.", "invalid_request_error", "invalid_json", null);
-            return null;
-        }
-        catch (JsonException ex)
-        {
-            await WriteErrorAsync(ctx, 400, $"We could not parse the JSON body of your request: {ex.Message}", "invalid_request_error", "invalid_json", null);
-            return null;
-        }
-        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            await WriteErrorAsync(ctx, 413, $"Request body too large: the limit is {maxBytes} bytes.", "invalid_request_error", "request_too_large", null);
-            return null;
-        }
-        catch (Exception ex) when (ex is BadHttpRequestException or IOException or OperationCanceledException)
-        {
-            // The client hung up (or sent less than its Content-Length): nobody is left to answer, nothing was routed.
-            if (!ctx.RequestAborted.IsCancellationRequested && ex is BadHttpRequestException bad)
-            {
-                await WriteErrorAsync(ctx, 400, $"The request body could not be read: {bad.Message}", "invalid_request_error", "invalid_body", null);
-            }
-            else
-            {
-                // Close our side too: otherwise Kestrel may try to drain the rest of a body that will never come from a
-                // reader the failed read left busy, and logs that as an error for every client that reset its connection.
-                ctx.Abort();
-            }
-            return null;
-        }
+        return body;
     }
 
     /// <summary>A key with an allow-list may use the listed models (by the name asked for, or the route it resolves to).</summary>
@@ -562,7 +534,7 @@ internal static partial class GatewayApi
         t.RequestId, t.KeyId, t.KeyName, t.Model, t.Provider, t.Endpoint, t.Status, t.ErrorType,
         t.Usage.PromptTokens, t.Usage.CompletionTokens,
         time.GetElapsedTime(t.StartTimestamp).TotalMilliseconds, t.TtftMs,
-        t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow());
+        t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow(), t.UsageEstimated);
 
     /// <summary>
     /// A request the gateway could not serve (5xx to the client: every provider failed, a stream broke after its first

@@ -17,6 +17,9 @@ public sealed class RequestTrace(string requestId, string model, string endpoint
     public string? KeyName { get; set; }
     public int Attempts { get; set; }
     public TokenUsage Usage { get; set; }
+
+    /// <summary>The usage is the gateway's estimate (a stream that ended before its provider reported usage).</summary>
+    public bool UsageEstimated { get; set; }
     public double? TtftMs { get; set; }
     public bool CacheHit { get; set; }
 

@@ -24,7 +24,7 @@ internal static class ProvidersApi
         app.MapGet("/v1/providers/{name}/health", (string name, ProviderRegistry registry) =>
             registry.TryGetProvider(name, out var p)
                 ? GatewayApi.Json(Describe(p), p.State.Status == "unhealthy" ? 503 : 200)
-                : OpenAiErrors.Result(404, $"Unknown provider '{name}'.", "invalid_request_error", "provider_not_found", "name"));
+                : OpenAiErrors.Result(404, $"Unknown provider '{HelixAgent.Data.Echo.Clip(name)}'.", "invalid_request_error", "provider_not_found", "name"));
         return app;
     }
 

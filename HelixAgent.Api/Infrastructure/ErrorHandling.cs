@@ -59,8 +59,8 @@ internal static class ErrorHandlingExtensions
             var status = ctx.HttpContext.Response.StatusCode;
             var message = status switch
             {
-                404 => $"Unknown route: {ctx.HttpContext.Request.Method} {ctx.HttpContext.Request.Path}",
-                405 => $"Method {ctx.HttpContext.Request.Method} is not allowed on {ctx.HttpContext.Request.Path}.",
+                404 => $"Unknown route: {ctx.HttpContext.Request.Method} {HelixAgent.Data.Echo.Clip(ctx.HttpContext.Request.Path.Value)}",
+                405 => $"Method {ctx.HttpContext.Request.Method} is not allowed on {HelixAgent.Data.Echo.Clip(ctx.HttpContext.Request.Path.Value)}.",
                 413 => "Request body too large.",
                 _ => $"HTTP {status}",
             };

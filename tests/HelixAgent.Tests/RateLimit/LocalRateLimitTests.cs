@@ -100,7 +100,8 @@ public sealed class LocalRateLimitTests
 
         Assert.Equal("60", response.Headers["x-ratelimit-limit-requests"]);
         Assert.Equal("0", response.Headers["x-ratelimit-remaining-requests"]);
-        Assert.Equal("1m1.5s", response.Headers["x-ratelimit-reset-requests"]);
+        // Refused on requests: its reset is when the next request fits, as Retry-After says (not the full 61.5 s).
+        Assert.Equal("1.2s", response.Headers["x-ratelimit-reset-requests"]);
         Assert.Equal("10000", response.Headers["x-ratelimit-limit-tokens"]);
         Assert.Equal("2500", response.Headers["x-ratelimit-remaining-tokens"]);
         Assert.Equal("30ms", response.Headers["x-ratelimit-reset-tokens"]);
