@@ -35,7 +35,12 @@ catch (GatewayConfigurationException ex)
 // connect blocks a thread-pool thread while its own completions wait for the pool to grow: about a second on a
 // 2-core pod, added to the first requests and reported as "redis: not connected" by /health. With Redis down this
 // waits out the connect timeout (2 s) once; the gateway then starts degraded and reconnects in the background.
-app.Services.GetService<StackExchange.Redis.IConnectionMultiplexer>();
+var startupLog = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("HelixAgent.Api");
+RedisConnectionLog.Attach(app.Services.GetService<StackExchange.Redis.IConnectionMultiplexer>(), startupLog);
+
+// The last line of a stop: after every hosted service (the ledger's flush included) has stopped.
+app.Lifetime.ApplicationStopped.Register(() => HelixAgent.Api.Ledger.CompletionLedger.LogStopped(
+    startupLog, app.Services.GetRequiredService<HelixAgent.Api.Ledger.CompletionLedger>()));
 
 app.UseApplicationErrors();
 app.UseMiddleware<AccessMiddleware>();

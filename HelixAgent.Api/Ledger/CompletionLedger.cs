@@ -71,6 +71,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
     private long _written;
     private int _pending;
     private int _disposed;
+    private int _stoppedWithUnwritten;
 
     public CompletionLedger(NpgsqlDataSource db, IOptions<LedgerOptions> options, IMeterFactory meters, GatewayMetrics metrics, ILogger<CompletionLedger> logger)
     {
@@ -142,6 +143,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         var left = Volatile.Read(ref _pending);
         if (left > 0)
         {
+            _stoppedWithUnwritten = left;
             CountLost(left);
             LogUnflushed(_logger, left);
         }
@@ -267,6 +269,25 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         await _abort.CancelAsync();
         _abort.Dispose();
     }
+
+    /// <summary>The process's last line: every row it recorded was written, or how many were not.</summary>
+    public static void LogStopped(ILogger logger, CompletionLedger ledger)
+    {
+        if (ledger.PendingRows > 0 || ledger._stoppedWithUnwritten > 0)
+        {
+            LogStoppedUnflushed(logger, Math.Max(ledger.PendingRows, ledger._stoppedWithUnwritten), ledger.WrittenRows);
+        }
+        else
+        {
+            LogStoppedFlushed(logger, ledger.WrittenRows);
+        }
+    }
+
+    [LoggerMessage(6, LogLevel.Information, "stopped; ledger flushed ({Rows} rows)")]
+    private static partial void LogStoppedFlushed(ILogger logger, long rows);
+
+    [LoggerMessage(7, LogLevel.Error, "stopped; ledger NOT flushed: {Unwritten} rows unwritten, counted lost ({Rows} rows written)")]
+    private static partial void LogStoppedUnflushed(ILogger logger, int unwritten, long rows);
 
     [LoggerMessage(1, LogLevel.Error, "Usage row {RequestId} lost: the ledger queue is full ({Capacity} rows waiting)")]
     private static partial void LogLost(ILogger logger, string requestId, int capacity);
