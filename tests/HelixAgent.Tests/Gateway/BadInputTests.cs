@@ -1,0 +1,167 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json.Nodes;
+using HelixAgent.Tests.Infrastructure;
+using Npgsql;
+
+namespace HelixAgent.Tests.Gateway;
+
+/// <summary>
+/// A newcomer's bad input: answered 400 (or 404) in the OpenAI error shape naming what is wrong, never a 500, and with
+/// no more of the input echoed back than an error needs.
+/// </summary>
+public sealed class BadInputTests(PostgresServer postgres, RedisServer redis) : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+{
+    private static StringContent Raw(byte[] body) =>
+        new(Encoding.UTF8.GetString(body)) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } };
+
+    private static ByteArrayContent Bytes(byte[] body) =>
+        new(body) { Headers = { ContentType = new MediaTypeHeaderValue("application/json") } };
+
+    private static async Task<JsonObject> ErrorOf(HttpResponseMessage response, HttpStatusCode status)
+    {
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == status, $"expected {(int)status}, got {(int)response.StatusCode}: {text}");
+        return (JsonNode.Parse(text)!["error"] as JsonObject)!;
+    }
+
+    [Theory]
+    [InlineData("/v1/chat/completions", """{"model":"sim-small","model":"sim-error","messages":[{"role":"user","content":"hi"}]}""", "model")]
+    [InlineData("/v1/chat/completions", """{"model":"sim-small","messages":[{"role":"user","role":"system","content":"hi"}]}""", "role")]
+    [InlineData("/v1/completions", """{"model":"sim-small","prompt":"a","prompt":"b"}""", "prompt")]
+    [InlineData("/v1/embeddings", """{"model":"sim-small","input":"a","input":"b"}""", "input")]
+    public async Task Duplicate_json_keys_are_400_invalid_json_naming_the_key_and_write_no_row(string path, string body, string key)
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var error = await ErrorOf(await gw.Client.PostAsync(path, Raw(Encoding.UTF8.GetBytes(body))), HttpStatusCode.BadRequest);
+        Assert.Equal("invalid_json", error["code"]!.GetValue<string>());
+        Assert.Contains($"'{key}'", error["message"]!.GetValue<string>());
+
+        // A good request after it is served and is the only row.
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("sim-small"))).StatusCode);
+        var rows = await gw.LedgerRowsAsync(1);
+        Assert.Single(rows);
+        Assert.Equal((short)200, rows[0].Status);
+    }
+
+    [Fact]
+    public async Task Duplicate_json_keys_on_admin_keys_are_400_invalid_json_and_create_no_key()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        using var admin = gw.WithKey(gw.AdminKey);
+        var error = await ErrorOf(await admin.PostAsync("/admin/keys", Raw("""{"name":"dup-a","name":"dup-b"}"""u8.ToArray())), HttpStatusCode.BadRequest);
+        Assert.Equal("invalid_json", error["code"]!.GetValue<string>());
+        Assert.Contains("'name'", error["message"]!.GetValue<string>());
+        await using var conn = new NpgsqlConnection(gw.DatabaseConnectionString + ";Pooling=false");
+        await conn.OpenAsync();
+        Assert.Equal(0L, await new NpgsqlCommand("SELECT count(*) FROM api_keys WHERE name LIKE 'dup-%'", conn).ExecuteScalarAsync());
+    }
+
+    public static TheoryData<string, byte[]> InvalidUtf8Bodies()
+    {
+        static byte[] With(string before, byte[] bad, string after) => [.. Encoding.UTF8.GetBytes(before), .. bad, .. Encoding.UTF8.GetBytes(after)];
+        byte[] invalid = [0xC3, 0x28, 0xFF];
+        return new()
+        {
+            { "/v1/chat/completions", With("""{"model":"sim-small","messages":[{"role":"user","content":"a""", invalid, "\"}]}") },
+            { "/v1/chat/completions", With("""{"model":"sim-sm""", invalid, "\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}") },
+            { "/v1/embeddings", With("""{"model":"sim-small","input":["ok",""", invalid, "\"]}") },
+            // Valid UTF-8, but an escape that is no valid UTF-16: a lone surrogate.
+            { "/v1/chat/completions", Encoding.UTF8.GetBytes("""{"model":"sim-small","messages":[{"role":"user","content":"\ud800 x"}]}""") },
+        };
+    }
+
+    [Theory]
+    [MemberData(nameof(InvalidUtf8Bodies))]
+    public async Task Invalid_utf8_anywhere_in_the_body_is_400_invalid_json(string path, byte[] body)
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var error = await ErrorOf(await gw.Client.PostAsync(path, Bytes(body)), HttpStatusCode.BadRequest);
+        Assert.Equal("invalid_json", error["code"]!.GetValue<string>());
+        Assert.Equal("invalid_request_error", error["type"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task A_huge_model_name_or_key_name_is_echoed_clipped_to_200_characters()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var model = new string('m', 100_000);
+        var response = await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat(model));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.True(text.Length < 1000, $"the 404 body is {text.Length} characters");
+        Assert.Contains(new string('m', 200) + "… (100000 characters)", JsonNode.Parse(text)!["error"]!["message"]!.GetValue<string>());
+
+        using var admin = gw.WithKey(gw.AdminKey);
+        var created = await admin.PostAsync("/admin/keys", Raw(Encoding.UTF8.GetBytes($$"""{"name":"{{new string('k', 5000)}}"}""")));
+        var createdText = await created.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, created.StatusCode);
+        Assert.True(createdText.Length < 1000, $"the 400 body is {createdText.Length} characters");
+        Assert.Contains("(5000 characters)", createdText);
+    }
+
+    [Fact]
+    public async Task Rotating_with_zero_grace_stops_the_previous_key_at_once_although_it_was_cached()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        using var admin = gw.WithKey(gw.AdminKey);
+        var created = JsonNode.Parse(await (await admin.PostAsync("/admin/keys", Raw("""{"name":"rotate-now"}"""u8.ToArray()))).Content.ReadAsStringAsync())!;
+        using var old = gw.WithKey(created["key"]!.GetValue<string>());
+        var chat = new StringContent(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json");
+        Assert.Equal(HttpStatusCode.OK, (await old.PostAsync("/v1/chat/completions", chat)).StatusCode); // now in the key cache
+
+        var rotated = await admin.PostAsync("/admin/keys/rotate-now/rotate", Raw("""{"grace_hours":0}"""u8.ToArray()));
+        Assert.Equal(HttpStatusCode.Created, rotated.StatusCode);
+        var json = JsonNode.Parse(await rotated.Content.ReadAsStringAsync())!;
+        Assert.Equal("expired", json["retiring"]![0]!["status"]!.GetValue<string>());
+        Assert.True(json["all_replicas_notified"]!.GetValue<bool>());
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await old.PostAsync("/v1/chat/completions",
+            new StringContent(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json"))).StatusCode);
+        using var fresh = gw.WithKey(json["key"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.OK, (await fresh.PostAsync("/v1/chat/completions",
+            new StringContent(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json"))).StatusCode);
+    }
+
+    [Theory]
+    [InlineData("""{"grace_hours":-1}""")]
+    [InlineData("""{"grace_hours":1e300}""")]
+    [InlineData("""{"grace_hours":"soon"}""")]
+    public async Task A_bad_grace_is_400_naming_grace_hours_and_rotates_nothing(string body)
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        using var admin = gw.WithKey(gw.AdminKey);
+        var error = await ErrorOf(await admin.PostAsync("/admin/keys/harness-client/rotate", Raw(Encoding.UTF8.GetBytes(body))), HttpStatusCode.BadRequest);
+        Assert.Equal("grace_hours", error["param"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("sim-small"))).StatusCode);
+    }
+
+    [Fact]
+    public async Task On_a_429_the_request_reset_header_names_the_same_moment_as_retry_after()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var db = await TestDatabase.OpenAsync(gw.DatabaseConnectionString);
+        using var limited = gw.WithKey(await db.CreateKeyAsync("three-a-minute", requestsPerMinute: 3));
+        HttpResponseMessage last;
+        var i = 0;
+        do
+        {
+            last = await limited.PostAsync("/v1/chat/completions", new StringContent(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json"));
+        }
+        while (last.StatusCode == HttpStatusCode.OK && ++i < 10);
+        Assert.Equal(HttpStatusCode.TooManyRequests, last.StatusCode);
+        var retryAfter = int.Parse(last.Headers.GetValues("Retry-After").Single(), System.Globalization.CultureInfo.InvariantCulture);
+        var reset = GoDuration(last.Headers.GetValues("x-ratelimit-reset-requests").Single());
+        Assert.Equal(retryAfter, Math.Max(1, (int)Math.Ceiling(reset.TotalSeconds)));
+    }
+
+    /// <summary>OpenAI's (Go's) duration text: <c>12ms</c>, <c>8.64s</c>, <c>1m2.4s</c>, <c>1h2m3s</c>.</summary>
+    private static TimeSpan GoDuration(string text)
+    {
+        var match = System.Text.RegularExpressions.Regex.Match(text, @"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:([\d.]+)s)?(?:(\d+)ms)?$");
+        Assert.True(match.Success, $"'{text}' is not a Go duration");
+        double Part(int g) => match.Groups[g].Success ? double.Parse(match.Groups[g].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
+        return TimeSpan.FromHours(Part(1)) + TimeSpan.FromMinutes(Part(2)) + TimeSpan.FromSeconds(Part(3)) + TimeSpan.FromMilliseconds(Part(4));
+    }
+}
