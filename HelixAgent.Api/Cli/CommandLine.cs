@@ -11,7 +11,7 @@ namespace HelixAgent.Api.Cli;
 /// </summary>
 internal static class CommandLine
 {
-    private static readonly HashSet<string> Verbs = ["migrate", "keys", "maintenance", "help", "--help", "-h", "version", "--version"];
+    private static readonly HashSet<string> Verbs = ["migrate", "keys", "maintenance", "env", "help", "--help", "-h", "version", "--version"];
 
     public static bool IsCommand(string[] args) => args.Length > 0 && Verbs.Contains(args[0]);
 
@@ -26,6 +26,7 @@ internal static class CommandLine
                 "migrate" => await MigrateAsync(args[1..], @out, err),
                 "keys" => await AccessCommands.KeysAsync(args[1..], @out, err, TimeProvider.System),
                 "maintenance" => await AccessCommands.MaintenanceAsync(args[1..], @out),
+                "env" => await EnvAsync(@out),
                 "version" or "--version" => Print(@out, Health.HealthReporter.Version),
                 _ => Print(@out, Usage),
             };
@@ -59,11 +60,29 @@ internal static class CommandLine
           keys revoke --name N    revoke every key of that name now (or --id ID)
           keys list               list keys (never their secrets)
           maintenance on|off      client routes answer 503 on every replica (status: show it)
+          env                     print the local database and Redis settings the AppHost wrote, as shell
+                                  exports: (eval "$(./helixagent env)"; psql -c "SELECT 1")
           version                 print the version
 
         The database comes from ConnectionStrings__helixagent-db, else from the file the AppHost writes
         for local development (see README).
         """;
+
+    /// <summary>
+    /// The exports of the AppHost's local environment file (<c>PGHOST</c>, <c>PGPORT</c>, ..., <c>REDIS_PORT</c>), for
+    /// <c>eval "$(helixagent env)"</c>: the file is in the user's data directory, which differs for root
+    /// (<c>/var/lib/helixagent-dev</c>) and everyone else (<c>~/.local/share/helixagent</c>).
+    /// </summary>
+    private static async Task<int> EnvAsync(TextWriter @out)
+    {
+        var file = LocalDevEnvironment.EnvFile;
+        if (!File.Exists(file))
+        {
+            throw new CommandLineException($"no local environment at {file}: start HelixAgent first (dotnet run --project HelixAgent.AppHost)");
+        }
+        await @out.WriteAsync(await File.ReadAllTextAsync(file));
+        return 0;
+    }
 
     private static async Task<int> MigrateAsync(string[] args, TextWriter @out, TextWriter err)
     {

@@ -46,3 +46,38 @@ public sealed partial class SourceCliTests(PostgresServer postgres) : IClassFixt
     [GeneratedRegex(@"hxa_[A-Za-z0-9_\-]+")]
     private static partial Regex KeyPattern();
 }
+
+/// <summary>The README's first-request <c>psql</c> line, verbatim, for root and non-root data directories alike.</summary>
+public sealed class EnvCommandTests(PostgresServer postgres) : IClassFixture<PostgresServer>
+{
+    [Fact]
+    public async Task The_readmes_psql_line_reads_the_local_environment_through_helixagent_env()
+    {
+        var db = await TestDatabase.CreateAsync(postgres, "envcmd");
+        var cs = new Npgsql.NpgsqlConnectionStringBuilder(db.ConnectionString);
+        var dataDir = Path.Combine(Path.GetTempPath(), "helixagent-env-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dataDir);
+        await File.WriteAllTextAsync(Path.Combine(dataDir, "helixagent.env"), $"""
+            export PGHOST={cs.Host}
+            export PGPORT={cs.Port}
+            export PGUSER={cs.Username}
+            export PGPASSWORD={cs.Password}
+            export PGDATABASE={cs.Database}
+            """);
+        var readme = await File.ReadAllTextAsync(Path.Combine(RepoPaths.Root, "README.md"));
+        var line = readme.Split('\n').Single(l => l.StartsWith("(eval \"$(./helixagent env)\"; psql", StringComparison.Ordinal));
+        var command = line[..line.IndexOf("   #", StringComparison.Ordinal)].Trim();
+
+        var (exit, stdout, stderr) = await ServerProcess.RunAsync("bash", ["-c", command], RepoPaths.Root, TimeSpan.FromMinutes(3),
+            new Dictionary<string, string> { ["HELIXAGENT_DATA_DIR"] = dataDir });
+
+        Assert.True(exit == 0, $"{command}\n{stdout}{stderr}");
+        Assert.Contains("count", stdout);
+        Assert.Matches(@"\n\s+0\n", stdout);
+
+        var (missingExit, _, missingErr) = await ServerProcess.RunAsync(Path.Combine(RepoPaths.Root, "helixagent"), ["env"], RepoPaths.Root,
+            TimeSpan.FromMinutes(3), new Dictionary<string, string> { ["HELIXAGENT_DATA_DIR"] = dataDir + "-absent" });
+        Assert.Equal(2, missingExit);
+        Assert.Contains("start HelixAgent first", missingErr);
+    }
+}
