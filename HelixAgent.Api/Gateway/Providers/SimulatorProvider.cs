@@ -26,21 +26,27 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
             throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: connection reset (simulated)");
         }
         var (words, usage) = Answer(call.Request);
-        var message = new JsonObject { ["role"] = "assistant", ["content"] = string.Join(' ', words) };
+        var n = Choices(call.Request);
         var finish = words.Count < FullAnswerLength(call.Request) ? "length" : "stop";
+        var choices = new JsonArray();
+        for (var c = 0; c < n; c++)
+        {
+            choices.Add(new JsonObject
+            {
+                ["index"] = c,
+                ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = string.Join(' ', words) },
+                ["logprobs"] = null,
+                ["finish_reason"] = finish,
+            });
+        }
+        usage = usage with { CompletionTokens = usage.CompletionTokens * n };
         var response = new JsonObject
         {
             ["id"] = "chatcmpl-" + call.RequestId,
             ["object"] = "chat.completion",
             ["created"] = time.GetUtcNow().ToUnixTimeSeconds(),
             ["model"] = call.UpstreamModel,
-            ["choices"] = new JsonArray(new JsonObject
-            {
-                ["index"] = 0,
-                ["message"] = message,
-                ["logprobs"] = null,
-                ["finish_reason"] = finish,
-            }),
+            ["choices"] = choices,
             ["usage"] = UsageJson(usage),
             ["system_fingerprint"] = "helixagent-simulator",
         };
@@ -54,7 +60,12 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         var created = time.GetUtcNow().ToUnixTimeSeconds();
         var (words, usage) = Answer(call.Request);
         var cut = call.UpstreamModel.Contains("cut", StringComparison.Ordinal);
-        yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null), false);
+        var n = Choices(call.Request);
+        usage = usage with { CompletionTokens = usage.CompletionTokens * n };
+        for (var c = 0; c < n; c++)
+        {
+            yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, c), false);
+        }
         var pause = options.TokensPerSecond > 0 ? TimeSpan.FromSeconds(1 / options.TokensPerSecond) : TimeSpan.Zero;
         for (var i = 0; i < words.Count; i++)
         {
@@ -67,10 +78,16 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
                 await Task.Delay(pause, time, cancellationToken);
             }
             var text = i == 0 ? words[i] : " " + words[i];
-            yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, new JsonObject { ["content"] = text }, null), true);
+            for (var c = 0; c < n; c++)
+            {
+                yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, new JsonObject { ["content"] = text }, null, c), true);
+            }
         }
         var finish = words.Count < FullAnswerLength(call.Request) ? "length" : "stop";
-        yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, [], finish), false);
+        for (var c = 0; c < n; c++)
+        {
+            yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, [], finish, c), false);
+        }
         var usageChunk = new JsonObject
         {
             ["id"] = id,
@@ -93,6 +110,8 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
             _ => [],
         };
         var dimensions = call.Request["dimensions"] is JsonValue d && d.TryGetValue<int>(out var dim) && dim > 0 ? dim : 16;
+        // base64: the vector's little-endian float32s, as OpenAI sends them (the openai npm client asks for it by default).
+        var base64 = call.Request["encoding_format"] is JsonValue ef && ef.TryGetValue<string>(out var format) && format == "base64";
         var data = new JsonArray();
         var tokens = 0;
         for (var i = 0; i < inputs.Count; i++)
@@ -105,7 +124,7 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
                 seed = (seed * 1664525) + 1013904223; // LCG: same text, same vector
                 vector.Add(Math.Round(((seed >> 8) / (double)(1 << 24)) - 0.5, 6));
             }
-            data.Add(new JsonObject { ["object"] = "embedding", ["index"] = i, ["embedding"] = vector });
+            data.Add(new JsonObject { ["object"] = "embedding", ["index"] = i, ["embedding"] = base64 ? Base64(vector) : vector });
         }
         var usage = new TokenUsage(tokens, 0);
         var response = new JsonObject
@@ -219,7 +238,21 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         return (int)hash;
     }
 
-    private static JsonObject Chunk(string id, long created, string model, JsonObject delta, string? finish) => new()
+    /// <summary>The request's <c>n</c>: how many choices to answer (1 when unset).</summary>
+    private static int Choices(JsonObject request) =>
+        request["n"] is JsonValue v && v.TryGetValue<int>(out var n) && n > 1 ? Math.Min(n, 128) : 1;
+
+    private static JsonValue Base64(JsonArray vector)
+    {
+        var bytes = new byte[vector.Count * sizeof(float)];
+        for (var k = 0; k < vector.Count; k++)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(k * sizeof(float)), (float)vector[k]!.GetValue<double>());
+        }
+        return JsonValue.Create(Convert.ToBase64String(bytes));
+    }
+
+    private static JsonObject Chunk(string id, long created, string model, JsonObject delta, string? finish, int index = 0) => new()
     {
         ["id"] = id,
         ["object"] = "chat.completion.chunk",
@@ -227,7 +260,7 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         ["model"] = model,
         ["choices"] = new JsonArray(new JsonObject
         {
-            ["index"] = 0,
+            ["index"] = index,
             ["delta"] = delta,
             ["logprobs"] = null,
             ["finish_reason"] = finish,

@@ -49,6 +49,10 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
 
         // One step down at a time, newest first.
+        Assert.Equal(3, await migrator.DownAsync());
+        Assert.Equal(all, await TablesAsync(cs));
+        Assert.Equal([2L, 1L], await RecordedVersionsAsync(cs));
+        Assert.False(await UsageEstimatedColumnAsync(cs));
         Assert.Equal(2, await migrator.DownAsync());
         Assert.Equal(["api_keys", "completions", "schema_migrations"], await TablesAsync(cs));
         Assert.Equal([1L], await RecordedVersionsAsync(cs));
@@ -98,9 +102,10 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Equal(0, up.ExitCode);
         Assert.Contains($"schema at version {SchemaMigrator.ExpectedVersion}", up.Stdout);
 
+        Assert.True(await UsageEstimatedColumnAsync(cs));
         var down = await ApiProcess.RunCliAsync(env, "migrate", "down");
         Assert.Equal((0, $"reverted {SchemaMigrator.ExpectedVersion}"), (down.ExitCode, down.Stdout.Trim()));
-        Assert.Equal(["api_keys", "completions", "schema_migrations"], await TablesAsync(cs));
+        Assert.False(await UsageEstimatedColumnAsync(cs)); // 0003 reverted: the column is gone, the tables stay
 
         Assert.Equal(0, (await ApiProcess.RunCliAsync(env, "migrate", "up")).ExitCode);
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
@@ -123,5 +128,14 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Equal(3, unreachable.ExitCode);
         Assert.StartsWith("helixagent: database error:", unreachable.Stderr);
         Assert.DoesNotContain("   at ", unreachable.Stderr);
+    }
+
+    private static async Task<bool> UsageEstimatedColumnAsync(string cs)
+    {
+        await using var conn = new NpgsqlConnection(cs);
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'completions' AND column_name = 'usage_estimated'", conn);
+        return (long)(await cmd.ExecuteScalarAsync())! == 1;
     }
 }
