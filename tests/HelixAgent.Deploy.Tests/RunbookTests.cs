@@ -3,7 +3,7 @@ using k8s.Models;
 
 namespace HelixAgent.Deploy.Tests;
 
-/// <summary>Every object the runbook's (docs/runbook.md) and README's kubectl lines name exists in the built output.</summary>
+/// <summary>Every object the kubectl lines of the runbook (docs/runbook.md), the other docs and the README name exists in the built output.</summary>
 public sealed partial class RunbookTests
 {
     /// <summary>kubectl lines that name no object of ours, each with the reason.</summary>
@@ -24,7 +24,7 @@ public sealed partial class RunbookTests
     private static List<string> Lines()
     {
         var data = new List<string>();
-        foreach (var file in new[] { "docs/runbook.md", "README.md" })
+        foreach (var file in Directory.GetFiles(Path.Combine(KustomizeOutput.RepoRoot, "docs"), "*.md").Order(StringComparer.Ordinal).Append("README.md"))
         {
             var text = File.ReadAllText(Path.Combine(KustomizeOutput.RepoRoot, file)).Replace("\\\n", " ", StringComparison.Ordinal);
             var candidates = new List<string>();
