@@ -82,15 +82,17 @@ internal static class AdminApi
         {
             return Invalid("Invalid type for 'allowed_models': expected an array of model names.", "allowed_models");
         }
-        if (Int(body, "expires_in_days", 1, 36_500) is { Error: { } e1 }) { return e1; }
-        if (Int(body, "rpm_limit", 1, int.MaxValue) is { Error: { } e2 }) { return e2; }
-        if (Int(body, "tpm_limit", 1, int.MaxValue) is { Error: { } e3 }) { return e3; }
+        var (expiresDays, expiresError) = Int(body, "expires_in_days", 1, 36_500);
+        var (rpm, rpmError) = Int(body, "rpm_limit", 1, int.MaxValue);
+        var (tpm, tpmError) = Int(body, "tpm_limit", 1, int.MaxValue);
+        if ((expiresError ?? rpmError ?? tpmError) is { } invalid)
+        {
+            return invalid;
+        }
         var now = s.Time.GetUtcNow();
         try
         {
-            var expiresDays = Int(body, "expires_in_days", 1, 36_500).Value;
-            var issued = await s.Store.CreateAsync(name, body["scope"]?.GetValue<string>() ?? "client",
-                Int(body, "rpm_limit", 1, int.MaxValue).Value, Int(body, "tpm_limit", 1, int.MaxValue).Value,
+            var issued = await s.Store.CreateAsync(name, body["scope"]?.GetValue<string>() ?? "client", rpm, tpm,
                 body["allowed_models"] is JsonArray list ? [.. list.Select(m => m!.GetValue<string>())] : null,
                 expiresDays is { } d ? now.AddDays(d) : null, now, ctx.RequestAborted);
             var json = Describe(issued.Info, now);
@@ -131,11 +133,7 @@ internal static class AdminApi
             json["key"] = issued.Secret;
             json["retiring"] = new JsonArray([.. retiring.Select(k => (JsonNode)Describe(k.Key, now))]);
             // Their expiry changed (with grace_hours 0 they stop now): every replica drops them from its key cache, as on revoke.
-            foreach (var (_, hash) in retiring)
-            {
-                s.Authenticator.Evict(Convert.ToHexString(hash));
-            }
-            json["all_replicas_notified"] = await KeyAuthenticator.PublishChangeAsync(s.Services.GetService<IConnectionMultiplexer>(), retiring.Select(r => r.Hash));
+            json["all_replicas_notified"] = await ForgetEverywhereAsync(s, retiring.Select(r => r.Hash));
             return GatewayApi.Json(json, 201);
         }
         catch (ApiKeyException ex)
@@ -149,11 +147,7 @@ internal static class AdminApi
         try
         {
             var revoked = await s.Store.RevokeAsync(nameOrId, s.Time.GetUtcNow(), ct);
-            foreach (var (_, hash) in revoked)
-            {
-                s.Authenticator.Evict(Convert.ToHexString(hash));
-            }
-            var fannedOut = await KeyAuthenticator.PublishChangeAsync(s.Services.GetService<IConnectionMultiplexer>(), revoked.Select(r => r.Hash));
+            var fannedOut = await ForgetEverywhereAsync(s, revoked.Select(r => r.Hash));
             return GatewayApi.Json(new JsonObject
             {
                 ["revoked"] = new JsonArray([.. revoked.Select(r => (JsonNode)Describe(r.Key, s.Time.GetUtcNow()))]),
@@ -287,6 +281,17 @@ internal static class AdminApi
         ["tpm_limit"] = k.TpmLimit,
         ["allowed_models"] = k.AllowedModels is { } m ? new JsonArray([.. m.Select(x => (JsonNode)JsonValue.Create(x))]) : null,
     };
+
+    /// <summary>Drops keys from this replica's key cache and tells every other replica to (false when Redis is unreachable).</summary>
+    private static Task<bool> ForgetEverywhereAsync(AdminServices s, IEnumerable<byte[]> hashes)
+    {
+        var list = hashes.ToList();
+        foreach (var hash in list)
+        {
+            s.Authenticator.Evict(Convert.ToHexString(hash));
+        }
+        return KeyAuthenticator.PublishChangeAsync(s.Services.GetService<IConnectionMultiplexer>(), list);
+    }
 
     private static IResult Invalid(string message, string? param) =>
         OpenAiErrors.Result(400, message, "invalid_request_error", "invalid_request_error", param);

@@ -318,7 +318,10 @@ internal static partial class GatewayApi
                 usageReported = true;
             }
             var node = chunk.Chunk;
-            streamedChars += TokenEstimate.ChunkChars(node);
+            if (chunk.HasContent)
+            {
+                streamedChars += TokenEstimate.ChunkChars(node);
+            }
             if (chunk.Usage is not null && !includeUsage)
             {
                 if (node["choices"] is JsonArray { Count: 0 })

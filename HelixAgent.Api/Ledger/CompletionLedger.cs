@@ -71,7 +71,6 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
     private long _written;
     private int _pending;
     private int _disposed;
-    private int _stoppedWithUnwritten;
 
     public CompletionLedger(NpgsqlDataSource db, IOptions<LedgerOptions> options, IMeterFactory meters, GatewayMetrics metrics, ILogger<CompletionLedger> logger)
     {
@@ -143,7 +142,6 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         var left = Volatile.Read(ref _pending);
         if (left > 0)
         {
-            _stoppedWithUnwritten = left;
             CountLost(left);
             LogUnflushed(_logger, left);
         }
@@ -270,12 +268,13 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         _abort.Dispose();
     }
 
-    /// <summary>The process's last line: every row it recorded was written, or how many were not.</summary>
+    /// <summary>The process's last line: every row it recorded was written, or how many were not (rows left at the
+    /// shutdown timeout stay pending, and counted lost).</summary>
     public static void LogStopped(ILogger logger, CompletionLedger ledger)
     {
-        if (ledger.PendingRows > 0 || ledger._stoppedWithUnwritten > 0)
+        if (ledger.PendingRows > 0)
         {
-            LogStoppedUnflushed(logger, Math.Max(ledger.PendingRows, ledger._stoppedWithUnwritten), ledger.WrittenRows);
+            LogStoppedUnflushed(logger, ledger.PendingRows, ledger.WrittenRows);
         }
         else
         {

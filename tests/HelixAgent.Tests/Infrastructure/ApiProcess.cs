@@ -60,13 +60,50 @@ internal sealed class ApiProcess : IAsyncDisposable
         }
         var p = new Process { StartInfo = psi };
         var api = new ApiProcess(p, port);
-        p.OutputDataReceived += (_, e) => { lock (api.Log) { api.Log.AppendLine(e.Data); } };
-        p.ErrorDataReceived += (_, e) => { lock (api.Log) { api.Log.AppendLine(e.Data); } };
+        p.OutputDataReceived += (_, e) => api.Append(e.Data);
+        p.ErrorDataReceived += (_, e) => api.Append(e.Data);
         p.Start();
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
         await ServerProcess.WaitForPortAsync(port, p, api.Log, TimeSpan.FromSeconds(60));
         return api;
+    }
+
+    private readonly List<(string Text, TaskCompletionSource Seen)> _logWaiters = [];
+
+    private void Append(string? line)
+    {
+        lock (Log)
+        {
+            Log.AppendLine(line);
+            foreach (var waiter in _logWaiters.Where(w => line?.Contains(w.Text, StringComparison.Ordinal) == true).ToList())
+            {
+                waiter.Seen.TrySetResult();
+                _logWaiters.Remove(waiter);
+            }
+        }
+    }
+
+    /// <summary>Completes when the process logs a line containing <paramref name="text"/> (at once if it already has); fails after <paramref name="timeout"/>, naming the text.</summary>
+    public async Task WaitForLogAsync(string text, TimeSpan timeout)
+    {
+        var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (Log)
+        {
+            if (Log.ToString().Contains(text, StringComparison.Ordinal))
+            {
+                return;
+            }
+            _logWaiters.Add((text, seen));
+        }
+        try
+        {
+            await seen.Task.WaitAsync(timeout);
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"The process logged no line with '{text}' within {timeout.TotalSeconds:0.#} s.");
+        }
     }
 
     public void Signal(string signal) => ServerProcess.Run("kill", [$"-{signal}", _process.Id.ToString()]);
