@@ -18,14 +18,28 @@ public sealed class AuthenticatedKey(ApiKeyInfo key)
 /// key 401): client routes (<c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/embeddings</c>,
 /// <c>/v1/models</c>) need a client or admin key; <c>/admin</c> needs an admin key (client keys get 403). Keys come in
 /// <c>X-API-Key</c> or <c>Authorization: Bearer</c>, never in the query string. Maintenance mode answers client routes
-/// with 503; health, readiness, metrics and admin keep working.
+/// with 503; health, readiness, metrics and admin keep working. <c>/debug</c> (pprof) is open to loopback callers and
+/// admin keys, and an unknown route (404) to everyone else.
 /// </summary>
 public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator authenticator, MaintenanceMode maintenance, InFlightRequests inflight,
-    HelixAgent.Api.Observability.GatewayMetrics metrics)
+    HelixAgent.Api.Observability.GatewayMetrics metrics, Microsoft.Extensions.Options.IOptions<DiagnosticsOptions> diagnostics)
 {
     public async Task InvokeAsync(HttpContext ctx)
     {
         var path = ctx.Request.Path;
+        if (path.StartsWithSegments("/debug"))
+        {
+            if (await DebugAllowedAsync(ctx))
+            {
+                await next(ctx);
+            }
+            else
+            {
+                // Exactly what an unknown route answers: diagnostics never show themselves to the network.
+                ctx.Response.StatusCode = StatusCodes.Status404NotFound;
+            }
+            return;
+        }
         var admin = path.StartsWithSegments("/admin");
         var client = !admin && IsClientRoute(path);
         if (!admin && !client)
@@ -89,6 +103,30 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
         finally
         {
             inflight.Stop(id);
+        }
+    }
+
+    /// <summary>
+    /// <c>/debug/pprof</c>: loopback callers without a proxy header (unless <c>Diagnostics:AllowLoopbackWithoutKey</c>
+    /// is off), and admin keys from anywhere.
+    /// </summary>
+    private async Task<bool> DebugAllowedAsync(HttpContext ctx)
+    {
+        if (diagnostics.Value.OpenWithoutKey(ctx))
+        {
+            return true;
+        }
+        if (PresentedKey(ctx.Request) is not { } presented)
+        {
+            return false;
+        }
+        try
+        {
+            return (await authenticator.AuthenticateAsync(presented, ctx.RequestAborted))?.Scope == "admin";
+        }
+        catch (KeyStoreUnavailableException)
+        {
+            return false;
         }
     }
 

@@ -1,6 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
+using System.Net;
 using System.Runtime;
+using System.Runtime.InteropServices;
+using System.Text;
 using System.Text.Json.Nodes;
 using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Infrastructure;
@@ -29,6 +33,30 @@ public sealed class InFlightRequests
         _requests.Values.Select(r => (r.Method, r.Path, Stopwatch.GetElapsedTime(r.Started))).OrderByDescending(r => r.Item3);
 }
 
+/// <summary>Who may read <c>/debug/pprof</c>.</summary>
+public sealed class DiagnosticsOptions
+{
+    public const string Section = "Diagnostics";
+
+    /// <summary>
+    /// Callers on loopback (127.0.0.1, ::1) read <c>/debug/pprof</c> without a key, as Go's pprof is usually bound, unless
+    /// the request carries <c>Forwarded</c> or <c>X-Forwarded-For</c> (a proxy on the same host). Everyone else needs an
+    /// admin key. Turn off where a sidecar or local proxy forwards remote callers over loopback without those headers.
+    /// </summary>
+    public bool AllowLoopbackWithoutKey { get; set; } = true;
+
+    /// <summary>Whether a request may read <c>/debug/pprof</c> without a key: from loopback, directly, and allowed.</summary>
+    internal bool OpenWithoutKey(HttpContext ctx)
+    {
+        if (!AllowLoopbackWithoutKey || ctx.Request.Headers.ContainsKey("Forwarded") || ctx.Request.Headers.ContainsKey("X-Forwarded-For"))
+        {
+            return false;
+        }
+        var remote = ctx.Connection.RemoteIpAddress;
+        return remote is not null && IPAddress.IsLoopback(remote.IsIPv4MappedToIPv6 ? remote.MapToIPv4() : remote);
+    }
+}
+
 /// <summary>
 /// <c>/admin/diagnostics</c>: what the runbook's Go <c>/debug/pprof/heap</c> and <c>goroutine?debug=1</c> give, in .NET
 /// terms: GC and heap summary, thread pool and lock contention, in-flight requests with their age, and a process dump
@@ -52,7 +80,56 @@ internal static class DiagnosticsApi
             })]),
         }));
         diag.MapPost("/dump", (Delegate)Dump);
+
+        // The runbook's Go endpoints, with .NET's counterparts (the access rule is in AccessMiddleware).
+        app.MapGet("/debug/pprof/heap", (Delegate)HeapSnapshot.CollectAsync);
+        app.MapGet("/debug/pprof/goroutine", (InFlightRequests inflight) => TypedResults.Text(ThreadsText(inflight), "text/plain; charset=utf-8"));
         return app;
+    }
+
+    /// <summary>
+    /// The <c>goroutine?debug=1</c> counterpart, as text for <c>| head</c>: the process's threads (state, wait reason, CPU
+    /// time), the thread pool, lock contention and timers, and the gateway requests in flight with their age. Managed
+    /// stacks need a debugger: <c>POST /admin/diagnostics/dump</c> and <c>dotnet-dump analyze</c> (<c>clrstack -all</c>).
+    /// </summary>
+    internal static string ThreadsText(InFlightRequests inflight)
+    {
+        var text = new StringBuilder();
+        var inv = CultureInfo.InvariantCulture;
+        using var process = Process.GetCurrentProcess();
+        var threads = process.Threads.Cast<ProcessThread>().ToList();
+        text.AppendLine(inv, $"helixagent pid {Environment.ProcessId}, up {DateTime.Now - process.StartTime:d\\.hh\\:mm\\:ss}, .NET {RuntimeInformation.FrameworkDescription}, {Environment.ProcessorCount} cores");
+        text.AppendLine();
+        ThreadPool.GetMinThreads(out var minWorkers, out var minIo);
+        ThreadPool.GetMaxThreads(out var maxWorkers, out var maxIo);
+        text.AppendLine(inv, $"thread pool: {ThreadPool.ThreadCount} threads, {ThreadPool.PendingWorkItemCount} pending work items, {ThreadPool.CompletedWorkItemCount} completed; min {minWorkers} worker / {minIo} io, max {maxWorkers} worker / {maxIo} io");
+        text.AppendLine(inv, $"lock contentions: {Monitor.LockContentionCount}; active timers: {Timer.ActiveCount}");
+        text.AppendLine();
+        var requests = inflight.Snapshot().ToList();
+        text.AppendLine(inv, $"in-flight requests: {requests.Count}");
+        foreach (var (method, path, age) in requests)
+        {
+            text.AppendLine(inv, $"  {age.TotalMilliseconds,10:F1} ms  {method} {HelixAgent.Data.Echo.Clip(path)}");
+        }
+        text.AppendLine();
+        text.AppendLine(inv, $"threads: {threads.Count}");
+        foreach (var thread in threads)
+        {
+            try
+            {
+                var wait = thread.ThreadState == System.Diagnostics.ThreadState.Wait ? $" ({thread.WaitReason})" : "";
+                text.AppendLine(inv, $"  tid {thread.Id,-8} {thread.ThreadState}{wait,-20} cpu {thread.TotalProcessorTime.TotalSeconds,9:F3} s");
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or NotSupportedException or System.ComponentModel.Win32Exception)
+            {
+                text.AppendLine(inv, $"  tid {thread.Id,-8} exited");
+            }
+        }
+        foreach (var thread in threads)
+        {
+            thread.Dispose();
+        }
+        return text.ToString();
     }
 
     private static IResult Memory()
@@ -119,5 +196,80 @@ internal static class DiagnosticsApi
         }
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
         return TypedResults.File(stream, "application/octet-stream", Path.GetFileName(path));
+    }
+}
+
+/// <summary>
+/// <c>GET /debug/pprof/heap</c>: a <c>.gcdump</c> of this process's heap (the graph of live objects by type, not their
+/// contents), written by the bundled <c>dotnet-gcdump collect</c> against this process's own diagnostics port: it
+/// induces one full blocking GC. One at a time; <c>dotnet-gcdump report</c>, PerfView or Visual Studio read it.
+/// </summary>
+internal static class HeapSnapshot
+{
+    private static readonly SemaphoreSlim OneAtATime = new(1, 1);
+
+    internal static string ToolPath => Path.Combine(AppContext.BaseDirectory, "tools", "dotnet-gcdump", "dotnet-gcdump.dll");
+
+    public static async Task<IResult> CollectAsync(HttpContext ctx, ILoggerFactory loggers)
+    {
+        if (!File.Exists(ToolPath))
+        {
+            return OpenAiErrors.Result(503, $"dotnet-gcdump is missing from this installation ({ToolPath}); POST /admin/diagnostics/dump?type=heap writes a full dump instead.",
+                "service_unavailable", "gcdump_unavailable");
+        }
+        if (!await OneAtATime.WaitAsync(0, ctx.RequestAborted))
+        {
+            ctx.Response.Headers.RetryAfter = "10";
+            return OpenAiErrors.Result(409, "A heap snapshot is already being taken; retry when it is done.", "invalid_request_error", "gcdump_in_progress");
+        }
+        var path = Path.Combine(Path.GetTempPath(), $"helixagent-{Environment.ProcessId}-{DateTime.UtcNow:yyyyMMddHHmmss}.gcdump");
+        try
+        {
+            var (exit, output) = await RunToolAsync(["collect", "--process-id", Environment.ProcessId.ToString(CultureInfo.InvariantCulture), "--output", path, "--timeout", "120"], ctx.RequestAborted);
+            if (exit != 0 || !File.Exists(path))
+            {
+                File.Delete(path);
+                loggers.CreateLogger("HelixAgent.Diagnostics").LogWarning("dotnet-gcdump failed with exit code {ExitCode}: {Output}", exit, output);
+                return OpenAiErrors.Result(503, $"The heap snapshot could not be taken (dotnet-gcdump exit code {exit}): {HelixAgent.Data.Echo.Clip(output.Trim())}",
+                    "service_unavailable", "gcdump_failed");
+            }
+            var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
+            return TypedResults.File(stream, "application/octet-stream", Path.GetFileName(path));
+        }
+        finally
+        {
+            OneAtATime.Release();
+        }
+    }
+
+    private static async Task<(int ExitCode, string Output)> RunToolAsync(IEnumerable<string> args, CancellationToken ct)
+    {
+        var psi = new ProcessStartInfo(DotnetHost()) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(ToolPath);
+        foreach (var arg in args)
+        {
+            psi.ArgumentList.Add(arg);
+        }
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException("dotnet did not start");
+        var stdout = process.StandardOutput.ReadToEndAsync(CancellationToken.None);
+        var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
+        try
+        {
+            await process.WaitForExitAsync(ct);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+        return (process.ExitCode, await stdout + await stderr);
+    }
+
+    /// <summary>The <c>dotnet</c> host this process runs on: the runtime folder is <c>&lt;root&gt;/shared/Microsoft.NETCore.App/&lt;version&gt;/</c>.</summary>
+    private static string DotnetHost()
+    {
+        var root = Path.GetFullPath(Path.Combine(RuntimeEnvironment.GetRuntimeDirectory(), "..", "..", ".."));
+        var host = Path.Combine(root, OperatingSystem.IsWindows() ? "dotnet.exe" : "dotnet");
+        return File.Exists(host) ? host : "dotnet";
     }
 }

@@ -111,6 +111,7 @@ internal static class Extensions
         builder.Services.AddSingleton<KeyAuthenticator>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<KeyAuthenticator>());
         builder.Services.AddSingleton<InFlightRequests>();
+        builder.Services.AddOptions<DiagnosticsOptions>().BindConfiguration(DiagnosticsOptions.Section);
         builder.Services.AddSingleton<MaintenanceMode>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<MaintenanceMode>());
         return builder;
