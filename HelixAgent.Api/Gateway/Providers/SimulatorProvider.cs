@@ -28,13 +28,25 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         var (words, usage) = Answer(call.Request);
         var n = Choices(call.Request);
         var finish = words.Count < FullAnswerLength(call.Request) ? "length" : "stop";
+        var tool = SimulatedTools.Call(call.Request, call.RequestId);
+        var json = tool is null ? SimulatedTools.JsonContent(call.Request, string.Join(' ', words)) : null;
+        if (tool is not null || json is not null)
+        {
+            usage = usage with { CompletionTokens = TokenEstimate.OfChars((tool?.Arguments ?? json)!.Length) };
+            finish = tool is null ? "stop" : "tool_calls";
+        }
         var choices = new JsonArray();
         for (var c = 0; c < n; c++)
         {
+            var message = new JsonObject { ["role"] = "assistant", ["content"] = tool is null ? json ?? string.Join(' ', words) : null };
+            if (tool is not null)
+            {
+                message["tool_calls"] = new JsonArray(tool.Json(includeIndex: false));
+            }
             choices.Add(new JsonObject
             {
                 ["index"] = c,
-                ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = string.Join(' ', words) },
+                ["message"] = message,
                 ["logprobs"] = null,
                 ["finish_reason"] = finish,
             });
@@ -61,15 +73,32 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         var (words, usage) = Answer(call.Request);
         var cut = call.UpstreamModel.Contains("cut", StringComparison.Ordinal);
         var n = Choices(call.Request);
+        var finish = words.Count < FullAnswerLength(call.Request) ? "length" : "stop";
+        var tool = SimulatedTools.Call(call.Request, call.RequestId);
+        var json = tool is null ? SimulatedTools.JsonContent(call.Request, string.Join(' ', words)) : null;
+        // Tool arguments and JSON content stream in pieces that join to the whole; plain text word by word.
+        var pieces = (tool?.Arguments ?? json) is { } whole ? SimulatedTools.Pieces(whole) : [.. words.Select((w, i) => i == 0 ? w : " " + w)];
+        if (tool is not null || json is not null)
+        {
+            usage = usage with { CompletionTokens = TokenEstimate.OfChars((tool?.Arguments ?? json)!.Length) };
+            finish = tool is null ? "stop" : "tool_calls";
+        }
         usage = usage with { CompletionTokens = usage.CompletionTokens * n };
         for (var c = 0; c < n; c++)
         {
-            yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, c), false);
+            var first = new JsonObject { ["role"] = "assistant", ["content"] = tool is null ? "" : null };
+            if (tool is not null)
+            {
+                var opening = tool.Json(includeIndex: true);
+                opening["function"]!["arguments"] = "";
+                first["tool_calls"] = new JsonArray(opening);
+            }
+            yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, first, null, c), false);
         }
         var pause = options.TokensPerSecond > 0 ? TimeSpan.FromSeconds(1 / options.TokensPerSecond) : TimeSpan.Zero;
-        for (var i = 0; i < words.Count; i++)
+        for (var i = 0; i < pieces.Count; i++)
         {
-            if (cut && i == Math.Max(1, words.Count / 2))
+            if (cut && i == Math.Max(1, pieces.Count / 2))
             {
                 throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: stream broke off (simulated)");
             }
@@ -77,13 +106,14 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
             {
                 await Task.Delay(pause, time, cancellationToken);
             }
-            var text = i == 0 ? words[i] : " " + words[i];
             for (var c = 0; c < n; c++)
             {
-                yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, new JsonObject { ["content"] = text }, null, c), true);
+                var delta = tool is null
+                    ? new JsonObject { ["content"] = pieces[i] }
+                    : new JsonObject { ["tool_calls"] = new JsonArray(new JsonObject { ["index"] = 0, ["function"] = new JsonObject { ["arguments"] = pieces[i] } }) };
+                yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, delta, null, c), tool is null);
             }
         }
-        var finish = words.Count < FullAnswerLength(call.Request) ? "length" : "stop";
         for (var c = 0; c < n; c++)
         {
             yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, [], finish, c), false);
