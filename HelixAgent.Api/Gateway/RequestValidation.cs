@@ -64,7 +64,7 @@ public static class RequestValidation
             }
             for (var i = 0; i < tools.Count; i++)
             {
-                if (tools[i]?["function"]?["name"] is not JsonValue)
+                if (tools[i] is not JsonObject tool || tool["function"] is not JsonObject function || function["name"] is not JsonValue name || !name.TryGetValue<string>(out _))
                 {
                     return new ValidationError($"Missing required parameter: 'tools[{i}].function.name'.", $"tools[{i}].function.name");
                 }

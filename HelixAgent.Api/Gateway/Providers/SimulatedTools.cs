@@ -34,7 +34,7 @@ internal static class SimulatedTools
         {
             return null;
         }
-        var functions = tools.Select(t => t?["function"]).OfType<JsonObject>()
+        var functions = tools.Select(t => (t as JsonObject)?["function"]).OfType<JsonObject>()
             .Where(f => f["name"] is JsonValue v && v.TryGetValue<string>(out _)).ToList();
         if (functions.Count == 0)
         {
@@ -47,7 +47,7 @@ internal static class SimulatedTools
         JsonObject? chosen;
         if (choice is JsonObject forced)
         {
-            var name = forced["function"]?["name"]?.ToString();
+            var name = (forced["function"] as JsonObject)?["name"]?.ToString();
             chosen = functions.FirstOrDefault(f => f["name"]!.ToString() == name);
         }
         else

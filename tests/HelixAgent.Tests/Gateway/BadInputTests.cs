@@ -164,4 +164,27 @@ public sealed class BadInputTests(PostgresServer postgres, RedisServer redis) : 
         double Part(int g) => match.Groups[g].Success ? double.Parse(match.Groups[g].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
         return TimeSpan.FromHours(Part(1)) + TimeSpan.FromMinutes(Part(2)) + TimeSpan.FromSeconds(Part(3)) + TimeSpan.FromMilliseconds(Part(4));
     }
+
+    // Found by RequestFuzzTests: a tools entry that is not an object made validation throw (500).
+    [Theory]
+    [InlineData("""{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"tools":[1]}""")]
+    [InlineData("""{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":[]}]}""")]
+    [InlineData("""{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":7}}]}""")]
+    public async Task A_tool_that_is_not_an_object_with_a_function_name_is_400_naming_it(string body)
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var error = await ErrorOf(await gw.Client.PostAsync("/v1/chat/completions", Raw(Encoding.UTF8.GetBytes(body))), HttpStatusCode.BadRequest);
+        Assert.Equal("tools[0].function.name", error["param"]!.GetValue<string>());
+    }
+
+    // Found by RequestFuzzTests: stream_options or a forced tool_choice's function of the wrong type must not throw.
+    [Theory]
+    [InlineData("""{"model":"sim-small","stream":true,"stream_options":[],"messages":[{"role":"user","content":"hi"}]}""")]
+    [InlineData("""{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":"f"}}""")]
+    public async Task Odd_shapes_of_optional_objects_are_answered_not_a_500(string body)
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var response = await gw.Client.PostAsync("/v1/chat/completions", Raw(Encoding.UTF8.GetBytes(body)));
+        Assert.True((int)response.StatusCode < 500, await response.Content.ReadAsStringAsync());
+    }
 }
