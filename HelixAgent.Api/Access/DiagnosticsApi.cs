@@ -100,10 +100,9 @@ internal static class DiagnosticsApi
         var threads = process.Threads.Cast<ProcessThread>().ToList();
         text.AppendLine(inv, $"helixagent pid {Environment.ProcessId}, up {DateTime.Now - process.StartTime:d\\.hh\\:mm\\:ss}, .NET {RuntimeInformation.FrameworkDescription}, {Environment.ProcessorCount} cores");
         text.AppendLine();
-        ThreadPool.GetMinThreads(out var minWorkers, out var minIo);
-        ThreadPool.GetMaxThreads(out var maxWorkers, out var maxIo);
-        text.AppendLine(inv, $"thread pool: {ThreadPool.ThreadCount} threads, {ThreadPool.PendingWorkItemCount} pending work items, {ThreadPool.CompletedWorkItemCount} completed; min {minWorkers} worker / {minIo} io, max {maxWorkers} worker / {maxIo} io");
-        text.AppendLine(inv, $"lock contentions: {Monitor.LockContentionCount}; active timers: {Timer.ActiveCount}");
+        var pool = PoolState.Now();
+        text.AppendLine(inv, $"thread pool: {pool.Threads} threads, {pool.Pending} pending work items, {pool.Completed} completed; min {pool.MinWorkers} worker / {pool.MinIo} io, max {pool.MaxWorkers} worker / {pool.MaxIo} io");
+        text.AppendLine(inv, $"lock contentions: {pool.LockContentions}; active timers: {pool.Timers}");
         text.AppendLine();
         var requests = inflight.Snapshot().ToList();
         text.AppendLine(inv, $"in-flight requests: {requests.Count}");
@@ -163,21 +162,32 @@ internal static class DiagnosticsApi
         });
     }
 
+    /// <summary>The thread pool, lock contention and timers at one moment (the JSON and the text view show the same).</summary>
+    private sealed record PoolState(int Threads, long Pending, long Completed, int MinWorkers, int MinIo, int MaxWorkers, int MaxIo, long LockContentions, long Timers)
+    {
+        public static PoolState Now()
+        {
+            ThreadPool.GetMinThreads(out var minWorkers, out var minIo);
+            ThreadPool.GetMaxThreads(out var maxWorkers, out var maxIo);
+            return new(ThreadPool.ThreadCount, ThreadPool.PendingWorkItemCount, ThreadPool.CompletedWorkItemCount,
+                minWorkers, minIo, maxWorkers, maxIo, Monitor.LockContentionCount, Timer.ActiveCount);
+        }
+    }
+
     private static IResult Threads()
     {
-        ThreadPool.GetMinThreads(out var minWorkers, out var minIo);
-        ThreadPool.GetMaxThreads(out var maxWorkers, out var maxIo);
+        var pool = PoolState.Now();
         using var process = Process.GetCurrentProcess();
         return GatewayApi.Json(new JsonObject
         {
             ["process_threads"] = process.Threads.Count,
-            ["thread_pool_threads"] = ThreadPool.ThreadCount,
-            ["thread_pool_pending_work_items"] = ThreadPool.PendingWorkItemCount,
-            ["thread_pool_completed_work_items"] = ThreadPool.CompletedWorkItemCount,
-            ["thread_pool_min"] = new JsonObject { ["worker"] = minWorkers, ["io"] = minIo },
-            ["thread_pool_max"] = new JsonObject { ["worker"] = maxWorkers, ["io"] = maxIo },
-            ["lock_contention_count"] = Monitor.LockContentionCount,
-            ["timers"] = Timer.ActiveCount,
+            ["thread_pool_threads"] = pool.Threads,
+            ["thread_pool_pending_work_items"] = pool.Pending,
+            ["thread_pool_completed_work_items"] = pool.Completed,
+            ["thread_pool_min"] = new JsonObject { ["worker"] = pool.MinWorkers, ["io"] = pool.MinIo },
+            ["thread_pool_max"] = new JsonObject { ["worker"] = pool.MaxWorkers, ["io"] = pool.MaxIo },
+            ["lock_contention_count"] = pool.LockContentions,
+            ["timers"] = pool.Timers,
         });
     }
 
@@ -185,7 +195,7 @@ internal static class DiagnosticsApi
     private static async Task<IResult> Dump(HttpContext ctx)
     {
         var type = ctx.Request.Query["type"].ToString() == "heap" ? DumpType.WithHeap : DumpType.Normal;
-        var path = Path.Combine(Path.GetTempPath(), $"helixagent-{Environment.ProcessId}-{DateTime.UtcNow:yyyyMMddHHmmss}.dmp");
+        var path = TempFile("dmp");
         try
         {
             await new DiagnosticsClient(Environment.ProcessId).WriteDumpAsync(type, path, logDumpGeneration: false, ctx.RequestAborted);
@@ -194,9 +204,17 @@ internal static class DiagnosticsApi
         {
             return OpenAiErrors.Result(503, $"The dump could not be written: {ex.Message}", "service_unavailable", "dump_failed");
         }
-        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
-        return TypedResults.File(stream, "application/octet-stream", Path.GetFileName(path));
+        return DownloadAndDelete(path);
     }
+
+    /// <summary>A file in the temp folder named after this process (tests check none is left behind).</summary>
+    internal static string TempFile(string extension) =>
+        Path.Combine(Path.GetTempPath(), $"helixagent-{Environment.ProcessId}-{DateTime.UtcNow:yyyyMMddHHmmss}.{extension}");
+
+    /// <summary>Sends <paramref name="path"/> as a download; the file is deleted when the response is done with it.</summary>
+    internal static IResult DownloadAndDelete(string path) => TypedResults.File(
+        new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920, FileOptions.DeleteOnClose | FileOptions.Asynchronous),
+        "application/octet-stream", Path.GetFileName(path));
 }
 
 /// <summary>
@@ -222,7 +240,7 @@ internal static class HeapSnapshot
             ctx.Response.Headers.RetryAfter = "10";
             return OpenAiErrors.Result(409, "A heap snapshot is already being taken; retry when it is done.", "invalid_request_error", "gcdump_in_progress");
         }
-        var path = Path.Combine(Path.GetTempPath(), $"helixagent-{Environment.ProcessId}-{DateTime.UtcNow:yyyyMMddHHmmss}.gcdump");
+        var path = DiagnosticsApi.TempFile("gcdump");
         try
         {
             var (exit, output) = await RunToolAsync(["collect", "--process-id", Environment.ProcessId.ToString(CultureInfo.InvariantCulture), "--output", path, "--timeout", "120"], ctx.RequestAborted);
@@ -233,8 +251,7 @@ internal static class HeapSnapshot
                 return OpenAiErrors.Result(503, $"The heap snapshot could not be taken (dotnet-gcdump exit code {exit}): {HelixAgent.Data.Echo.Clip(output.Trim())}",
                     "service_unavailable", "gcdump_failed");
             }
-            var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 81920, FileOptions.DeleteOnClose | FileOptions.Asynchronous);
-            return TypedResults.File(stream, "application/octet-stream", Path.GetFileName(path));
+            return DiagnosticsApi.DownloadAndDelete(path);
         }
         finally
         {

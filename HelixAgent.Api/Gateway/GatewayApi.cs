@@ -50,7 +50,7 @@ internal static partial class GatewayApi
         }
         var (body, model, route, _, _, cache, ensemble) = admitted;
         var stream = IsStream(body);
-        var includeUsage = stream && (body["stream_options"] as JsonObject)?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
+        var includeUsage = stream && body["stream_options"]?["include_usage"] is JsonValue iu && iu.TryGetValue<bool>(out var b) && b;
         var chatBody = legacy ? LegacyCompletions.ToChatRequest(body) : body;
         var trace = new RequestTrace(NewRequestId(), model, endpoint, stream, s.Time.GetTimestamp());
         await ServeAsync(ctx, s, admitted, trace, () => ensemble is not null

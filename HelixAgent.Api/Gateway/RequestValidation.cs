@@ -70,6 +70,10 @@ public static class RequestValidation
                 }
             }
         }
+        if (ToolChoice(body) is { } toolChoiceError)
+        {
+            return toolChoiceError;
+        }
         if (body["response_format"] is JsonNode rf &&
             (rf is not JsonObject rfo || rfo["type"]?.ToString() is not ("text" or "json_object" or "json_schema")))
         {
@@ -122,6 +126,35 @@ public static class RequestValidation
             return new ValidationError("Invalid value for 'encoding_format': expected 'float' or 'base64'.", "encoding_format");
         }
         return null;
+    }
+
+    /// <summary>
+    /// <c>tool_choice</c>: <c>none</c>, <c>auto</c>, <c>required</c>, or an object with a <c>type</c>; a
+    /// <c>function</c> choice names one of the request's tools.
+    /// </summary>
+    private static ValidationError? ToolChoice(JsonObject body)
+    {
+        switch (body["tool_choice"])
+        {
+            case null:
+                return null;
+            case JsonValue v when v.TryGetValue<string>(out var mode) && mode is "none" or "auto" or "required":
+                return null;
+            case JsonObject o when o["type"] is JsonValue tv && tv.TryGetValue<string>(out var type):
+                if (type != "function")
+                {
+                    return null;
+                }
+                var name = o["function"] is JsonObject f && f["name"] is JsonValue nv && nv.TryGetValue<string>(out var n) ? n : null;
+                if (name is null)
+                {
+                    return new ValidationError("Missing required parameter: 'tool_choice.function.name'.", "tool_choice.function.name");
+                }
+                var declared = body["tools"] is JsonArray tools && tools.Any(t => t?["function"]?["name"]?.GetValue<string>() == name);
+                return declared ? null : new ValidationError($"Invalid value for 'tool_choice': no tool named '{HelixAgent.Data.Echo.Clip(name)}' in 'tools'.", "tool_choice");
+            default:
+                return new ValidationError("Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object naming a function.", "tool_choice");
+        }
     }
 
     private static ValidationError? Model(JsonObject body) =>

@@ -6,18 +6,12 @@ namespace HelixAgent.Api.Gateway.Providers;
 /// <summary>A tool call the simulator makes: the tool's name and arguments (a JSON text valid against its schema).</summary>
 internal sealed record SimulatedToolCall(string Id, string Name, string Arguments)
 {
-    public JsonObject Json(bool includeIndex)
+    public JsonObject Json() => new()
     {
-        var call = new JsonObject();
-        if (includeIndex)
-        {
-            call["index"] = 0;
-        }
-        call["id"] = Id;
-        call["type"] = "function";
-        call["function"] = new JsonObject { ["name"] = Name, ["arguments"] = Arguments };
-        return call;
-    }
+        ["id"] = Id,
+        ["type"] = "function",
+        ["function"] = new JsonObject { ["name"] = Name, ["arguments"] = Arguments },
+    };
 }
 
 /// <summary>
@@ -28,26 +22,20 @@ internal sealed record SimulatedToolCall(string Id, string Name, string Argument
 /// </summary>
 internal static class SimulatedTools
 {
-    public static SimulatedToolCall? Call(JsonObject request, string requestId)
+    /// <summary>The tool call to make, given the text of the last user message (validation has checked the shapes).</summary>
+    public static SimulatedToolCall? Call(JsonObject request, string lastUser)
     {
         if (request["tools"] is not JsonArray tools || tools.Count == 0)
         {
             return null;
         }
-        var functions = tools.Select(t => (t as JsonObject)?["function"]).OfType<JsonObject>()
-            .Where(f => f["name"] is JsonValue v && v.TryGetValue<string>(out _)).ToList();
-        if (functions.Count == 0)
-        {
-            return null;
-        }
+        var functions = tools.Select(t => t!["function"]!.AsObject()).ToList();
         var choice = request["tool_choice"];
-        var messages = request["messages"] as JsonArray;
-        var last = messages?.LastOrDefault() as JsonObject;
-        var lastUser = messages?.OfType<JsonObject>().LastOrDefault(m => m["role"]?.ToString() == "user")?["content"]?.ToString() ?? "";
+        var last = (request["messages"] as JsonArray)?.LastOrDefault() as JsonObject;
         JsonObject? chosen;
         if (choice is JsonObject forced)
         {
-            var name = (forced["function"] as JsonObject)?["name"]?.ToString();
+            var name = forced["function"]?["name"]?.ToString();
             chosen = functions.FirstOrDefault(f => f["name"]!.ToString() == name);
         }
         else
@@ -67,7 +55,7 @@ internal static class SimulatedTools
         }
         var schema = chosen["parameters"] as JsonObject ?? new JsonObject { ["type"] = "object" };
         var arguments = Instance(schema, schema, "value", 0)?.ToJsonString() ?? "{}";
-        return new SimulatedToolCall("call_" + requestId.Replace("-", "", StringComparison.Ordinal)[..Math.Min(24, requestId.Length)], chosen["name"]!.ToString(), arguments);
+        return new SimulatedToolCall(OpenAiShapes.NewToolCallId(), chosen["name"]!.ToString(), arguments);
     }
 
     /// <summary>The message content in JSON mode, or null when the request asks for text.</summary>

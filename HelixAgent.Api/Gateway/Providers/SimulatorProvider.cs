@@ -25,30 +25,22 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         {
             throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: connection reset (simulated)");
         }
-        var (words, usage) = Answer(call.Request);
+        var (reply, usage) = Reply(call.Request);
         var n = Choices(call.Request);
-        var finish = words.Count < FullAnswerLength(call.Request) ? "length" : "stop";
-        var tool = SimulatedTools.Call(call.Request, call.RequestId);
-        var json = tool is null ? SimulatedTools.JsonContent(call.Request, string.Join(' ', words)) : null;
-        if (tool is not null || json is not null)
-        {
-            usage = usage with { CompletionTokens = TokenEstimate.OfChars((tool?.Arguments ?? json)!.Length) };
-            finish = tool is null ? "stop" : "tool_calls";
-        }
         var choices = new JsonArray();
         for (var c = 0; c < n; c++)
         {
-            var message = new JsonObject { ["role"] = "assistant", ["content"] = tool is null ? json ?? string.Join(' ', words) : null };
-            if (tool is not null)
+            var message = new JsonObject { ["role"] = "assistant", ["content"] = reply.Tool is null ? string.Concat(reply.Pieces) : null };
+            if (reply.Tool is not null)
             {
-                message["tool_calls"] = new JsonArray(tool.Json(includeIndex: false));
+                message["tool_calls"] = new JsonArray(reply.Tool.Json());
             }
             choices.Add(new JsonObject
             {
                 ["index"] = c,
                 ["message"] = message,
                 ["logprobs"] = null,
-                ["finish_reason"] = finish,
+                ["finish_reason"] = reply.Finish,
             });
         }
         usage = usage with { CompletionTokens = usage.CompletionTokens * n };
@@ -70,27 +62,17 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         await BeforeFirstByteAsync(call.UpstreamModel, cancellationToken);
         var id = "chatcmpl-" + call.RequestId;
         var created = time.GetUtcNow().ToUnixTimeSeconds();
-        var (words, usage) = Answer(call.Request);
+        var ((pieces, tool, finish), usage) = Reply(call.Request);
         var cut = call.UpstreamModel.Contains("cut", StringComparison.Ordinal);
         var n = Choices(call.Request);
-        var finish = words.Count < FullAnswerLength(call.Request) ? "length" : "stop";
-        var tool = SimulatedTools.Call(call.Request, call.RequestId);
-        var json = tool is null ? SimulatedTools.JsonContent(call.Request, string.Join(' ', words)) : null;
-        // Tool arguments and JSON content stream in pieces that join to the whole; plain text word by word.
-        var pieces = (tool?.Arguments ?? json) is { } whole ? SimulatedTools.Pieces(whole) : [.. words.Select((w, i) => i == 0 ? w : " " + w)];
-        if (tool is not null || json is not null)
-        {
-            usage = usage with { CompletionTokens = TokenEstimate.OfChars((tool?.Arguments ?? json)!.Length) };
-            finish = tool is null ? "stop" : "tool_calls";
-        }
         usage = usage with { CompletionTokens = usage.CompletionTokens * n };
         for (var c = 0; c < n; c++)
         {
             var first = new JsonObject { ["role"] = "assistant", ["content"] = tool is null ? "" : null };
             if (tool is not null)
             {
-                var opening = tool.Json(includeIndex: true);
-                opening["function"]!["arguments"] = "";
+                var opening = (tool with { Arguments = "" }).Json();
+                opening.Insert(0, "index", 0);
                 first["tool_calls"] = new JsonArray(opening);
             }
             yield return new ChatChunk(Chunk(id, created, call.UpstreamModel, first, null, c), false);
@@ -193,6 +175,23 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         }
     }
 
+    /// <summary>
+    /// What the simulator answers, as pieces that join to the whole (the stream sends one per chunk): a tool call's
+    /// arguments, JSON-mode content, or the words of the text answer; with the finish reason and usage.
+    /// </summary>
+    private static ((List<string> Pieces, SimulatedToolCall? Tool, string Finish) Reply, TokenUsage Usage) Reply(JsonObject request)
+    {
+        var (words, usage) = Answer(request);
+        var tool = SimulatedTools.Call(request, LastUserText(request));
+        var json = tool is null ? SimulatedTools.JsonContent(request, string.Join(' ', words)) : null;
+        if ((tool?.Arguments ?? json) is { } whole)
+        {
+            return ((SimulatedTools.Pieces(whole), tool, tool is null ? "stop" : "tool_calls"), usage with { CompletionTokens = TokenEstimate.OfChars(whole.Length) });
+        }
+        var finish = words.Count < FullAnswerLength(request) ? "length" : "stop";
+        return (([.. words.Select((w, i) => i == 0 ? w : " " + w)], null, finish), usage);
+    }
+
     /// <summary>"Simulated answer to: " plus the last user message, cut to max_tokens words.</summary>
     private static (List<string> Words, TokenUsage Usage) Answer(JsonObject request)
     {
@@ -220,21 +219,10 @@ public sealed class SimulatorProvider(string name, ProviderOptions options, Time
         return (words, new TokenUsage(prompt, words.Count));
     }
 
-    private static int FullAnswerLength(JsonObject request)
-    {
-        var lastUser = "";
-        if (request["messages"] is JsonArray messages)
-        {
-            foreach (var m in messages)
-            {
-                if (m?["role"]?.GetValue<string>() == "user")
-                {
-                    lastUser = ContentText(m["content"]);
-                }
-            }
-        }
-        return 3 + Math.Min(48, Words(lastUser).Count);
-    }
+    private static int FullAnswerLength(JsonObject request) => 3 + Math.Min(48, Words(LastUserText(request)).Count);
+
+    private static string LastUserText(JsonObject request) =>
+        ContentText((request["messages"] as JsonArray)?.LastOrDefault(m => m?["role"]?.GetValue<string>() == "user")?["content"]);
 
     private static int? MaxTokens(JsonObject request)
     {

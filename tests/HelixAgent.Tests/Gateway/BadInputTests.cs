@@ -177,14 +177,18 @@ public sealed class BadInputTests(PostgresServer postgres, RedisServer redis) : 
         Assert.Equal("tools[0].function.name", error["param"]!.GetValue<string>());
     }
 
-    // Found by RequestFuzzTests: stream_options or a forced tool_choice's function of the wrong type must not throw.
+    // Found by RequestFuzzTests: a forced tool_choice whose function is not an object made the simulator throw (500).
     [Theory]
-    [InlineData("""{"model":"sim-small","stream":true,"stream_options":[],"messages":[{"role":"user","content":"hi"}]}""")]
-    [InlineData("""{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":"f"}}""")]
-    public async Task Odd_shapes_of_optional_objects_are_answered_not_a_500(string body)
+    [InlineData("""{"type":"function","function":"f"}""", "tool_choice.function.name")]
+    [InlineData("""{"type":"function","function":{"name":"g"}}""", "tool_choice")]
+    [InlineData("""7""", "tool_choice")]
+    [InlineData("\"sometimes\"", "tool_choice")]
+    public async Task A_tool_choice_that_is_not_a_mode_or_a_declared_function_is_400_naming_it(string toolChoice, string param)
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
-        var response = await gw.Client.PostAsync("/v1/chat/completions", Raw(Encoding.UTF8.GetBytes(body)));
-        Assert.True((int)response.StatusCode < 500, await response.Content.ReadAsStringAsync());
+        var body = """{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":""" + toolChoice + "}";
+        var error = await ErrorOf(await gw.Client.PostAsync("/v1/chat/completions", Raw(Encoding.UTF8.GetBytes(body))), HttpStatusCode.BadRequest);
+        Assert.Equal(param, error["param"]!.GetValue<string>());
+        Assert.Empty(await gw.LedgerRowsAsync(0));
     }
 }
