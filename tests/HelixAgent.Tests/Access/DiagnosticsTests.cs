@@ -27,17 +27,9 @@ public sealed class DiagnosticsTests(PostgresServer postgres, RedisServer redis)
 
         // A slow stream in flight shows up with its age.
         var slow = gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("sim-slow", "one two three four five six", stream: true));
-        JsonNode? inflight = null;
-        for (var i = 0; i < 50; i++)
-        {
-            inflight = JsonNode.Parse(await admin.GetStringAsync("/admin/diagnostics/requests"))!;
-            if (inflight["count"]!.GetValue<int>() > 0)
-            {
-                break;
-            }
-            await Task.Delay(20);
-        }
-        var request = Assert.Single(inflight!["requests"]!.AsArray());
+        var inflight = await Eventually.ValueAsync(async () => JsonNode.Parse(await admin.GetStringAsync("/admin/diagnostics/requests"))!,
+            r => r["count"]!.GetValue<int>() > 0, "the slow stream in /admin/diagnostics/requests", describe: r => r.ToJsonString());
+        var request = Assert.Single(inflight["requests"]!.AsArray());
         Assert.Equal("/v1/chat/completions", request!["path"]!.GetValue<string>());
         Assert.True(request["age_ms"]!.GetValue<double>() >= 0);
         await (await slow).Content.ReadAsStringAsync();
@@ -66,7 +58,25 @@ public sealed class DiagnosticsTests(PostgresServer postgres, RedisServer redis)
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var bytes = await response.Content.ReadAsByteArrayAsync();
         Assert.True(bytes.Length > 1024 * 1024, $"a dump of a running .NET process is megabytes, not {bytes.Length} bytes");
-        Assert.Equal("\u007fELF"u8.ToArray(), bytes[..4]); // a Linux core file, what dotnet-dump analyze reads
+        Assert.Equal("\u007fELF"u8.ToArray(), bytes[..4]); // a Linux core file
         Assert.Empty(Directory.GetFiles(Path.GetTempPath(), $"helixagent-{api.Id}-*.dmp"));
+
+        // The runbook's next step: dotnet-dump analyze opens it and lists the process's managed threads.
+        var file = Path.Combine(Path.GetTempPath(), $"helixagent-test-{Guid.NewGuid():N}.dmp");
+        await File.WriteAllBytesAsync(file, bytes);
+        try
+        {
+            var tool = typeof(DiagnosticsTests).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+                .Cast<System.Reflection.AssemblyMetadataAttribute>().Single(a => a.Key == "DotnetDumpDll").Value!;
+            var (exit, stdout, stderr) = await ServerProcess.RunAsync("dotnet", ["exec", "--roll-forward", "Major", tool, "analyze", file,
+                "-c", "clrthreads"], Path.GetTempPath(), TimeSpan.FromMinutes(2));
+            Assert.True(exit == 0, $"dotnet-dump analyze exited {exit}: {stderr}{stdout}");
+            Assert.Matches(@"ThreadCount:\s+[1-9]", stdout);
+            Assert.Contains("(Finalizer)", stdout, StringComparison.Ordinal);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
     }
 }

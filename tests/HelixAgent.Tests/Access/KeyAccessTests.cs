@@ -126,6 +126,7 @@ public sealed class KeyAccessTests(PostgresServer postgres, RedisServer redis)
         Assert.Equal(HttpStatusCode.OK, (await gw.Anonymous().GetAsync("/health")).StatusCode);
 
         var rows = await gw.LedgerRowsAsync(2);
+        Assert.Equal(2, rows.Count);
         Assert.All(rows, r => Assert.Equal("harness-client", r.KeyName));
     }
 

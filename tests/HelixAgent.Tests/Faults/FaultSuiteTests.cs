@@ -553,7 +553,18 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
     private async Task AssertLedgerParityAsync(TestDatabase db, IReadOnlyList<Outcome> outcomes, params ApiProcess[] apis)
     {
         var served = outcomes.Where(o => o.ReachedRouting).Select(o => o.RequestId!).ToHashSet();
-        var rows = await db.WaitForRowsAsync(served.Count, TimeSpan.FromSeconds(45));
+        List<LedgerRow> rows;
+        try
+        {
+            rows = await db.WaitForRowsAsync(served.Count, TimeSpan.FromSeconds(45), apis);
+        }
+        catch (Xunit.Sdk.XunitException waited)
+        {
+            rows = await GatewayHarness.ReadLedgerAsync(db.ConnectionString);
+            var absent = served.Except(rows.Select(r => r.RequestId)).Take(10);
+            Assert.Fail($"{waited.Message}\nmissing {string.Join(",", absent)}\n{string.Join("\n", apis.Select(a => a.Diagnostics()))}");
+            throw;
+        }
         var ids = rows.Select(r => r.RequestId).ToList();
         var missing = served.Except(ids).Take(10).ToList();
         var unknown = ids.Except(served).Take(10).ToList();

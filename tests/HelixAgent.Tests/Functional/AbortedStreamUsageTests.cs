@@ -42,7 +42,7 @@ public sealed class AbortedStreamUsageTests(PostgresServer postgres, RedisServer
             Assert.Equal(5, content);
         } // the client leaves here, mid-stream
 
-        var row = Assert.Single(await db.WaitForRowsAsync(1, TimeSpan.FromSeconds(20)));
+        var row = Assert.Single(await db.WaitForRowsAsync(1, TimeSpan.FromSeconds(20), api));
         await using var conn = new NpgsqlConnection(db.ConnectionString + ";Pooling=false");
         await conn.OpenAsync();
         var estimated = (bool)(await new NpgsqlCommand("SELECT usage_estimated FROM completions", conn).ExecuteScalarAsync())!;

@@ -49,7 +49,7 @@ public sealed class ClientHangUpTests(PostgresServer postgres, RedisServer redis
         Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
         Assert.Equal(upstream.Reply, JsonNode.Parse(await answer.Content.ReadAsStringAsync())!["choices"]![0]!["message"]!["content"]!.GetValue<string>());
         Assert.Equal(1, upstream.RequestCount);
-        Assert.Single(await db.WaitForRowsAsync(1, TimeSpan.FromSeconds(10)));
+        Assert.Single(await db.WaitForRowsAsync(1, TimeSpan.FromSeconds(10), api));
         Assert.False(api.HasExited);
         var errors = api.LoggedErrors();
         Assert.True(errors.Length == 0, $"a client's hang-up is not the gateway's error:\n{errors}");

@@ -65,18 +65,15 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
     {
         await using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
         var server = admin.GetServers()[0];
-        for (var deadline = DateTime.UtcNow.AddSeconds(10); DateTime.UtcNow < deadline; await Task.Delay(20))
+        await Eventually.ValueAsync(async () =>
         {
             var keys = 0;
             await foreach (var _ in server.KeysAsync(pattern: HelixAgent.Api.Gateway.ResponseCache.Prefix + "*"))
             {
                 keys++;
             }
-            if (keys >= count)
-            {
-                return;
-            }
-        }
+            return keys;
+        }, keys => keys >= count, $"{count} cached answers in Redis");
     }
 
     private static JsonObject EnsembleChat(JsonObject? config = null, string model = "helixagent-ensemble", bool stream = false)
@@ -229,26 +226,19 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
         up[2].Fail(FakeFault.Status500);
         Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", EnsembleChat())).StatusCode);
 
-        static double Sum(string metrics, string name, params string[] labels) => metrics.Split('\n')
-            .Where(l => l.StartsWith(name + "{", StringComparison.Ordinal) && labels.All(x => l.Contains(x, StringComparison.Ordinal)))
-            .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
-        const string model = "model=\"helixagent-ensemble\"";
+        var model = ("model", "helixagent-ensemble");
         // The request is counted once its answer has been written: wait for that before reading the rest.
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        var metrics = await gw.Anonymous().GetStringAsync("/metrics");
-        while (Sum(metrics, "helixagent_requests_total", model) == 0 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(20);
-            metrics = await gw.Anonymous().GetStringAsync("/metrics");
-        }
-        Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p0\"", "outcome=\"ok\""));
-        Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p1\"", "outcome=\"ok\""));
-        Assert.Equal(1, Sum(metrics, "helixagent_ensemble_member_answers_total", model, "provider=\"p2\"", "outcome=\"error\""));
-        Assert.Equal(1, Sum(metrics, "helixagent_ensemble_selected_total", model));
-        Assert.Equal(0, Sum(metrics, "helixagent_ensemble_selected_total", model, "provider=\"p2\""));
-        Assert.Equal(1, Sum(metrics, "helixagent_requests_total", model, "status_class=\"2xx\""));
+        using var anonymous = gw.Anonymous();
+        var metrics = await Eventually.ValueAsync(() => ScrapedMetrics.ScrapeAsync(anonymous), m => m.Sum("helixagent_requests_total", model) > 0,
+            "the ensemble request in helixagent_requests_total", describe: _ => "not counted yet");
+        Assert.Equal(1, metrics.Sum("helixagent_ensemble_member_answers_total", model, ("provider", "p0"), ("outcome", "ok")));
+        Assert.Equal(1, metrics.Sum("helixagent_ensemble_member_answers_total", model, ("provider", "p1"), ("outcome", "ok")));
+        Assert.Equal(1, metrics.Sum("helixagent_ensemble_member_answers_total", model, ("provider", "p2"), ("outcome", "error")));
+        Assert.Equal(1, metrics.Sum("helixagent_ensemble_selected_total", model));
+        Assert.Equal(0, metrics.Sum("helixagent_ensemble_selected_total", model, ("provider", "p2")));
+        Assert.Equal(1, metrics.Sum("helixagent_requests_total", model, ("status_class", "2xx")));
         // Asking three providers is what an ensemble is for, not a failover.
-        Assert.Equal(0, Sum(metrics, "helixagent_fallbacks_total", model));
+        Assert.Equal(0, metrics.Sum("helixagent_fallbacks_total", model));
     }
 
     [Fact]

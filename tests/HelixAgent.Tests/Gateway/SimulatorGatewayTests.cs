@@ -251,6 +251,7 @@ public sealed class SimulatorGatewayTests(PostgresServer postgres, RedisServer r
         Assert.True(frames.Done);
 
         var rows = await gw.LedgerRowsAsync(2);
+        Assert.Equal(2, rows.Count);
         Assert.All(rows, r => Assert.Equal("completions", r.Endpoint));
     }
 

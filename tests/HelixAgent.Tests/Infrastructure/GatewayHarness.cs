@@ -1,7 +1,10 @@
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json.Nodes;
+using HelixAgent.Api.Access;
+using HelixAgent.Api.Ledger;
 using HelixAgent.Data;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace HelixAgent.Tests.Infrastructure;
@@ -79,22 +82,18 @@ public sealed class GatewayHarness : IAsyncDisposable
         ["stream"] = stream,
     };
 
-    /// <summary>Rows in <c>completions</c>, once the ledger has written everything it holds.</summary>
-    public async Task<List<LedgerRow>> LedgerRowsAsync(int expected, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(15));
-        while (true)
-        {
-            var rows = await ReadRowsAsync();
-            if (rows.Count >= expected || DateTime.UtcNow > deadline)
-            {
-                return rows;
-            }
-            await Task.Delay(50);
-        }
-    }
+    /// <summary>
+    /// Every row of <c>completions</c> once this gateway is quiescent (no request in flight, no row queued, from its own
+    /// <see cref="InFlightRequests"/> and <see cref="CompletionLedger.PendingRows"/>) and at least
+    /// <paramref name="expected"/> rows are there: <c>LedgerRowsAsync(0)</c> is "whatever was written", surplus rows
+    /// included. See <see cref="TestDatabase.QuiescentRowsAsync"/>.
+    /// </summary>
+    public Task<List<LedgerRow>> LedgerRowsAsync(int expected, TimeSpan? timeout = null) =>
+        TestDatabase.QuiescentRowsAsync(DatabaseConnectionString, expected, () => Task.FromResult(Activity()), timeout);
 
-    private Task<List<LedgerRow>> ReadRowsAsync() => ReadLedgerAsync(DatabaseConnectionString);
+    /// <summary>This gateway's requests in flight and ledger rows queued.</summary>
+    public LedgerActivity Activity() => new(Factory.Services.GetRequiredService<InFlightRequests>().Count,
+        Factory.Services.GetRequiredService<CompletionLedger>().PendingRows);
 
     /// <summary>Every row of <c>completions</c> in the database at <paramref name="connectionString"/>, oldest first.</summary>
     public static async Task<List<LedgerRow>> ReadLedgerAsync(string connectionString)
