@@ -1,6 +1,10 @@
 using System.Diagnostics;
 using System.Net;
 using System.Text.Json;
+using Aspire.Hosting;
+using Aspire.Hosting.ApplicationModel;
+using HelixAgent.AppHost;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace HelixAgent.AppHost.Tests;
@@ -38,12 +42,28 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
     }
 
     [Fact]
-    public async Task The_api_is_served_on_port_8080_like_the_runbook_expects()
+    public async Task The_api_is_declared_on_port_8080_like_the_runbook_expects_and_this_run_serves_it_on_its_own_port()
     {
+        // What a developer's `dotnet run` binds: the api's http endpoint as the AppHost declares it.
+        var model = fixture.App.Services.GetRequiredService<DistributedApplicationModel>();
+        var declared = model.Resources.Single(r => r.Name == KnownResourceNames.Api).Annotations.OfType<EndpointAnnotation>().Single(e => e.Name == "http");
+        Assert.Equal(KnownResourceNames.ApiPort, declared.Port);
+
+        // This run's ports are randomized, so it does not collide with a developer's AppHost on 8080.
         var endpoint = fixture.App.GetEndpoint(KnownResourceNames.Api, "http");
-        Assert.Equal(KnownResourceNames.ApiPort, endpoint.Port);
+        Assert.NotEqual(KnownResourceNames.ApiPort, endpoint.Port);
         using var client = new HttpClient();
-        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync($"http://localhost:{KnownResourceNames.ApiPort}/alive")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync(new Uri(endpoint, "/alive"))).StatusCode);
+    }
+
+    [Fact]
+    public void Auto_mode_finds_no_container_runtime_and_runs_postgres_and_redis_as_local_processes()
+    {
+        // The fixture leaves Infrastructure:Mode at auto; no engine answers `docker info` or `podman info` here.
+        var model = fixture.App.Services.GetRequiredService<DistributedApplicationModel>();
+        Assert.IsType<LocalPostgresResource>(model.Resources.Single(r => r.Name == KnownResourceNames.Postgres));
+        Assert.IsType<LocalRedisResource>(model.Resources.Single(r => r.Name == KnownResourceNames.Redis));
+        Assert.DoesNotContain(model.Resources, r => r is ContainerResource);
     }
 
     [Fact]
@@ -134,8 +154,8 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
     [Fact]
     public async Task A_failover_through_the_apphost_is_found_by_the_runbooks_provider_error_grep_of_the_log_file()
     {
-        // Where the runbook looks when the AppHost may make /var/log/helixagent (as root, like CI), else the data folder.
-        var logFile = Environment.UserName == "root" ? "/var/log/helixagent/app.log" : Path.Combine(fixture.DataDirectory, "logs", "app.log");
+        // The fixture's own log file (LogFile=...): the runbook's /var/log/helixagent/app.log is a developer's AppHost's.
+        var logFile = fixture.LogFile;
         var (exit, key) = await RunCliAsync("keys", "create", "--name", "logs-" + Guid.NewGuid().ToString("N")[..8], "--quiet");
         Assert.Equal(0, exit);
         using var client = fixture.App.CreateHttpClient(KnownResourceNames.Api);

@@ -32,6 +32,7 @@ public sealed class GatewayRateLimitTests(PostgresServer postgres, RedisServer r
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
         var client = gw.WithKey(await KeyAsync(gw, "rpm-3-" + Guid.NewGuid().ToString("N")[..6], 3, null));
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window: the 4th request is over the limit
 
         for (var i = 0; i < 3; i++)
         {
@@ -46,6 +47,7 @@ public sealed class GatewayRateLimitTests(PostgresServer postgres, RedisServer r
         Assert.True(limited.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1));
         Assert.Equal("rate_limit_exceeded", JsonNode.Parse(await limited.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
         Assert.Equal("0", limited.Headers.GetValues("x-ratelimit-remaining-requests").Single());
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
         Assert.Equal(3, (await gw.LedgerRowsAsync(3)).Count);
     }
 
@@ -69,8 +71,10 @@ public sealed class GatewayRateLimitTests(PostgresServer postgres, RedisServer r
         await using var b = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings(), databaseConnectionString: a.DatabaseConnectionString);
         var key = await KeyAsync(a, "shared-" + Guid.NewGuid().ToString("N")[..6], 100, null);
         var clients = new[] { a.WithKey(key), b.WithKey(key) };
+        var minute = await RedisMinute.FreshAsync(redis, TimeSpan.FromSeconds(15)); // one window, slices granted throughout
 
         var responses = await Task.WhenAll(Enumerable.Range(0, 300).Select(i => clients[i % 2].PostAsync("/v1/chat/completions", Chat())));
+        Assert.Equal(minute, await RedisMinute.CurrentAsync(redis));
 
         // Each replica got 150 requests: limits kept per replica would admit up to 200 in all.
         var admitted = responses.Count(r => r.StatusCode == HttpStatusCode.OK);

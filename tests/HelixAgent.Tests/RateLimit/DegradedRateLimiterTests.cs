@@ -96,25 +96,36 @@ public sealed class DegradedRateLimiterTests(RedisServer redis) : IClassFixture<
         var policy = new RateLimitPolicy(10, null);
         Assert.False((await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None)).Degraded);
 
-        // CLIENT PAUSE: the server keeps the connection but answers nothing for 10 s, longer than the three calls below.
-        await replica.Redis!.GetServer(replica.Redis.GetEndPoints()[0]).ExecuteAsync("CLIENT", "PAUSE", "10000", "ALL");
-
-        for (var i = 0; i < ClusterRateLimiter.ConsecutiveTimeoutsBeforeBackoff; i++)
+        // CLIENT PAUSE WRITE: the server keeps the connection but holds every script (the limiter's EVALSHA) for 10 s,
+        // longer than the three calls below; CLIENT UNPAUSE, not a write, still runs, and ends it when the test does.
+        await using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.ConnectionString + ",allowAdmin=true");
+        var server = admin.GetServer(admin.GetEndPoints()[0]);
+        await server.ExecuteAsync("CLIENT", "PAUSE", "10000", "WRITE");
+        try
         {
-            var stopwatch = Stopwatch.StartNew();
-            var decision = await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
-            stopwatch.Stop();
-            Assert.True(decision.Degraded);
-            Assert.True(decision.Allowed);
-            // Bounded by the timeout (plus scheduling slack on a busy CI machine), not by the 10 s pause.
-            Assert.True(stopwatch.Elapsed < ClusterRateLimiter.RedisTimeout * 2.5, $"took {stopwatch.ElapsedMilliseconds} ms");
-        }
-        Assert.True(replica.Limiter.IsDegraded);
+            for (var i = 0; i < ClusterRateLimiter.ConsecutiveTimeoutsBeforeBackoff; i++)
+            {
+                var stopwatch = Stopwatch.StartNew();
+                var decision = await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
+                stopwatch.Stop();
+                Assert.True(decision.Degraded);
+                Assert.True(decision.Allowed);
+                // Bounded by the timeout (plus scheduling slack on a busy CI machine), not by the 10 s pause.
+                Assert.True(stopwatch.Elapsed < ClusterRateLimiter.RedisTimeout * 2.5, $"took {stopwatch.ElapsedMilliseconds} ms");
+            }
+            Assert.True(replica.Limiter.IsDegraded);
 
-        // While backing off, the next decision does not wait for Redis at all.
-        var fast = Stopwatch.StartNew();
-        var next = await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
-        Assert.True(next.Degraded);
-        Assert.True(fast.Elapsed < ClusterRateLimiter.RedisTimeout / 2, $"took {fast.ElapsedMilliseconds} ms");
+            // While backing off, the next decision does not wait for Redis at all.
+            var fast = Stopwatch.StartNew();
+            var next = await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
+            Assert.True(next.Degraded);
+            Assert.True(fast.Elapsed < ClusterRateLimiter.RedisTimeout / 2, $"took {fast.ElapsedMilliseconds} ms");
+        }
+        finally
+        {
+            await server.ExecuteAsync("CLIENT", "UNPAUSE");
+        }
+        // Nothing is left paused for the next test: a write goes through (it would time out while the pause lasted).
+        Assert.True(await admin.GetDatabase().StringSetAsync("unpaused-" + key, "1", TimeSpan.FromMinutes(1)));
     }
 }

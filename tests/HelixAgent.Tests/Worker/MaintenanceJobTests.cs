@@ -67,10 +67,31 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
         await InsertCompletionsAsync(db, 25, Now.AddDays(-100));
         await InsertCompletionsAsync(db, 5, Now.AddDays(-1));
         var runner = Runner(db, new WorkerOptions { RetentionDays = 90, RetentionBatchSize = 10 });
+        // Each statement the job sends to this database, as Npgsql traces it.
+        var database = new NpgsqlConnectionStringBuilder(db.ConnectionString).Database;
+        var deletes = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == "Npgsql",
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllData,
+            ActivityStopped = a =>
+            {
+                var text = (a.GetTagItem("db.query.text") ?? a.GetTagItem("db.statement")) as string;
+                var ns = (a.GetTagItem("db.namespace") ?? a.GetTagItem("db.name")) as string;
+                if (ns == database && text?.StartsWith("DELETE FROM completions", StringComparison.Ordinal) == true)
+                {
+                    deletes.Enqueue(text);
+                }
+            },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
 
         var run = await runner.RunOnceAsync(runner.Jobs["retention"], CancellationToken.None);
 
         Assert.Equal((JobOutcome.Succeeded, 25L), (run.Outcome, run.Rows));
+        // 25 old rows in batches of 10: three DELETEs of at most 10 rows (10, 10, 5), not one of 25.
+        Assert.Equal(3, deletes.Count);
+        Assert.All(deletes, d => Assert.Contains("LIMIT", d, StringComparison.Ordinal));
         Assert.Equal(5, await ScalarAsync(db, "SELECT count(*) FROM completions"));
         Assert.Equal(25, await ScalarAsync(db, "SELECT last_rows FROM worker_jobs WHERE job = 'retention'"));
     }
