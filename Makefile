@@ -9,7 +9,7 @@ build:
 	$(DOTNET) build HelixAgent.sln
 
 test:
-	$(DOTNET) test HelixAgent.sln
+	$(DOTNET) test HelixAgent.sln -m:1
 
 run:
 	$(DOTNET) run --project HelixAgent.AppHost

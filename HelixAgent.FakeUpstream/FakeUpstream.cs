@@ -37,6 +37,8 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     private readonly List<Exception> _errors = [];
     private readonly List<(int Count, TaskCompletionSource Done)> _requestWaiters = [];
     private readonly List<(int Count, TaskCompletionSource Done)> _cancelWaiters = [];
+    private readonly List<(int Count, TaskCompletionSource Done)> _stallWaiters = [];
+    private int _stalledCount;
     private readonly Queue<FaultPlan> _faults = new();
     private Func<RecordedRequest, FakeFault>? _chooseFault;
     private int _requestCount;
@@ -291,6 +293,16 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     public Task WaitForRequestsAsync(int count = 1, TimeSpan? timeout = null) =>
         WaitAsync(_requestWaiters, () => _requestCount, count, timeout);
 
+    /// <summary>
+    /// Requests the fake has begun to stall (<see cref="FakeFault.StallBeforeFirstByte"/>, <see cref="FakeFault.StallMidStream"/>),
+    /// counted once it has sent (flushed) whatever comes before the stall.
+    /// </summary>
+    public int StalledCount => Volatile.Read(ref _stalledCount);
+
+    /// <summary>Completes once <see cref="StalledCount"/> reaches <paramref name="count"/>; throws <see cref="TimeoutException"/> after <paramref name="timeout"/> (default 10 s).</summary>
+    public Task WaitForStallAsync(int count = 1, TimeSpan? timeout = null) =>
+        WaitAsync(_stallWaiters, () => _stalledCount, count, timeout);
+
     /// <summary>Completes once <see cref="CancelledCount"/> reaches <paramref name="count"/>; throws <see cref="TimeoutException"/> after <paramref name="timeout"/> (default 10 s).</summary>
     public Task WaitForCancellationAsync(int count = 1, TimeSpan? timeout = null) =>
         WaitAsync(_cancelWaiters, () => _cancelledCount, count, timeout);
@@ -390,7 +402,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
                     ctx.Abort();
                     return;
                 case FakeFault.StallBeforeFirstByte:
-                    await Task.Delay(StallLimit, token);
+                    await StallAsync(token);
                     return;
                 case FakeFault.Status500 or FakeFault.Status503 or FakeFault.Status429 or FakeFault.Status400 or FakeFault.Status401 or FakeFault.Overloaded529:
                     await WriteJsonAsync(ctx, FaultError(fault), FakeFault.None, state, token);
@@ -722,7 +734,7 @@ public sealed partial class FakeUpstream : IAsyncDisposable
         }
     }
 
-    private static async Task BreakAsync(HttpContext ctx, FakeFault fault, RequestState state, CancellationToken token)
+    private async Task BreakAsync(HttpContext ctx, FakeFault fault, RequestState state, CancellationToken token)
     {
         if (fault == FakeFault.CutMidStream)
         {
@@ -733,7 +745,17 @@ public sealed partial class FakeUpstream : IAsyncDisposable
             ctx.Abort();
             return;
         }
-        await Task.Delay(StallLimit, token);
+        await StallAsync(token);
+    }
+
+    /// <summary>Hangs (until <see cref="StallLimit"/> or the client leaves), counted in <see cref="StalledCount"/>.</summary>
+    private Task StallAsync(CancellationToken token)
+    {
+        lock (_gate)
+        {
+            Release(_stallWaiters, ++_stalledCount);
+        }
+        return Task.Delay(StallLimit, token);
     }
 
     // ---------------------------------------------------------------- shared helpers for the protocols

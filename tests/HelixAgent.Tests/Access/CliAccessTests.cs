@@ -40,8 +40,8 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
         Assert.Equal(0, revoked.ExitCode);
         Assert.DoesNotContain("warning", revoked.Stderr);
         // Both keys were cached by the gateway; the revocation reaches it through Redis.
-        await Eventually(async () => (await gw.WithKey(second).GetAsync("/v1/completions")).StatusCode == HttpStatusCode.Unauthorized);
-        await Eventually(async () => (await gw.WithKey(first).PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.Unauthorized);
+        await Eventually.TrueAsync(async () => (await gw.WithKey(second).GetAsync("/v1/completions")).StatusCode == HttpStatusCode.Unauthorized, "the second key refused (401)", TimeSpan.FromSeconds(3));
+        await Eventually.TrueAsync(async () => (await gw.WithKey(first).PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.Unauthorized, "the first key refused (401)", TimeSpan.FromSeconds(3));
     }
 
     [Fact]
@@ -57,8 +57,8 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
         Assert.Contains("expiring", (await ApiProcess.RunCliAsync(env, "keys", "list")).Stdout);
 
         // The gateway has the key cached; the expiry still applies when it passes.
-        await Eventually(async () => (await gw.WithKey(key).PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.Unauthorized,
-            TimeSpan.FromSeconds(10));
+        await Eventually.TrueAsync(async () => (await gw.WithKey(key).PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.Unauthorized,
+            "the key refused (401)", TimeSpan.FromSeconds(10));
         Assert.Contains("expired", (await ApiProcess.RunCliAsync(env, "keys", "list")).Stdout);
     }
 
@@ -97,14 +97,14 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
         {
             var on = await ApiProcess.RunCliAsync(env, "maintenance", "on");
             Assert.Equal(0, on.ExitCode);
-            await Eventually(async () => (await gw.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.ServiceUnavailable);
+            await Eventually.TrueAsync(async () => (await gw.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.ServiceUnavailable, "maintenance mode answering 503", TimeSpan.FromSeconds(3));
             Assert.Contains("on", (await ApiProcess.RunCliAsync(env, "maintenance", "status")).Stdout);
         }
         finally
         {
             Assert.Equal(0, (await ApiProcess.RunCliAsync(env, "maintenance", "off")).ExitCode);
         }
-        await Eventually(async () => (await gw.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.OK);
+        await Eventually.TrueAsync(async () => (await gw.Client.PostAsync("/v1/chat/completions", Chat())).StatusCode == HttpStatusCode.OK, "requests served again after maintenance off", TimeSpan.FromSeconds(3));
     }
 
     /// <summary>What the CLI needs to reach the harness's database and Redis.</summary>
@@ -119,15 +119,4 @@ public sealed class CliAccessTests(PostgresServer postgres, RedisServer redis)
         result.Stdout.Split('\n', StringSplitOptions.TrimEntries).Single(l => l.StartsWith("hxa_", StringComparison.Ordinal));
 
     private static StringContent Chat() => new(GatewayHarness.Chat("sim-small").ToJsonString(), Encoding.UTF8, "application/json");
-
-    private static async Task Eventually(Func<Task<bool>> condition, TimeSpan? within = null)
-    {
-        var limit = within ?? TimeSpan.FromSeconds(3);
-        var deadline = DateTime.UtcNow + limit;
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"not reached within {limit.TotalSeconds} s");
-            await Task.Delay(50);
-        }
-    }
 }

@@ -8,8 +8,8 @@ using Npgsql;
 namespace HelixAgent.Tests.Access;
 
 /// <summary>Per-key limits as clients meet them: 429 with Retry-After and x-ratelimit headers, shared by replicas.</summary>
-public sealed class GatewayRateLimitTests(PostgresServer postgres, RedisServer redis)
-    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+public sealed class GatewayRateLimitTests(PostgresServer postgres, OwnRedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<OwnRedisServer>
 {
     private static async Task<string> KeyAsync(GatewayHarness gw, string name, int? rpm, int? tpm)
     {

@@ -549,8 +549,7 @@ public sealed class FakeUpstreamTests
         fake.Fail(FakeFault.StallBeforeFirstByte);
         using var cts = new CancellationTokenSource();
         var send = Http.SendAsync(Chat(fake, stream: true), HttpCompletionOption.ResponseHeadersRead, cts.Token);
-        await fake.WaitForRequestsAsync(1);
-        await Task.Delay(100);
+        await fake.WaitForStallAsync(1); // the fake is hanging before its first byte
         Assert.False(send.IsCompleted);
         Assert.Equal(0, fake.CancelledCount);
 
@@ -579,7 +578,7 @@ public sealed class FakeUpstreamTests
         Assert.Equal("", await reader.ReadLineAsync(cts.Token)); // end of the "two" event
 
         var next = reader.ReadLineAsync(cts.Token).AsTask();
-        await Task.Delay(300);
+        await fake.WaitForStallAsync(1); // the fake is hanging after the second chunk
         Assert.False(next.IsCompleted, "the fake should hang after the second chunk");
         Assert.Equal(0, fake.CancelledCount);
 

@@ -14,8 +14,8 @@ namespace HelixAgent.Tests.Faults;
 /// end up with one row per request served.
 /// </summary>
 [Collection(FaultSuite.Name)]
-public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, ITestOutputHelper output)
-    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer redis, ITestOutputHelper output)
+    : IClassFixture<OwnPostgresServer>, IClassFixture<OwnRedisServer>
 {
     // ------------------------------------------------------------------ upstream faults
 
@@ -346,14 +346,9 @@ public sealed class FaultSuiteTests(PostgresServer postgres, RedisServer redis, 
         }
         var up = DateTimeOffset.UtcNow;
         // Back to cluster-wide limits once the client has reconnected (bounded wait), with the load still running.
-        var recovered = Stopwatch.StartNew();
-        double degradedAfter;
-        do
-        {
-            await Task.Delay(250);
-            degradedAfter = (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_rate_limit_degraded");
-        }
-        while (degradedAfter != 0 && recovered.Elapsed < TimeSpan.FromSeconds(20));
+        var degradedAfter = (await Eventually.ValueAsync(() => ScrapedMetrics.ScrapeAsync(api.BaseAddress), m => m.Sum("helixagent_rate_limit_degraded") == 0,
+            "cluster-wide limits again after Redis returned", TimeSpan.FromSeconds(20), m => $"degraded {m.Sum("helixagent_rate_limit_degraded")}"))
+            .Sum("helixagent_rate_limit_degraded");
         await Task.Delay(TimeSpan.FromSeconds(2));
         await stop.CancelAsync();
         var outcomes = await load;

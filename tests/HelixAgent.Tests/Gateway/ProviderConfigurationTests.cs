@@ -108,23 +108,13 @@ public sealed class ProviderConfigurationTests(PostgresServer postgres, RedisSer
             return (r.StatusCode, JsonNode.Parse(await r.Content.ReadAsStringAsync())!["status"]!.GetValue<string>());
         }
 
-        await Eventually(async () => await Health() == (HttpStatusCode.OK, "healthy"));
+        await Eventually.TrueAsync(async () => await Health() == (HttpStatusCode.OK, "healthy"), "the provider healthy (200)");
         upstream.Fail(FakeFault.Status503);
-        await Eventually(async () => await Health() == (HttpStatusCode.ServiceUnavailable, "unhealthy"));
+        await Eventually.TrueAsync(async () => await Health() == (HttpStatusCode.ServiceUnavailable, "unhealthy"), "the provider unhealthy (503) while its upstream fails");
         upstream.Reset();
-        await Eventually(async () => await Health() == (HttpStatusCode.OK, "healthy"));
+        await Eventually.TrueAsync(async () => await Health() == (HttpStatusCode.OK, "healthy"), "the provider healthy again after the upstream recovers");
 
         Assert.All(upstream.Requests, r => Assert.Equal("GET", r.Method)); // probes spend no tokens
         Assert.Contains(upstream.Requests, r => r.Path.EndsWith("/models", StringComparison.Ordinal));
-    }
-
-    private static async Task Eventually(Func<Task<bool>> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "not reached within 10 s");
-            await Task.Delay(100);
-        }
     }
 }

@@ -13,8 +13,8 @@ namespace HelixAgent.Tests.Gateway;
 /// or Redis says about the entry (flush on any replica, expiry, Redis unreachable). This class owns its Redis, so
 /// Redis's own command counts tell whether a hit asked it.
 /// </summary>
-public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisServer redis)
-    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, OwnRedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<OwnRedisServer>
 {
     private async Task<(GatewayHarness Gw, FakeUpstream Upstream, string Model)> StartAsync(
         Action<Dictionary<string, string?>>? configure = null, FakeUpstream? upstream = null, string? model = null, string? database = null)
@@ -24,17 +24,13 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         if (database is null)
         {
             // This class owns its Redis but its tests share it: each starts without the others' cached answers.
-            await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-            await foreach (var key in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: "helixagent:cache:*"))
-            {
-                await admin.GetDatabase().KeyDeleteAsync(key);
-            }
+            await CachedAnswers.DeleteAllAsync(redis.ConnectionString);
         }
         var s = ResponseCacheTests.Settings(upstream, model);
         configure?.Invoke(s);
         var gw = await GatewayHarness.StartAsync(postgres, redis, s, databaseConnectionString: database);
-        await UntilAsync(async () => (await CacheStatsAsync(gw))["local_active"]!.GetValue<bool>() || s.GetValueOrDefault("Cache:LocalMaxBytes") == "0",
-            "the replica never started using local copies");
+        await Eventually.TrueAsync(async () => (await CacheStatsAsync(gw))["local_active"]!.GetValue<bool>() || s.GetValueOrDefault("Cache:LocalMaxBytes") == "0",
+            "the replica using local copies");
         return (gw, upstream, model);
     }
 
@@ -57,28 +53,6 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         long Calls(string command) => stats.Where(kv => kv.Key == "cmdstat_" + command)
             .Select(kv => long.Parse(kv.Value.Split(',')[0].Split('=')[1])).SingleOrDefault();
         return Calls("get") + Calls("pttl");
-    }
-
-    /// <summary>Cached answers in Redis now (the gateway writes them without waiting).</summary>
-    private async Task<int> EntriesInRedisAsync()
-    {
-        await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-        var count = 0;
-        await foreach (var _ in admin.GetServer(admin.GetEndPoints()[0]).KeysAsync(pattern: "helixagent:cache:*"))
-        {
-            count++;
-        }
-        return count;
-    }
-
-    private static async Task UntilAsync(Func<Task<bool>> condition, string failure)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, failure);
-            await Task.Delay(20);
-        }
     }
 
     [Fact]
@@ -118,7 +92,7 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         var onB = b.WithKey(a.ClientKey); // the same key on both replicas: the same cache entries
 
         Assert.Equal("miss", await AskAsync(a.Client, model));
-        await UntilAsync(async () => await EntriesInRedisAsync() == 1, "the answer never reached Redis");
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 1);
         Assert.Equal("hit", await AskAsync(onB, model)); // from Redis, then copied
         var before = await RedisLookupsAsync();
         Assert.Equal("hit", await AskAsync(onB, model));
@@ -129,7 +103,7 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         Assert.Equal(HttpStatusCode.OK, flush.StatusCode);
         Assert.Equal(1, JsonNode.Parse(await flush.Content.ReadAsStringAsync())!["deleted"]!.GetValue<long>());
         // The flush reaches B through Redis pub/sub, within milliseconds.
-        await UntilAsync(async () => (await CacheStatsAsync(b))["local_entries"]!.GetValue<long>() == 0, "replica B kept its copy after the flush");
+        await Eventually.TrueAsync(async () => (await CacheStatsAsync(b))["local_entries"]!.GetValue<long>() == 0, "replica B dropping its copy after the flush");
         Assert.Equal("miss", await AskAsync(onB, model));
         Assert.Equal(2, upstream.RequestCount);
     }
@@ -147,22 +121,17 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
 
         Assert.Equal("miss", await AskAsync(gw.Client, model));
         Assert.Equal("hit", await AskAsync(gw.Client, model));
-        await Task.Delay(TimeSpan.FromSeconds(2.3));
+        // The Redis entry expires after Cache:TtlSeconds; the copy (at most Cache:LocalSeconds = 1 s) is gone before it.
+        await Eventually.ValueAsync(() => CachedAnswers.CountAsync(redis.ConnectionString), n => n == 0, "the Redis entry expiring (Cache:TtlSeconds=2)");
         Assert.Equal("miss", await AskAsync(gw.Client, model)); // the Redis entry expired, and the copy with it
         Assert.Equal(2, upstream.RequestCount);
 
         // Deleted in Redis by hand (not through /admin/cache): the copy serves at most Cache:LocalSeconds longer.
-        await UntilAsync(async () => await EntriesInRedisAsync() == 1, "the answer never reached Redis");
-        await using (var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString))
-        {
-            var server = admin.GetServer(admin.GetEndPoints()[0]);
-            await foreach (var key in server.KeysAsync(pattern: "helixagent:cache:*"))
-            {
-                await admin.GetDatabase().KeyDeleteAsync(key);
-            }
-        }
-        await Task.Delay(TimeSpan.FromSeconds(1.3));
-        Assert.Equal("miss", await AskAsync(gw.Client, model));
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 1);
+        await CachedAnswers.DeleteAllAsync(redis.ConnectionString);
+        // Hits from the copy until it ends; then one miss (the copy ended because Redis had nothing, not a second miss).
+        await Eventually.ValueAsync(() => AskAsync(gw.Client, model), answer => answer == "miss", "the local copy ending after Cache:LocalSeconds=1 (within 5 s)",
+            timeout: TimeSpan.FromSeconds(5));
         Assert.Equal(3, upstream.RequestCount);
     }
 
@@ -179,13 +148,13 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         try
         {
             var mux = gw.Factory.Services.GetRequiredService<IConnectionMultiplexer>();
-            await UntilAsync(() => Task.FromResult(!mux.IsConnected), "the gateway never noticed Redis had stopped");
+            await Eventually.TrueAsync(() => !mux.IsConnected, "the gateway noticing Redis had stopped");
             Assert.Equal("miss", await AskAsync(gw.Client, model));
             Assert.Equal(2, upstream.RequestCount);
             // The copies are dropped when StackExchange.Redis reports the failure, an event that can come a moment
             // after IsConnected turns false; until then they are already not used (the miss above).
-            await UntilAsync(async () => (await CacheStatsAsync(gw))["local_entries"]!.GetValue<long>() == 0,
-                "the local copies were kept after Redis became unreachable");
+            await Eventually.TrueAsync(async () => (await CacheStatsAsync(gw))["local_entries"]!.GetValue<long>() == 0,
+                "the local copies dropped after Redis became unreachable");
         }
         finally
         {
@@ -200,7 +169,7 @@ public sealed class ResponseCacheLocalCopyTests(PostgresServer postgres, RedisSe
         await using var _ = gw;
         await using var __ = upstream;
         Assert.Equal("miss", await AskAsync(gw.Client, model));
-        await UntilAsync(async () => await EntriesInRedisAsync() == 1, "the answer never reached Redis");
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 1);
 
         var before = await RedisLookupsAsync();
         for (var i = 0; i < 5; i++)

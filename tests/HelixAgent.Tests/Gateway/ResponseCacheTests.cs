@@ -7,11 +7,13 @@ using HelixAgent.Tests.Infrastructure;
 namespace HelixAgent.Tests.Gateway;
 
 /// <summary>The Redis response cache: repeated deterministic requests are answered without an upstream call.</summary>
-public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redis)
-    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+public sealed class ResponseCacheTests(PostgresServer postgres, OwnRedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<OwnRedisServer>
 {
     private async Task<(GatewayHarness Gw, FakeUpstream Upstream)> StartAsync(Action<Dictionary<string, string?>>? configure = null)
     {
+        // This class's tests share its Redis: each starts without the others' cached answers.
+        await CachedAnswers.DeleteAllAsync(redis.ConnectionString);
         var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
         var s = Settings(upstream, "cached-" + Guid.NewGuid().ToString("N")[..8]); // a route of its own: no other test's cache entries
         configure?.Invoke(s);
@@ -45,7 +47,7 @@ public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redi
         var first = await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model));
         var firstBody = await first.Content.ReadAsStringAsync();
         Assert.Equal("miss", first.Headers.GetValues("x-helixagent-cache").Single());
-        await Task.Delay(100); // the write is fire-and-forget
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 1); // the write is fire-and-forget
 
         var second = await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model));
         Assert.Equal(HttpStatusCode.OK, second.StatusCode);
@@ -71,7 +73,7 @@ public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redi
         var model = ModelOf(gw);
         var warm = Deterministic(model);
         await gw.PostJsonAsync("/v1/chat/completions", warm);
-        await Task.Delay(100);
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 1);
 
         var creative = Deterministic(model);
         creative["temperature"] = 0.9;
@@ -96,17 +98,17 @@ public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redi
         await using var __ = upstream;
         var model = ModelOf(gw);
         await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model));
-        await Task.Delay(100);
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 1);
 
         // Another key asking the same thing does not get the first key's answer.
         var other = await gw.WithKey(gw.AdminKey).PostAsync("/v1/chat/completions",
             new StringContent(Deterministic(model).ToJsonString(), Encoding.UTF8, "application/json"));
         Assert.Equal("miss", other.Headers.GetValues("x-helixagent-cache").Single());
-        await Task.Delay(100);
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 2);
 
         var flush = await gw.WithKey(gw.AdminKey).DeleteAsync("/admin/cache");
         Assert.Equal(HttpStatusCode.OK, flush.StatusCode);
-        Assert.True(JsonNode.Parse(await flush.Content.ReadAsStringAsync())!["deleted"]!.GetValue<long>() >= 2);
+        Assert.Equal(2, JsonNode.Parse(await flush.Content.ReadAsStringAsync())!["deleted"]!.GetValue<long>());
         Assert.Equal("miss", (await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model))).Headers.GetValues("x-helixagent-cache").Single());
         Assert.Equal(3, upstream.RequestCount);
         Assert.Equal(HttpStatusCode.Forbidden, (await gw.Client.DeleteAsync("/admin/cache")).StatusCode);
@@ -121,7 +123,7 @@ public sealed class ResponseCacheTests(PostgresServer postgres, RedisServer redi
         await using var __ = upstream;
         var model = ModelOf(gw);
         Assert.Equal("miss", (await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model))).Headers.GetValues("x-helixagent-cache").Single());
-        await Task.Delay(100); // the write is fire-and-forget
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 1); // the write is fire-and-forget
         var hit = await gw.PostJsonAsync("/v1/chat/completions", Deterministic(model));
         Assert.Equal("hit", hit.Headers.GetValues("x-helixagent-cache").Single());
 

@@ -33,17 +33,9 @@ public sealed class TracingTests(PostgresServer postgres, RedisServer redis)
 
         // The server's request span stops after the last response byte is written, which can be after the client has read
         // it: wait for it rather than race it.
-        Activity? request = null;
-        for (var i = 0; i < 500 && request is null; i++)
-        {
-            request = spans.SingleOrDefault(s => s.GetTagItem("helixagent.request_id") as string == requestId);
-            if (request is null)
-            {
-                await Task.Delay(10);
-            }
-        }
-        Assert.True(request is not null, "the request's span never stopped");
-        var attempts = spans.Where(s => s.Source.Name == "HelixAgent.Gateway" && s.TraceId == request.TraceId).OrderBy(s => s.StartTimeUtc).ToList();
+        var request = await Eventually.ValueAsync(() => Task.FromResult(spans.SingleOrDefault(s => s.GetTagItem("helixagent.request_id") as string == requestId)),
+            span => span is not null, "the request's server span to stop");
+        var attempts = spans.Where(s => s.Source.Name == "HelixAgent.Gateway" && s.TraceId == request!.TraceId).OrderBy(s => s.StartTimeUtc).ToList();
         Assert.Equal(2, attempts.Count);
         Assert.All(attempts, a =>
         {

@@ -23,7 +23,7 @@ public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer r
     };
 
     /// <summary>Route <c>m</c>: the given fakes in order, each as provider <c>p0</c>, <c>p1</c>, ...</summary>
-    private Task<GatewayHarness> GatewayAsync(FakeUpstream[] upstreams, Action<Dictionary<string, string?>>? configure = null)
+    private Task<GatewayHarness> GatewayAsync(FakeUpstream[] upstreams, Action<Dictionary<string, string?>>? configure = null, TimeProvider? clock = null)
     {
         var s = new Dictionary<string, string?>
         {
@@ -42,7 +42,8 @@ public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer r
             s[$"Routes:m:Targets:{i}"] = $"p{i}/m";
         }
         configure?.Invoke(s);
-        return GatewayHarness.StartAsync(postgres, redis, s);
+        return GatewayHarness.StartAsync(postgres, redis, s,
+            clock is null ? null : services => Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton(services, clock));
     }
 
     [Theory]
@@ -301,12 +302,13 @@ public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer r
     {
         await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
         upstream.Fail(FakeFault.Status500);
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var gw = await GatewayAsync([upstream], s =>
         {
             s["Gateway:CircuitFailureThreshold"] = "3";
             s["Gateway:CircuitBreakSeconds"] = "1";
             s["Gateway:MaxAttempts"] = "1";
-        });
+        }, clock);
         async Task<string?> Circuit() =>
             JsonNode.Parse(await (await gw.Client.GetAsync("/v1/providers/p0/health")).Content.ReadAsStringAsync())!["circuit"]!.GetValue<string>();
 
@@ -319,7 +321,10 @@ public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer r
         Assert.Equal(3, upstream.RequestCount); // refused while open: the upstream was not called
 
         upstream.Reset();
-        await Task.Delay(TimeSpan.FromSeconds(1.2));
+        clock.Advance(TimeSpan.FromSeconds(0.9));
+        Assert.Equal(HttpStatusCode.BadGateway, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        Assert.Equal(3, upstream.RequestCount); // still open before the break ends
+        clock.Advance(TimeSpan.FromSeconds(0.2));
         Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
         Assert.Equal("closed", await Circuit());
         Assert.Equal(4, upstream.RequestCount);

@@ -29,8 +29,29 @@ public sealed class CuttableTcpProxy : IAsyncDisposable
     /// <summary>Connections accepted so far (each is paired with one to the server).</summary>
     public int Accepted { get; private set; }
 
+    private readonly System.Text.StringBuilder _held = new();
+
     /// <summary>Stops forwarding: what either side sends is held until <see cref="CutAll"/>.</summary>
-    public void Hold() => Interlocked.Exchange(ref _open, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+    public void Hold()
+    {
+        lock (_held)
+        {
+            _held.Clear();
+        }
+        Interlocked.Exchange(ref _open, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+    }
+
+    /// <summary>What arrived since <see cref="Hold"/> and is being held, as ASCII (the Redis protocol is text framed).</summary>
+    public string HeldText
+    {
+        get
+        {
+            lock (_held)
+            {
+                return _held.ToString();
+            }
+        }
+    }
 
     /// <summary>Resets every open connection (RST to the client, the server side closed) and lets traffic flow again.</summary>
     public void CutAll()
@@ -94,7 +115,15 @@ public sealed class CuttableTcpProxy : IAsyncDisposable
                     to.Shutdown(SocketShutdown.Send);
                     return;
                 }
-                await Volatile.Read(ref _open).Task.WaitAsync(_stop.Token);
+                var open = Volatile.Read(ref _open).Task;
+                if (!open.IsCompleted)
+                {
+                    lock (_held)
+                    {
+                        _held.Append(System.Text.Encoding.ASCII.GetString(buffer, 0, n));
+                    }
+                }
+                await open.WaitAsync(_stop.Token);
                 await to.SendAsync(buffer.AsMemory(0, n), SocketFlags.None, _stop.Token);
             }
         }

@@ -32,7 +32,7 @@ public sealed class PostgresReplica : IAsyncDisposable
 
     public async Task StartAsync() =>
         _process = await PostgresServer.RunPostgresAsync(_primary.Bin, _dataDir, Port, _log,
-            "-c", "hot_standby=on", "-c", "fsync=off", "-c", "max_connections=200");
+            "-c", "hot_standby=on", "-c", "fsync=off", "-c", "max_connections=300"); // at least the primary's
 
     public async Task StopAsync()
     {

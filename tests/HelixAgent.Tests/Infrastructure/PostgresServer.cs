@@ -5,37 +5,60 @@ using Npgsql;
 namespace HelixAgent.Tests.Infrastructure;
 
 /// <summary>
-/// A real PostgreSQL server for the tests: <c>initdb</c> in a temp folder, <c>postgres</c> on a free port, stopped
-/// and deleted at the end. Tests can stop and restart it (same port, same data) to simulate an outage.
+/// A real PostgreSQL server for a test class. This one is the test assembly's shared server: one <c>initdb</c> per run,
+/// started on first use and stopped when the test process exits; each test still gets its own database
+/// (<see cref="CreateDatabaseAsync"/>). A class that stops or restarts its server takes <see cref="OwnPostgresServer"/>.
 /// </summary>
-public sealed class PostgresServer : IAsyncLifetime
+public class PostgresServer : IAsyncLifetime
 {
-    private readonly StringBuilder _log = new();
-    private string _dataDir = "";
-    private Process? _process;
-
-    public int Port { get; } = ServerProcess.FreePort();
-    public string Bin { get; } = ServerProcess.PostgresBin();
-
-    public async Task InitializeAsync()
+    private static readonly Lazy<Task<PostgresInstance>> Shared = new(async () =>
     {
-        var root = ServerProcess.TempDir("helixagent-pg");
-        _dataDir = Path.Combine(root, "data");
-        var init = ServerProcess.AsPostgres(Path.Combine(Bin, "initdb"), "-D", _dataDir, "-U", "postgres",
-            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync");
-        ServerProcess.Run(init[0], init[1..]);
-        await StartAsync();
-    }
+        var shared = await PostgresInstance.CreateAsync();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => shared.DisposeAsync().GetAwaiter().GetResult();
+        return shared;
+    });
 
-    public async Task StartAsync() =>
-        _process = await RunPostgresAsync(Bin, _dataDir, Port, _log,
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200");
+    private PostgresInstance? _instance;
+
+    /// <summary>Whether this class has a server of its own, which it may stop and start.</summary>
+    protected virtual bool Own => false;
+
+    private PostgresInstance Instance => _instance ?? throw new InvalidOperationException("the fixture is not initialized");
+
+    public int Port => Instance.Port;
+    public string Bin => PostgresInstance.Bin;
+
+    public async Task InitializeAsync() => _instance = Own ? await PostgresInstance.CreateAsync() : await Shared.Value;
+
+    /// <summary>Starts the server again after <see cref="StopAsync"/> (same port, same data).</summary>
+    public Task StartAsync() => Own ? Instance.StartAsync() : throw NotOwn();
 
     /// <summary>Fast shutdown (SIGINT): open connections are cut, as in a real outage.</summary>
-    public async Task StopAsync()
+    public Task StopAsync() => Own ? Instance.StopAsync() : throw NotOwn();
+
+    private static InvalidOperationException NotOwn() =>
+        new("This class shares the test assembly's PostgreSQL server: take OwnPostgresServer to stop or start one.");
+
+    public string ConnectionString(string database) =>
+        $"Host=127.0.0.1;Port={Port};Username=postgres;Database={database};Timeout=5";
+
+    /// <summary>A fresh database for one test, so no test counts rows another wrote.</summary>
+    public async Task<string> CreateDatabaseAsync(string prefix = "t")
     {
-        await StopPostgresAsync(_process);
-        _process = null;
+        var name = $"{prefix}_{Guid.NewGuid():N}"[..Math.Min(40, prefix.Length + 33)].ToLowerInvariant();
+        await using var conn = new NpgsqlConnection(ConnectionString("postgres") + ";Pooling=false");
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand($"CREATE DATABASE \"{name}\"", conn);
+        await cmd.ExecuteNonQueryAsync();
+        return ConnectionString(name);
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (Own && _instance is not null)
+        {
+            await _instance.DisposeAsync();
+        }
     }
 
     /// <summary>Starts <c>postgres</c> on <paramref name="dataDir"/> and returns once it accepts queries, not just TCP.</summary>
@@ -45,19 +68,20 @@ public sealed class PostgresServer : IAsyncLifetime
             "-k", Path.GetDirectoryName(dataDir)!, "-c", "listen_addresses=127.0.0.1", .. settings]);
         var process = ServerProcess.Start(cmd, log);
         await ServerProcess.WaitForPortAsync(port, process, log, TimeSpan.FromSeconds(30));
-        for (var i = 0; ; i++)
+        await Eventually.TrueAsync(async () =>
         {
             try
             {
                 await using var conn = new NpgsqlConnection($"Host=127.0.0.1;Port={port};Username=postgres;Database=postgres;Timeout=5;Pooling=false");
                 await conn.OpenAsync();
-                return process;
+                return true;
             }
-            catch (PostgresException) when (i < 100)
+            catch (PostgresException)
             {
-                await Task.Delay(50);
+                return false; // "the database system is starting up"
             }
-        }
+        }, $"postgres on port {port} accepting queries", TimeSpan.FromSeconds(10), () => log.ToString());
+        return process;
     }
 
     internal static async Task StopPostgresAsync(Process? process)
@@ -68,19 +92,50 @@ public sealed class PostgresServer : IAsyncLifetime
             await p.WaitForExitAsync();
         }
     }
+}
 
-    public string ConnectionString(string database) =>
-        $"Host=127.0.0.1;Port={Port};Username=postgres;Database={database};Timeout=5";
+/// <summary>A PostgreSQL server of the class's own, which its tests stop and start (outages).</summary>
+public sealed class OwnPostgresServer : PostgresServer
+{
+    protected override bool Own => true;
+}
 
-    /// <summary>A fresh database for one test class, so no test counts rows another wrote.</summary>
-    public async Task<string> CreateDatabaseAsync(string prefix = "t")
+/// <summary>One <c>postgres</c> process: <c>initdb</c> in a temp folder, a free port (another one if the bind loses a race), deleted at the end.</summary>
+internal sealed class PostgresInstance
+{
+    public static string Bin { get; } = ServerProcess.PostgresBin();
+
+    private readonly StringBuilder _log = new();
+    private readonly string _dataDir;
+    private Process? _process;
+
+    private PostgresInstance(string dataDir) => _dataDir = dataDir;
+
+    public int Port { get; private set; }
+
+    public static async Task<PostgresInstance> CreateAsync()
     {
-        var name = $"{prefix}_{Guid.NewGuid():N}"[..Math.Min(40, prefix.Length + 33)].ToLowerInvariant();
-        await using var conn = new NpgsqlConnection(ConnectionString("postgres") + ";Pooling=false");
-        await conn.OpenAsync();
-        await using var cmd = new NpgsqlCommand($"CREATE DATABASE \"{name}\"", conn);
-        await cmd.ExecuteNonQueryAsync();
-        return ConnectionString(name);
+        var root = ServerProcess.TempDir("helixagent-pg");
+        var instance = new PostgresInstance(Path.Combine(root, "data"));
+        var init = ServerProcess.AsPostgres(Path.Combine(Bin, "initdb"), "-D", instance._dataDir, "-U", "postgres",
+            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync");
+        ServerProcess.Run(init[0], init[1..]);
+        await ServerProcess.BindWithRetryAsync(port =>
+        {
+            instance.Port = port;
+            return instance.StartAsync();
+        }, instance._log);
+        return instance;
+    }
+
+    public async Task StartAsync() =>
+        _process = await PostgresServer.RunPostgresAsync(Bin, _dataDir, Port, _log,
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300");
+
+    public async Task StopAsync()
+    {
+        await PostgresServer.StopPostgresAsync(_process);
+        _process = null;
     }
 
     public async Task DisposeAsync()

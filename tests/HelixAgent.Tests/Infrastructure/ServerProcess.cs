@@ -17,6 +17,40 @@ internal static class ServerProcess
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
+    /// <summary>
+    /// Starts a server on a free port: <see cref="FreePort"/> releases the port before the server binds it, so another
+    /// process can take it in between; then the server exits saying so, and this tries again on another port (5 times).
+    /// </summary>
+    public static async Task BindWithRetryAsync(Func<int, Task> start, StringBuilder log)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            int before;
+            lock (log)
+            {
+                before = log.Length;
+            }
+            try
+            {
+                await start(FreePort());
+                return;
+            }
+            catch (InvalidOperationException) when (attempt < 5 && BindFailed(log, before))
+            {
+            }
+        }
+    }
+
+    private static bool BindFailed(StringBuilder log, int from)
+    {
+        string text;
+        lock (log)
+        {
+            text = log.ToString(from, log.Length - from);
+        }
+        return text.Contains("Address already in use", StringComparison.OrdinalIgnoreCase) || text.Contains("could not bind", StringComparison.OrdinalIgnoreCase);
+    }
+
     /// <summary>A temp folder the <c>postgres</c> user can use when the tests run as root.</summary>
     public static string TempDir(string prefix)
     {
