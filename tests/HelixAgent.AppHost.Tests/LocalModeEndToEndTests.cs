@@ -193,17 +193,10 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
 
     private async Task<(int ExitCode, string Stdout)> RunCliAsync(params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Path.Combine(RepoRoot(), "HelixAgent.Api", "bin", Configuration(), "net10.0", "helixagent.dll"));
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        psi.Environment["HELIXAGENT_DATA_DIR"] = fixture.DataDirectory;
-        using var p = Process.Start(psi)!;
-        var stdout = await p.StandardOutput.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        return (p.ExitCode, stdout);
+        var (exit, stdout, _) = await HelixAgent.Tests.Infrastructure.ServerProcess.RunAsync("dotnet",
+            [Path.Combine(RepoRoot(), "HelixAgent.Api", "bin", Configuration(), "net10.0", "helixagent.dll"), .. args], timeout: TimeSpan.FromSeconds(60),
+            env: new Dictionary<string, string> { ["HELIXAGENT_DATA_DIR"] = fixture.DataDirectory });
+        return (exit, stdout);
     }
 
     private static string Configuration() =>

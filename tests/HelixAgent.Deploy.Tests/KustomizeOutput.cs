@@ -76,26 +76,9 @@ public sealed class KustomizeOutput
     /// <summary>Runs a program to its end (60 s at most) and returns its exit code and output.</summary>
     public static (int Exit, string Out, string Err) Run(string file, IEnumerable<string> args, string? workingDirectory = null)
     {
-        var psi = new ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory ?? "",
-        };
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"{file} did not start");
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromSeconds(60)))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', psi.ArgumentList)} did not finish within 60 s");
-        }
-        return (p.ExitCode, stdout.Result, stderr.Result);
+        var list = args.ToList();
+        return Task.Run(() => HelixAgent.Tests.Infrastructure.ServerProcess.RunAsync(file, list, workingDirectory, TimeSpan.FromSeconds(60)))
+            .GetAwaiter().GetResult();
     }
 
     /// <summary>Copies the committed output, leaving out the operator's own <c>.&lt;name&gt;.secrets</c>.</summary>

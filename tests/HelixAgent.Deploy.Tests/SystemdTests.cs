@@ -93,20 +93,12 @@ public sealed class SystemdTests
             var copy = Path.Combine(temp.FullName, unit);
             File.WriteAllLines(copy, File.ReadAllLines(Path.Combine(Dir, unit))
                 .Select(l => l.StartsWith("ExecStart=", StringComparison.Ordinal) ? "ExecStart=/bin/true" : l));
-            var psi = new ProcessStartInfo(analyze) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-            psi.ArgumentList.Add("verify");
-            psi.ArgumentList.Add(copy);
-            using var p = Process.Start(psi)!;
-            var stderr = p.StandardError.ReadToEndAsync();
-            var stdout = p.StandardOutput.ReadToEndAsync();
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await p.WaitForExitAsync(timeout.Token);
-            var (err, output) = (await stderr, await stdout);
+            var (exit, output, err) = await HelixAgent.Tests.Infrastructure.ServerProcess.RunAsync(analyze, ["verify", copy], timeout: TimeSpan.FromSeconds(30));
             // messages about the host (no systemd as PID 1, unknown dependencies) are not about the unit's syntax
             var problems = (err + output).Split('\n')
                 .Where(l => l.Contains(unit, StringComparison.Ordinal) && !l.Contains("Unit ", StringComparison.Ordinal))
                 .ToList();
-            Assert.True(p.ExitCode == 0 && problems.Count == 0, $"systemd-analyze verify {unit}: {err}{output}");
+            Assert.True(exit == 0 && problems.Count == 0, $"systemd-analyze verify {unit}: {err}{output}");
         }
         finally
         {

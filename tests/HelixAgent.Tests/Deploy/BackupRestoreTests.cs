@@ -12,21 +12,9 @@ public sealed class BackupRestoreTests(PostgresServer postgres, RedisServer redi
 {
     private static async Task<(int ExitCode, string Stdout, string Stderr)> ScriptAsync(string script, IDictionary<string, string> env, params string[] args)
     {
-        var psi = new ProcessStartInfo(Path.Combine(RepoPaths.Root, "scripts", script)) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        psi.Environment["HELIXAGENT_BACKUP_ENV"] = "/nonexistent";
-        foreach (var (k, v) in env)
-        {
-            psi.Environment[k] = v;
-        }
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        return (p.ExitCode, (await stdout).Trim(), await stderr);
+        var (exit, stdout, stderr) = await ServerProcess.RunAsync(Path.Combine(RepoPaths.Root, "scripts", script), args,
+            env: new Dictionary<string, string>(env) { ["HELIXAGENT_BACKUP_ENV"] = "/nonexistent" });
+        return (exit, stdout.Trim(), stderr);
     }
 
     private static async Task<long> CountAsync(string cs, string sql)

@@ -120,31 +120,14 @@ internal sealed class ApiProcess : IAsyncDisposable
         _process.Dispose();
     }
 
-    /// <summary>Runs <c>helixagent &lt;args&gt;</c> to completion; returns exit code and output.</summary>
-    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunCliAsync(IDictionary<string, string> env, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(RepoPaths.ApiDll)!,
-        };
-        psi.ArgumentList.Add(RepoPaths.ApiDll);
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        // Never fall back to a developer's local AppHost database from a test.
-        psi.Environment["HELIXAGENT_DATA_DIR"] = Path.Combine(Path.GetTempPath(), "helixagent-no-local-" + Guid.NewGuid().ToString("N"));
-        foreach (var (k, v) in env)
-        {
-            psi.Environment[k] = v;
-        }
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token);
-        return (p.ExitCode, await stdout, await stderr);
-    }
+    /// <summary>Runs <c>helixagent &lt;args&gt;</c> to completion (at most a minute); returns exit code and output.</summary>
+    public static Task<(int ExitCode, string Stdout, string Stderr)> RunCliAsync(IDictionary<string, string> env, params string[] args) =>
+        ServerProcess.RunAsync("dotnet", [RepoPaths.ApiDll, .. args], Path.GetDirectoryName(RepoPaths.ApiDll)!, TimeSpan.FromSeconds(60),
+            new Dictionary<string, string>(env)
+            {
+                // Never fall back to a developer's local AppHost database from a test (unless the test says where).
+                ["HELIXAGENT_DATA_DIR"] = env.TryGetValue("HELIXAGENT_DATA_DIR", out var dir) ? dir
+                    : Path.Combine(Path.GetTempPath(), "helixagent-no-local-" + Guid.NewGuid().ToString("N")),
+            });
+
 }

@@ -64,52 +64,65 @@ internal static class ServerProcess
     }
 
     /// <summary>
-    /// Runs <paramref name="file"/> to completion in <paramref name="workingDirectory"/> with <paramref name="env"/> added;
-    /// kills it and throws <see cref="TimeoutException"/> after <paramref name="timeout"/>. Never throws for an exit code.
+    /// The one way the tests run a command to completion: <paramref name="file"/> in <paramref name="workingDirectory"/>
+    /// with <paramref name="env"/> added and <paramref name="stdin"/> written to it; kills it (and its children) and
+    /// throws <see cref="TimeoutException"/> after <paramref name="timeout"/> (default 2 minutes). Never throws for an exit code.
     /// </summary>
     public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(string file, IEnumerable<string> args,
-        string workingDirectory, TimeSpan timeout, IDictionary<string, string>? env = null)
+        string? workingDirectory = null, TimeSpan? timeout = null, IDictionary<string, string>? env = null, string? stdin = null)
     {
-        var psi = Info(file, args);
-        psi.WorkingDirectory = workingDirectory;
+        var argList = args.ToList();
+        var psi = Info(file, argList);
+        psi.WorkingDirectory = workingDirectory ?? Path.GetTempPath();
+        psi.RedirectStandardInput = stdin is not null;
         foreach (var (k, v) in env ?? new Dictionary<string, string>())
         {
             psi.Environment[k] = v;
         }
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
+        Process p;
         try
         {
-            await p.WaitForExitAsync(cts.Token);
+            p = Process.Start(psi)!;
         }
-        catch (OperationCanceledException)
+        catch (System.ComponentModel.Win32Exception ex)
         {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', args)} took over {timeout}: {await stderr}");
+            throw new InvalidOperationException($"{file} is not installed: ./scripts/install-deps.sh installs what the tests run", ex);
         }
-        return (p.ExitCode, await stdout, await stderr);
+        using (p)
+        {
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            var stderr = p.StandardError.ReadToEndAsync();
+            if (stdin is not null)
+            {
+                await p.StandardInput.WriteAsync(stdin);
+                p.StandardInput.Close();
+            }
+            var limit = timeout ?? TimeSpan.FromMinutes(2);
+            using var cts = new CancellationTokenSource(limit);
+            try
+            {
+                await p.WaitForExitAsync(cts.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                p.Kill(entireProcessTree: true);
+                throw new TimeoutException($"{file} {string.Join(' ', argList)} took over {limit}: {await stderr}");
+            }
+            return (p.ExitCode, await stdout, await stderr);
+        }
     }
 
+    /// <summary><see cref="RunAsync"/> for set-up steps: throws when the command exits non-zero.</summary>
     public static string Run(string file, IEnumerable<string> args, string? stdin = null)
     {
-        var psi = Info(file, args);
-        psi.RedirectStandardInput = stdin is not null;
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (stdin is not null)
+        var argList = args.ToList();
+        // On the thread pool, away from xunit's synchronization context, which a blocked caller would starve.
+        var (exit, stdout, stderr) = Task.Run(() => RunAsync(file, argList, stdin: stdin)).GetAwaiter().GetResult();
+        if (exit != 0)
         {
-            p.StandardInput.Write(stdin);
-            p.StandardInput.Close();
+            throw new InvalidOperationException($"{file} {string.Join(' ', argList)} exited {exit}: {stderr}{stdout}");
         }
-        p.WaitForExit();
-        if (p.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {p.ExitCode}: {stderr.Result}{stdout.Result}");
-        }
-        return stdout.Result;
+        return stdout;
     }
 
     /// <summary>Runs a PostgreSQL binary, dropping root privileges (postgres refuses to run as root).</summary>

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using HelixAgent.Tests.Infrastructure;
 
 namespace HelixAgent.Tests.Observability;
 
@@ -7,39 +7,7 @@ internal static class Promtool
 {
     public static async Task<(int ExitCode, string Output)> RunAsync(string workingDirectory, string? stdin, params string[] args)
     {
-        var start = new ProcessStartInfo("promtool")
-        {
-            WorkingDirectory = workingDirectory,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = stdin is not null,
-            UseShellExecute = false,
-        };
-        foreach (var arg in args)
-        {
-            start.ArgumentList.Add(arg);
-        }
-        Process process;
-        try
-        {
-            process = Process.Start(start)!;
-        }
-        catch (System.ComponentModel.Win32Exception ex)
-        {
-            throw new InvalidOperationException("promtool not found: run ./scripts/install-deps.sh (Debian package 'prometheus')", ex);
-        }
-        using (process)
-        {
-            var stdout = process.StandardOutput.ReadToEndAsync();
-            var stderr = process.StandardError.ReadToEndAsync();
-            if (stdin is not null)
-            {
-                await process.StandardInput.WriteAsync(stdin);
-                process.StandardInput.Close();
-            }
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            await process.WaitForExitAsync(timeout.Token);
-            return (process.ExitCode, await stdout + await stderr);
-        }
+        var (exit, stdout, stderr) = await ServerProcess.RunAsync("promtool", args, workingDirectory, TimeSpan.FromSeconds(60), stdin: stdin);
+        return (exit, stdout + stderr);
     }
 }

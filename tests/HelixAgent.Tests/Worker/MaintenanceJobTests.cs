@@ -279,24 +279,8 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
         Assert.Equal(HttpStatusCode.Forbidden, (await gw.Client.GetAsync("/admin/usage")).StatusCode);
     }
 
-    private static async Task<(int ExitCode, string Stdout, string Stderr)> RunWorkerAsync(string cs, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = Path.GetDirectoryName(RepoPaths.WorkerDll)!, // its own appsettings.json, as installed
-        };
-        psi.ArgumentList.Add(RepoPaths.WorkerDll);
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        psi.Environment["ConnectionStrings__helixagent-db"] = cs;
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        return (p.ExitCode, await stdout, await stderr);
-    }
+    private static Task<(int ExitCode, string Stdout, string Stderr)> RunWorkerAsync(string cs, params string[] args) =>
+        // Its own folder as the working directory: its own appsettings.json, as installed.
+        ServerProcess.RunAsync("dotnet", [RepoPaths.WorkerDll, .. args], Path.GetDirectoryName(RepoPaths.WorkerDll)!,
+            env: new Dictionary<string, string> { ["ConnectionStrings__helixagent-db"] = cs });
 }
