@@ -7,11 +7,11 @@ namespace HelixAgent.Tests.Infrastructure;
 /// The built <c>helixagent</c> binary (or another of ours, such as <c>helixagent-worker</c>) as a real OS process: for
 /// signals, exit codes and the CLI.
 /// </summary>
-internal sealed class ApiProcess : IAsyncDisposable
+internal sealed partial class ApiProcess : IAsyncDisposable
 {
     private readonly Process _process;
     public StringBuilder Log { get; } = new();
-    public int Port { get; }
+    public int Port { get; private set; }
     public Uri BaseAddress => new($"http://127.0.0.1:{Port}");
     public int Id => _process.Id;
     public bool HasExited => _process.HasExited;
@@ -32,9 +32,14 @@ internal sealed class ApiProcess : IAsyncDisposable
         StartAsync(new Dictionary<string, string>(env) { ["HTTPS_PORTS"] = httpsPort.ToString(System.Globalization.CultureInfo.InvariantCulture) },
             plainPortsOnly: true);
 
+    /// <summary>
+    /// Starts the binary on <c>http://127.0.0.1:0</c>: Kestrel binds a free port itself and logs it ("Now listening on"),
+    /// so no other process can take the port in between. With <paramref name="plainPortsOnly"/> (HTTP_PORTS, as in the
+    /// manifests) the port is picked beforehand.
+    /// </summary>
     public static async Task<ApiProcess> StartAsync(IDictionary<string, string> env, string? dll = null, bool plainPortsOnly = false)
     {
-        var port = ServerProcess.FreePort();
+        var port = plainPortsOnly ? ServerProcess.FreePort() : 0;
         dll ??= RepoPaths.ApiDll;
         var psi = new ProcessStartInfo("dotnet")
         {
@@ -54,6 +59,8 @@ internal sealed class ApiProcess : IAsyncDisposable
         }
         psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Testing";
         psi.Environment["Health__CacheSeconds"] = "0";
+        // Kestrel's "Now listening on" line tells the port, whatever the test's own log levels.
+        psi.Environment["Logging__LogLevel__Microsoft.Hosting.Lifetime"] = "Information";
         foreach (var (k, v) in env)
         {
             psi.Environment[k] = v;
@@ -65,8 +72,32 @@ internal sealed class ApiProcess : IAsyncDisposable
         p.Start();
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
-        await ServerProcess.WaitForPortAsync(port, p, api.Log, TimeSpan.FromSeconds(60));
+        if (plainPortsOnly)
+        {
+            await ServerProcess.WaitForPortAsync(port, p, api.Log, TimeSpan.FromSeconds(60));
+            return api;
+        }
+        api.Port = await Eventually.ValueAsync(() =>
+        {
+            var match = ListeningOn().Match(api.LogText());
+            if (!match.Success && p.HasExited)
+            {
+                Assert.Fail($"{Path.GetFileName(dll)} exited {p.ExitCode} before listening: {api.LogText()}");
+            }
+            return Task.FromResult(match.Success ? int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : 0);
+        }, listening => listening > 0, $"{Path.GetFileName(dll)} to log the port Kestrel bound", TimeSpan.FromSeconds(60), _ => api.LogText());
         return api;
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"Now listening on: http://127\.0\.0\.1:(\d+)")]
+    private static partial System.Text.RegularExpressions.Regex ListeningOn();
+
+    private string LogText()
+    {
+        lock (Log)
+        {
+            return Log.ToString();
+        }
     }
 
     private readonly List<(string Text, TaskCompletionSource Seen)> _logWaiters = [];
