@@ -5,6 +5,7 @@ using Aspire.Hosting;
 using Aspire.Hosting.ApplicationModel;
 using HelixAgent.AppHost;
 using Microsoft.Extensions.DependencyInjection;
+using HelixAgent.Tests.Infrastructure;
 using Npgsql;
 
 namespace HelixAgent.AppHost.Tests;
@@ -112,17 +113,12 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
         var cs = $"Host={env["PGHOST"]};Port={env["PGPORT"]};Username={env["PGUSER"]};Password={env["PGPASSWORD"]};Database={env["PGDATABASE"]};Pooling=false";
         await using var conn = new NpgsqlConnection(cs);
         await conn.OpenAsync();
-        for (var i = 0; ; i++)
+        await Eventually.TrueAsync(async () =>
         {
             await using var cmd = new NpgsqlCommand("SELECT count(*) FROM completions WHERE request_id = $1", conn);
             cmd.Parameters.AddWithValue(requestId);
-            if ((long)(await cmd.ExecuteScalarAsync())! == 1)
-            {
-                break;
-            }
-            Assert.True(i < 100, "the ledger row did not arrive within 10 s");
-            await Task.Delay(100);
-        }
+            return (long)(await cmd.ExecuteScalarAsync())! == 1;
+        }, $"the ledger row of {requestId}", TimeSpan.FromSeconds(10));
     }
 
     [Fact]
@@ -168,19 +164,12 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
         var requestId = response.Headers.GetValues("x-request-id").Single();
 
         // grep "provider error" <log file> (the file is flushed every second)
-        for (var i = 0; ; i++)
-        {
-            var grep = File.Exists(logFile)
+        var grep = await Eventually.ValueAsync(async () => File.Exists(logFile)
                 ? (await ReadSharedAsync(logFile)).Split('\n').Where(l => l.Contains("provider error", StringComparison.Ordinal)).ToList()
-                : [];
-            if (grep.Any(l => l.Contains(requestId, StringComparison.Ordinal)))
-            {
-                Assert.DoesNotContain(grep, l => l.Contains(key.Trim(), StringComparison.Ordinal));
-                break;
-            }
-            Assert.True(i < 50, $"no provider error line for {requestId} in {logFile} within 10 s");
-            await Task.Delay(200);
-        }
+                : [],
+            lines => lines.Any(l => l.Contains(requestId, StringComparison.Ordinal)), $"a provider error line for {requestId} in {logFile}",
+            TimeSpan.FromSeconds(10), lines => $"{lines.Count} provider error lines");
+        Assert.DoesNotContain(grep, l => l.Contains(key.Trim(), StringComparison.Ordinal));
     }
 
     /// <summary>Reads a file another process keeps open for writing.</summary>

@@ -247,7 +247,9 @@ public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer r
         Outcome unseenDuring;
         try
         {
-            await Task.Delay(TimeSpan.FromSeconds(3));
+            // Under load the writer soon holds rows it cannot write: the outage is felt.
+            await Eventually.TrueAsync(async () => (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_ledger_queue_depth") > 0,
+                "rows queued in the ledger while PostgreSQL is down");
             healthDuring = await CallAsync(http, HttpMethod.Get, "/health");
             readyDuring = await CallAsync(http, HttpMethod.Get, "/ready");
             queuedDuring = (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_ledger_queue_depth");
@@ -333,7 +335,9 @@ public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer r
         Answer flushDuring, maintenanceDuring;
         try
         {
-            await Task.Delay(TimeSpan.FromSeconds(3));
+            // The limiter notices (its calls fail) and limits each replica alone.
+            await Eventually.TrueAsync(async () => (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_rate_limit_degraded") == 1,
+                "helixagent_rate_limit_degraded 1 while Redis is down");
             degradedDuring = (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_rate_limit_degraded");
             // The operator's Redis-backed actions: flushing the cache, switching maintenance mode (off: the load goes on).
             flushDuring = await CallAsync(admin, HttpMethod.Delete, "/admin/cache");
