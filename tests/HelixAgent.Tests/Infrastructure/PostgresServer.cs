@@ -13,8 +13,12 @@ public class PostgresServer : IAsyncLifetime
 {
     private static readonly Lazy<Task<PostgresInstance>> Shared = new(async () =>
     {
+        PostgresInstance.DeleteAbandoned();
         var shared = await PostgresInstance.CreateAsync();
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => shared.DisposeAsync().GetAwaiter().GetResult();
+        // The test host can be ended before an exit handler finishes deleting gigabytes of test databases: a watchdog
+        // outside it stops the server and deletes the folder once this process is gone.
+        ServerProcess.CleanUpAfterThisProcess(shared.ProcessId, shared.Folder);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => shared.Destroy();
         return shared;
     });
 
@@ -113,6 +117,11 @@ internal sealed class PostgresInstance
 
     public int Port { get; private set; }
 
+    public int ProcessId => _process?.Id ?? 0;
+
+    /// <summary>The folder holding the data directory (and the server's socket).</summary>
+    public string Folder => Path.GetDirectoryName(_dataDir)!;
+
     public static async Task<PostgresInstance> CreateAsync()
     {
         var root = ServerProcess.TempDir("helixagent-pg");
@@ -141,13 +150,62 @@ internal sealed class PostgresInstance
     public async Task DisposeAsync()
     {
         await StopAsync();
+        DeleteData();
+    }
+
+    /// <summary>
+    /// At the test process's exit (no awaiting there: the runtime gives the handler little time): kills the server and
+    /// deletes its folder, which holds every test's database.
+    /// </summary>
+    public void Destroy()
+    {
+
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit(TimeSpan.FromSeconds(5));
+        }
+        DeleteData();
+    }
+
+    /// <summary>
+    /// Deletes the folders of servers no longer running (a test process killed before its exit handler, or one whose
+    /// handler ran out of time deleting gigabytes of test databases): a folder whose postmaster.pid names no live process.
+    /// </summary>
+    public static void DeleteAbandoned()
+    {
+        foreach (var root in Directory.EnumerateDirectories(Path.GetTempPath(), "helixagent-pg-*"))
+        {
+            var pidFile = Path.Combine(root, "data", "postmaster.pid");
+            try
+            {
+                if (File.Exists(pidFile) && int.TryParse(File.ReadLines(pidFile).FirstOrDefault(), out var pid) && Directory.Exists($"/proc/{pid}"))
+                {
+                    continue; // another test run's live server
+                }
+                if (File.GetLastWriteTimeUtc(root) > DateTime.UtcNow.AddMinutes(-10))
+                {
+                    continue; // being created, or stopped for an outage test, in another run
+                }
+                Directory.Delete(root, recursive: true);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // another user's, or in use: leave it
+            }
+        }
+    }
+
+    private void DeleteData()
+    {
         try
         {
             Directory.Delete(Path.GetDirectoryName(_dataDir)!, recursive: true);
         }
-        catch (IOException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // best effort
         }
+
     }
 }

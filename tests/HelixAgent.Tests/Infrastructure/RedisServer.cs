@@ -15,7 +15,8 @@ public class RedisServer : IAsyncLifetime
     private static readonly Lazy<Task<RedisInstance>> Shared = new(async () =>
     {
         var shared = await RedisInstance.CreateAsync();
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => shared.StopAsync().GetAwaiter().GetResult();
+        ServerProcess.CleanUpAfterThisProcess(shared.ProcessId, folder: null);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => shared.Kill();
         return shared;
     });
 
@@ -73,6 +74,8 @@ internal sealed class RedisInstance
 
     public int Port { get; private set; }
 
+    public int ProcessId => _process?.Id ?? 0;
+
     public static async Task<RedisInstance> CreateAsync()
     {
         var instance = new RedisInstance();
@@ -90,6 +93,16 @@ internal sealed class RedisInstance
         _process = ServerProcess.Start([exe, "--port", Port.ToString(), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--daemonize", "no", "--databases", Databases.ToString()], _log);
         await ServerProcess.WaitForPortAsync(Port, _process, _log, TimeSpan.FromSeconds(15));
+    }
+
+    /// <summary>At the test process's exit (no awaiting there).</summary>
+    public void Kill()
+    {
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill();
+            p.WaitForExit(TimeSpan.FromSeconds(5));
+        }
     }
 
     public async Task StopAsync()

@@ -51,6 +51,19 @@ internal static class ServerProcess
         return text.Contains("Address already in use", StringComparison.OrdinalIgnoreCase) || text.Contains("could not bind", StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>
+    /// Starts a watchdog outside this process's tree (double fork, new session) that, once this process has gone however
+    /// it went, kills <paramref name="serverPid"/> and deletes <paramref name="folder"/>.
+    /// </summary>
+    public static void CleanUpAfterThisProcess(int serverPid, string? folder)
+    {
+        var remove = folder is null ? "" : $"; rm -rf '{folder}'";
+        var watchdog = $"while kill -0 {Environment.ProcessId} 2>/dev/null; do sleep 1; done; kill -9 {serverPid} 2>/dev/null; sleep 1{remove}";
+        var psi = Info("sh", ["-c", $"setsid sh -c \"{watchdog}\" </dev/null >/dev/null 2>&1 &"]);
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+    }
+
     /// <summary>A temp folder the <c>postgres</c> user can use when the tests run as root.</summary>
     public static string TempDir(string prefix)
     {
