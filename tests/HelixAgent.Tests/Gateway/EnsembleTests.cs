@@ -60,22 +60,6 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
         return new Setup(await GatewayHarness.StartAsync(postgres, redis, s), up);
     }
 
-    /// <summary>Waits until this class's Redis holds <paramref name="count"/> cached answers (only deterministic requests make them).</summary>
-    private async Task WaitForCachedEntriesAsync(int count)
-    {
-        await using var admin = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
-        var server = admin.GetServers()[0];
-        await Eventually.ValueAsync(async () =>
-        {
-            var keys = 0;
-            await foreach (var _ in server.KeysAsync(pattern: HelixAgent.Api.Gateway.ResponseCache.Prefix + "*"))
-            {
-                keys++;
-            }
-            return keys;
-        }, keys => keys >= count, $"{count} cached answers in Redis");
-    }
-
     private static JsonObject EnsembleChat(JsonObject? config = null, string model = "helixagent-ensemble", bool stream = false)
     {
         var body = GatewayHarness.Chat(model, "what is the capital of France", stream);
@@ -418,7 +402,7 @@ public sealed class EnsembleTests(PostgresServer postgres, RedisServer redis)
 
         using var first = await gw.PostJsonAsync("/v1/chat/completions", Deterministic("majority_vote"));
         var firstBody = await first.Content.ReadAsStringAsync();
-        await WaitForCachedEntriesAsync(1); // the cache write is not awaited by the request
+        await CachedAnswers.WaitForAsync(redis.ConnectionString, 1); // the cache write is not awaited by the request
         using var second = await gw.PostJsonAsync("/v1/chat/completions", Deterministic("majority_vote"));
 
         Assert.Equal(("miss", "hit"), (first.Headers.GetValues("x-helixagent-cache").Single(), second.Headers.GetValues("x-helixagent-cache").Single()));

@@ -6,19 +6,17 @@ namespace HelixAgent.Tests.Infrastructure;
 
 /// <summary>
 /// A real PostgreSQL server for a test class. This one is the test assembly's shared server: one <c>initdb</c> per run,
-/// started on first use and stopped when the test process exits; each test still gets its own database
+/// started on first use and stopped (its folder deleted) when the test process ends; each test still gets its own database
 /// (<see cref="CreateDatabaseAsync"/>). A class that stops or restarts its server takes <see cref="OwnPostgresServer"/>.
 /// </summary>
 public class PostgresServer : IAsyncLifetime
 {
     private static readonly Lazy<Task<PostgresInstance>> Shared = new(async () =>
     {
-        PostgresInstance.DeleteAbandoned();
         var shared = await PostgresInstance.CreateAsync();
-        // The test host can be ended before an exit handler finishes deleting gigabytes of test databases: a watchdog
-        // outside it stops the server and deletes the folder once this process is gone.
+        // The test host can be ended before an exit handler could delete gigabytes of test databases: a watchdog
+        // outside it stops the server and deletes the folder once this process is gone, however it went.
         ServerProcess.CleanUpAfterThisProcess(shared.ProcessId, shared.Folder);
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => shared.Destroy();
         return shared;
     });
 
@@ -72,18 +70,12 @@ public class PostgresServer : IAsyncLifetime
             "-k", Path.GetDirectoryName(dataDir)!, "-c", "listen_addresses=127.0.0.1", .. settings]);
         var process = ServerProcess.Start(cmd, log);
         await ServerProcess.WaitForPortAsync(port, process, log, TimeSpan.FromSeconds(30));
+        // "the database system is starting up" until it is: Eventually retries the failed open.
         await Eventually.TrueAsync(async () =>
         {
-            try
-            {
-                await using var conn = new NpgsqlConnection($"Host=127.0.0.1;Port={port};Username=postgres;Database=postgres;Timeout=5;Pooling=false");
-                await conn.OpenAsync();
-                return true;
-            }
-            catch (PostgresException)
-            {
-                return false; // "the database system is starting up"
-            }
+            await using var conn = new NpgsqlConnection($"Host=127.0.0.1;Port={port};Username=postgres;Database=postgres;Timeout=5;Pooling=false");
+            await conn.OpenAsync();
+            return true;
         }, $"postgres on port {port} accepting queries", TimeSpan.FromSeconds(10), () => log.ToString());
         return process;
     }
@@ -150,62 +142,13 @@ internal sealed class PostgresInstance
     public async Task DisposeAsync()
     {
         await StopAsync();
-        DeleteData();
-    }
-
-    /// <summary>
-    /// At the test process's exit (no awaiting there: the runtime gives the handler little time): kills the server and
-    /// deletes its folder, which holds every test's database.
-    /// </summary>
-    public void Destroy()
-    {
-
-        if (_process is { HasExited: false } p)
-        {
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit(TimeSpan.FromSeconds(5));
-        }
-        DeleteData();
-    }
-
-    /// <summary>
-    /// Deletes the folders of servers no longer running (a test process killed before its exit handler, or one whose
-    /// handler ran out of time deleting gigabytes of test databases): a folder whose postmaster.pid names no live process.
-    /// </summary>
-    public static void DeleteAbandoned()
-    {
-        foreach (var root in Directory.EnumerateDirectories(Path.GetTempPath(), "helixagent-pg-*"))
-        {
-            var pidFile = Path.Combine(root, "data", "postmaster.pid");
-            try
-            {
-                if (File.Exists(pidFile) && int.TryParse(File.ReadLines(pidFile).FirstOrDefault(), out var pid) && Directory.Exists($"/proc/{pid}"))
-                {
-                    continue; // another test run's live server
-                }
-                if (File.GetLastWriteTimeUtc(root) > DateTime.UtcNow.AddMinutes(-10))
-                {
-                    continue; // being created, or stopped for an outage test, in another run
-                }
-                Directory.Delete(root, recursive: true);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                // another user's, or in use: leave it
-            }
-        }
-    }
-
-    private void DeleteData()
-    {
         try
         {
-            Directory.Delete(Path.GetDirectoryName(_dataDir)!, recursive: true);
+            Directory.Delete(Folder, recursive: true);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             // best effort
         }
-
     }
 }

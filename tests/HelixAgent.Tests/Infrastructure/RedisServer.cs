@@ -5,7 +5,7 @@ namespace HelixAgent.Tests.Infrastructure;
 
 /// <summary>
 /// A real <c>redis-server</c> for a test class, without persistence. This one is the test assembly's shared server,
-/// started on first use and stopped when the test process exits: each class gets a database number of its own
+/// started on first use and stopped when the test process ends: each class gets a database number of its own
 /// (<c>defaultDatabase</c>) and a pub/sub channel prefix of its own (<c>channelPrefix</c>) in
 /// <see cref="ConnectionString"/>, so no class sees another's keys or messages. A class that stops, pauses or restarts
 /// its server, or reads server-wide counters (INFO), takes <see cref="OwnRedisServer"/>.
@@ -16,7 +16,6 @@ public class RedisServer : IAsyncLifetime
     {
         var shared = await RedisInstance.CreateAsync();
         ServerProcess.CleanUpAfterThisProcess(shared.ProcessId, folder: null);
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => shared.Kill();
         return shared;
     });
 
@@ -93,16 +92,6 @@ internal sealed class RedisInstance
         _process = ServerProcess.Start([exe, "--port", Port.ToString(), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--daemonize", "no", "--databases", Databases.ToString()], _log);
         await ServerProcess.WaitForPortAsync(Port, _process, _log, TimeSpan.FromSeconds(15));
-    }
-
-    /// <summary>At the test process's exit (no awaiting there).</summary>
-    public void Kill()
-    {
-        if (_process is { HasExited: false } p)
-        {
-            p.Kill();
-            p.WaitForExit(TimeSpan.FromSeconds(5));
-        }
     }
 
     public async Task StopAsync()

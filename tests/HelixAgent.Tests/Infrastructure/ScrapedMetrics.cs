@@ -67,8 +67,4 @@ internal sealed class ScrapedMetrics
     /// <summary>The sum of every series of <paramref name="name"/> whose labels include <paramref name="labels"/> (0 when none).</summary>
     public double Sum(string name, params (string Label, string Value)[] labels) =>
         Samples.Where(s => s.Name == name && s.Has(labels)).Sum(s => s.Value);
-
-    /// <summary>The samples of <paramref name="name"/> whose labels are exactly <paramref name="labels"/>.</summary>
-    public IEnumerable<Sample> Exactly(string name, params (string Label, string Value)[] labels) =>
-        Samples.Where(s => s.Name == name && s.Labels.Count == labels.Length && s.Has(labels));
 }
