@@ -1,3 +1,4 @@
+using HelixAgent.Api.Gateway.Dialects;
 using HelixAgent.Api.Infrastructure;
 using HelixAgent.Data;
 
@@ -15,8 +16,8 @@ public sealed class AuthenticatedKey(ApiKeyInfo key)
 
 /// <summary>
 /// Authentication by path, before routing decides anything (so a valid key on a wrong method gets 405 and an invalid
-/// key 401): client routes (<c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/embeddings</c>,
-/// <c>/v1/models</c>) need a client or admin key; <c>/admin</c> needs an admin key (client keys get 403). Keys come in
+/// key 401): client routes (<c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/messages</c>,
+/// <c>/v1/embeddings</c>, <c>/v1/models</c>) need a client or admin key; <c>/admin</c> needs an admin key (client keys get 403). Keys come in
 /// <c>X-API-Key</c> or <c>Authorization: Bearer</c>, never in the query string. Maintenance mode answers client routes
 /// with 503; health, readiness, metrics and admin keep working. <c>/debug</c> (pprof) is open to loopback callers and
 /// admin keys, and an unknown route (404) to everyone else.
@@ -52,7 +53,7 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
         if (presented is null)
         {
             metrics.AuthRejected("missing_api_key");
-            await OpenAiErrors.WriteAsync(ctx, 401,
+            await Dialects.WriteErrorAsync(ctx, 401,
                 "Missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'.", "authentication_error", "missing_api_key");
             return;
         }
@@ -65,27 +66,27 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
         {
             metrics.AuthRejected("key_store_unavailable");
             ctx.Response.Headers.RetryAfter = "5";
-            await OpenAiErrors.WriteAsync(ctx, 503,
+            await Dialects.WriteErrorAsync(ctx, 503,
                 "Your API key cannot be checked right now (key store unreachable); please retry shortly.", "service_unavailable", "key_store_unavailable");
             return;
         }
         if (key is null)
         {
             metrics.AuthRejected("invalid_api_key");
-            await OpenAiErrors.WriteAsync(ctx, 401,
+            await Dialects.WriteErrorAsync(ctx, 401,
                 $"Incorrect API key provided: {Redact(presented)}. It is unknown, revoked or expired.", "authentication_error", "invalid_api_key");
             return;
         }
         if (admin && key.Scope != "admin")
         {
             metrics.AuthRejected("insufficient_scope");
-            await OpenAiErrors.WriteAsync(ctx, 403, "This route needs an admin key.", "permission_error", "insufficient_scope");
+            await Dialects.WriteErrorAsync(ctx, 403, "This route needs an admin key.", "permission_error", "insufficient_scope");
             return;
         }
         if (client && maintenance.IsOn)
         {
             ctx.Response.Headers.RetryAfter = "60";
-            await OpenAiErrors.WriteAsync(ctx, 503,
+            await Dialects.WriteErrorAsync(ctx, 503,
                 "HelixAgent is in maintenance mode; please retry later.", "service_unavailable", "maintenance_mode");
             return;
         }
@@ -132,7 +133,7 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
 
     internal static bool IsClientRoute(PathString path) =>
         path.StartsWithSegments("/v1/chat/completions") || path.StartsWithSegments("/v1/completions") ||
-        path.StartsWithSegments("/v1/embeddings") || path.StartsWithSegments("/v1/models");
+        path.StartsWithSegments("/v1/embeddings") || path.StartsWithSegments("/v1/models") || path.StartsWithSegments("/v1/messages");
 
     private static string? PresentedKey(HttpRequest request)
     {

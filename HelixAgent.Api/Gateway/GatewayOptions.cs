@@ -43,6 +43,15 @@ public sealed class GatewayOptions
     [Range(0, 3600)]
     public double ProbeIntervalSeconds { get; set; } = 30;
 
+    /// <summary>
+    /// What a Messages (or Responses) request's hints do on a target that has no equivalent (Anthropic's
+    /// <c>thinking</c>, <c>context_management</c>, <c>cache_control</c>... on an OpenAI-compatible model): <c>drop</c>
+    /// them and name them in <c>x-helixagent-dropped</c> and the ledger row, or <c>reject</c> the request with a 400
+    /// naming the first.
+    /// </summary>
+    [RegularExpression("^(drop|reject)$")]
+    public string UnsupportedHints { get; set; } = "drop";
+
     /// <summary>Allows the simulator provider in Production (always allowed in other environments).</summary>
     public bool EnableSimulatorInProduction { get; set; }
 }

@@ -28,6 +28,12 @@ public sealed class RequestTrace(string requestId, string model, string endpoint
     public int Status { get; set; } = 200;
     public string? ErrorType { get; set; }
 
+    /// <summary>The client's hints the serving target had no equivalent for (comma-separated), e.g. <c>thinking,context_management</c>.</summary>
+    public string? DroppedHints { get; set; }
+
+    /// <summary>The client's hints carried to the serving target in its own terms, e.g. <c>thinking=reasoning_effort</c>.</summary>
+    public string? TranslatedHints { get; set; }
+
     /// <summary>What the client was told when the request failed (for the log; never sent anywhere else).</summary>
     public string? ErrorMessage { get; set; }
 }

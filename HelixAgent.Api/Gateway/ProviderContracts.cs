@@ -67,6 +67,15 @@ public sealed class ChatResult
     /// <summary>An answer already in OpenAI's shape (the caller checked it is a JSON object with <c>choices</c>).</summary>
     public static ChatResult FromUtf8(ReadOnlyMemory<byte> utf8, TokenUsage usage) => new(utf8, usage);
 
+    /// <summary>
+    /// An answer in the client's own dialect, from a target of the same protocol (pass-through): served byte for byte,
+    /// never read as a <c>chat.completion</c>.
+    /// </summary>
+    public static ChatResult PassedThrough(ReadOnlyMemory<byte> utf8, TokenUsage usage) => new(utf8, usage) { IsNative = true };
+
+    /// <summary>True for an answer passed through in the client's dialect (<see cref="PassedThrough"/>).</summary>
+    public bool IsNative { get; private init; }
+
     public TokenUsage Usage { get; }
 
     /// <summary>The answer as a JSON tree (parsed on first use when the result holds bytes).</summary>
@@ -118,6 +127,33 @@ internal static class JsonBytes
 /// <see cref="Usage"/> is set on the chunk that reports token usage (which may have empty <c>choices</c>).
 /// </summary>
 public sealed record ChatChunk(JsonObject Chunk, bool HasContent, TokenUsage? Usage = null);
+
+/// <summary>
+/// A provider that also takes Anthropic Messages requests as they are (pass-through): the client's body with only
+/// <c>model</c> replaced, its <c>anthropic-version</c> and <c>anthropic-beta</c> headers, and the answer or events back
+/// byte for byte.
+/// </summary>
+public interface IMessagesPassThrough
+{
+    /// <summary>A non-streaming Messages call; the result holds the upstream's bytes (<see cref="ChatResult.IsNative"/>).</summary>
+    Task<ChatResult> MessagesAsync(NativeCall call, CancellationToken cancellationToken);
+
+    /// <summary>A streaming Messages call, event by event, as the upstream sent them.</summary>
+    IAsyncEnumerable<NativeEvent> StreamMessagesAsync(NativeCall call, CancellationToken cancellationToken);
+
+    /// <summary><c>/v1/messages/count_tokens</c>: the upstream's answer as it is.</summary>
+    Task<ReadOnlyMemory<byte>> CountTokensAsync(NativeCall call, CancellationToken cancellationToken);
+}
+
+/// <summary>A call passed through: the client's body (not mutated), the upstream model, and the client's protocol headers to forward.</summary>
+public sealed record NativeCall(JsonObject Request, string UpstreamModel, string RequestId, IReadOnlyList<KeyValuePair<string, string>> Headers);
+
+/// <summary>
+/// One upstream event passed through: its name and data exactly as received; whether it carries content the client sees
+/// (until the first such event the gateway may still fail over); the usage it reports (<see cref="UsageFinal"/> when
+/// that is the stream's final count); and how many characters of content it carries (for the estimate of a broken stream).
+/// </summary>
+public sealed record NativeEvent(string? Event, string Data, bool HasContent, TokenUsage? Usage, bool UsageFinal, int ContentChars);
 
 /// <summary>An embeddings call: the client's OpenAI request body with <c>model</c> set to the upstream model.</summary>
 public sealed record EmbeddingCall(JsonObject Request, string UpstreamModel, string RequestId);

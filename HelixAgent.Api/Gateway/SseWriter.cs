@@ -37,6 +37,55 @@ internal sealed class SseWriter(HttpResponse response) : IDisposable
         await pipe.FlushAsync(cancellationToken);
     }
 
+    /// <summary>Writes <paramref name="frames"/> (then clears it) and flushes once; nothing at all when it is empty.</summary>
+    public ValueTask WriteAsync(List<Dialects.SseFrame> frames, CancellationToken cancellationToken)
+    {
+        if (frames.Count == 0)
+        {
+            return ValueTask.CompletedTask;
+        }
+        Start();
+        var pipe = response.BodyWriter;
+        foreach (var frame in frames)
+        {
+            if (frame.Event is { } name)
+            {
+                pipe.Write("event: "u8);
+                WriteText(pipe, name);
+                pipe.Write("\n"u8);
+            }
+            if (frame.Json is { } json)
+            {
+                pipe.Write("data: "u8);
+                _json.Reset(pipe);
+                json.WriteTo(_json);
+                _json.Flush();
+                pipe.Write("\n"u8);
+            }
+            else
+            {
+                // Text as it came (a pass-through event): one data line per line of it.
+                foreach (var line in (frame.Text ?? "").Split('\n'))
+                {
+                    pipe.Write("data: "u8);
+                    WriteText(pipe, line);
+                    pipe.Write("\n"u8);
+                }
+            }
+            pipe.Write("\n"u8);
+        }
+        frames.Clear();
+        return FlushAsync(pipe, cancellationToken);
+    }
+
+    private static async ValueTask FlushAsync(System.IO.Pipelines.PipeWriter pipe, CancellationToken cancellationToken) => await pipe.FlushAsync(cancellationToken);
+
+    private static void WriteText(System.IO.Pipelines.PipeWriter pipe, string text)
+    {
+        var span = pipe.GetSpan(System.Text.Encoding.UTF8.GetMaxByteCount(text.Length));
+        pipe.Advance(System.Text.Encoding.UTF8.GetBytes(text, span));
+    }
+
     public async ValueTask WriteDoneAsync(CancellationToken cancellationToken)
     {
         Start();

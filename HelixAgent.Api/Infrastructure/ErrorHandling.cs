@@ -3,7 +3,10 @@ using Microsoft.AspNetCore.Diagnostics;
 
 namespace HelixAgent.Api.Infrastructure;
 
-/// <summary>The OpenAI error shape every failure is answered with: never a stack trace, never an HTML page.</summary>
+/// <summary>
+/// The OpenAI error shape, which every failure outside <c>/v1/messages</c> is answered with (those get Anthropic's):
+/// never a stack trace, never an HTML page.
+/// </summary>
 internal static class OpenAiErrors
 {
     public static IResult Result(int status, string message, string type, string? code = null, string? param = null) =>
@@ -47,12 +50,12 @@ internal static class ErrorHandlingExtensions
             if (Unreachable(feature?.Error) is var (what, code))
             {
                 ctx.Response.Headers.RetryAfter = "5";
-                return OpenAiErrors.WriteAsync(ctx, StatusCodes.Status503ServiceUnavailable,
+                return Gateway.Dialects.Dialects.WriteErrorAsync(ctx, StatusCodes.Status503ServiceUnavailable,
                     $"{what} is unreachable right now; please retry shortly.", OpenAiErrors.TypeFor(503), code);
             }
             var status = feature?.Error is BadHttpRequestException bad ? bad.StatusCode : StatusCodes.Status500InternalServerError;
             var message = status == 500 ? "The server had an error while processing your request." : feature?.Error.Message ?? "Bad request.";
-            return OpenAiErrors.WriteAsync(ctx, status, message, OpenAiErrors.TypeFor(status));
+            return Gateway.Dialects.Dialects.WriteErrorAsync(ctx, status, message, OpenAiErrors.TypeFor(status));
         }));
         app.UseStatusCodePages(ctx =>
         {
@@ -64,7 +67,7 @@ internal static class ErrorHandlingExtensions
                 413 => "Request body too large.",
                 _ => $"HTTP {status}",
             };
-            return OpenAiErrors.WriteAsync(ctx.HttpContext, status, message, OpenAiErrors.TypeFor(status));
+            return Gateway.Dialects.Dialects.WriteErrorAsync(ctx.HttpContext, status, message, OpenAiErrors.TypeFor(status));
         });
         return app;
     }

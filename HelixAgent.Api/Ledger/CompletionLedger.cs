@@ -27,7 +27,8 @@ public sealed record CompletionRecord(
     bool Stream,
     int Attempts,
     DateTimeOffset CreatedAt,
-    bool UsageEstimated = false);
+    bool UsageEstimated = false,
+    string? DroppedHints = null);
 
 public sealed class LedgerOptions
 {
@@ -224,10 +225,11 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
     {
         await using var cmd = _db.CreateCommand("""
             INSERT INTO completions (request_id, key_id, key_name, model, provider, endpoint, status, error_type,
-                prompt_tokens, completion_tokens, latency_ms, ttft_ms, cache_hit, stream, attempts, created_at, usage_estimated)
+                prompt_tokens, completion_tokens, latency_ms, ttft_ms, cache_hit, stream, attempts, created_at, usage_estimated,
+                dropped_hints)
             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::smallint[],
                 $8::text[], $9::int[], $10::int[], $11::float8[], $12::float8[], $13::bool[], $14::bool[], $15::smallint[],
-                $16::timestamptz[], $17::bool[])
+                $16::timestamptz[], $17::bool[], $18::text[])
             ON CONFLICT (request_id) DO NOTHING
             """);
         Add(cmd, rows.Select(r => Text(r.RequestId)).ToArray(), NpgsqlDbType.Text);
@@ -247,6 +249,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         Add(cmd, rows.Select(r => (short)Math.Min(r.Attempts, short.MaxValue)).ToArray(), NpgsqlDbType.Smallint);
         Add(cmd, rows.Select(r => r.CreatedAt).ToArray(), NpgsqlDbType.TimestampTz);
         Add(cmd, rows.Select(r => r.UsageEstimated).ToArray(), NpgsqlDbType.Boolean);
+        Add(cmd, rows.Select(r => Text(r.DroppedHints)).ToArray(), NpgsqlDbType.Text);
         await cmd.ExecuteNonQueryAsync(ct);
     }
 

@@ -1,12 +1,16 @@
 using System.Runtime.CompilerServices;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using static HelixAgent.Api.Gateway.Providers.OpenAiShapes;
 
 namespace HelixAgent.Api.Gateway.Providers;
 
-/// <summary>Anthropic Messages API (<c>POST /v1/messages</c>), translated to and from OpenAI chat completions.</summary>
-public sealed class AnthropicProvider : IChatProvider
+/// <summary>
+/// Anthropic Messages API (<c>POST /v1/messages</c>): translated to and from OpenAI chat completions for the OpenAI
+/// dialects, and passed through as it is (<see cref="IMessagesPassThrough"/>) for Messages clients.
+/// </summary>
+public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
 {
     public const string DefaultBaseUrl = "https://api.anthropic.com";
     public const string ApiVersion = "2023-06-01";
@@ -70,6 +74,154 @@ public sealed class AnthropicProvider : IChatProvider
 
     public Task ProbeAsync(CancellationToken cancellationToken) =>
         ProviderSupport.ProbeAsync(_http, NewRequest(HttpMethod.Get, _apiRoot + "/models?limit=1", null), Name, cancellationToken);
+
+    // ---- pass-through (a Messages client) ----
+
+    public async Task<ChatResult> MessagesAsync(NativeCall call, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        using var request = NativeRequest("/messages", call);
+        using var response = await UpstreamHttp.SendAsync(_http, request, Name, cancellationToken);
+        var bytes = await UpstreamHttp.ReadBytesAsync(response, Name, cancellationToken);
+        try
+        {
+            using var doc = JsonDocument.Parse(bytes);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("content", out _))
+            {
+                throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answered something that is not a message");
+            }
+            return ChatResult.PassedThrough(bytes, NativeUsage(doc.RootElement, default));
+        }
+        catch (JsonException ex)
+        {
+            throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answered invalid JSON: {ex.Message}", inner: ex);
+        }
+    }
+
+    public async IAsyncEnumerable<NativeEvent> StreamMessagesAsync(NativeCall call, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        using var request = NativeRequest("/messages", call);
+        using var response = await UpstreamHttp.SendAsync(_http, request, Name, cancellationToken);
+        await using var stream = await ProviderSupport.OpenStreamAsync(response, Name, cancellationToken);
+        TokenUsage usage = default;
+        await foreach (var sse in UpstreamHttp.ReadSseAsync(stream, Name, cancellationToken))
+        {
+            if (string.IsNullOrWhiteSpace(sse.Data))
+            {
+                continue;
+            }
+            JsonDocument doc;
+            try
+            {
+                doc = JsonDocument.Parse(sse.Data);
+            }
+            catch (JsonException ex)
+            {
+                throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: sent invalid JSON in its stream: {ex.Message}", inner: ex);
+            }
+            using (doc)
+            {
+                var root = doc.RootElement;
+                var type = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : sse.Event;
+                switch (type)
+                {
+                    case "message_start":
+                        usage = root.TryGetProperty("message", out var message) ? NativeUsage(message, usage) : usage;
+                        yield return new NativeEvent(sse.Event, sse.Data, false, usage, false, 0);
+                        break;
+                    case "content_block_delta":
+                        yield return new NativeEvent(sse.Event, sse.Data, true, null, false, DeltaChars(root));
+                        break;
+                    case "message_delta":
+                        usage = NativeUsage(root, usage);
+                        yield return new NativeEvent(sse.Event, sse.Data, false, usage, true, 0);
+                        break;
+                    case "message_stop":
+                        yield return new NativeEvent(sse.Event, sse.Data, false, null, false, 0);
+                        yield break;
+                    case "error":
+                        var error = root.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.Object ? e : default;
+                        var errorType = error.ValueKind == JsonValueKind.Object && error.TryGetProperty("type", out var et) ? et.GetString() : "error";
+                        var errorMessage = error.ValueKind == JsonValueKind.Object && error.TryGetProperty("message", out var em) ? em.GetString() : "unknown";
+                        throw new UpstreamException(UpstreamFailure.ServerError, $"{Name}: stream error {errorType}: {errorMessage}",
+                            errorType == "overloaded_error" ? 529 : null);
+                    default:
+                        yield return new NativeEvent(sse.Event, sse.Data, false, null, false, 0);
+                        break;
+                }
+            }
+        }
+        throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: stream ended early (no message_stop)");
+    }
+
+    public async Task<ReadOnlyMemory<byte>> CountTokensAsync(NativeCall call, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        using var request = NativeRequest("/messages/count_tokens", call);
+        using var response = await UpstreamHttp.SendAsync(_http, request, Name, cancellationToken);
+        return await UpstreamHttp.ReadBytesAsync(response, Name, cancellationToken);
+    }
+
+    /// <summary>The client's body with only <c>model</c> replaced, written straight to UTF-8; the client's version and betas.</summary>
+    private HttpRequestMessage NativeRequest(string path, NativeCall call)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true }))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("model", call.UpstreamModel);
+            JsonBytes.WritePropertiesExcept(writer, call.Request, static n => n == "model");
+            writer.WriteEndObject();
+        }
+        var content = new ReadOnlyMemoryContent(buffer.WrittenMemory);
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue(UpstreamHttp.JsonMediaType);
+        var request = new HttpRequestMessage(HttpMethod.Post, new Uri(_apiRoot + path, UriKind.Absolute)) { Content = content };
+        if (!string.IsNullOrEmpty(_options.ApiKey))
+        {
+            ProviderSupport.SetHeader(request, "x-api-key", _options.ApiKey);
+        }
+        ProviderSupport.SetHeader(request, "anthropic-version", ApiVersion);
+        foreach (var (name, value) in call.Headers)
+        {
+            if (value.Length > 0)
+            {
+                ProviderSupport.SetHeader(request, name, value);
+            }
+        }
+        ProviderSupport.AddConfiguredHeaders(request, _options);
+        return request;
+    }
+
+    /// <summary>The <c>usage</c> of a message or <c>message_delta</c>, over what was known (cache reads and writes are prompt).</summary>
+    private static TokenUsage NativeUsage(JsonElement owner, TokenUsage known)
+    {
+        if (!owner.TryGetProperty("usage", out var usage) || usage.ValueKind != JsonValueKind.Object)
+        {
+            return known;
+        }
+        static int? Int(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i) ? i : null;
+        var prompt = Int(usage, "input_tokens") is { } input
+            ? input + (Int(usage, "cache_creation_input_tokens") ?? 0) + (Int(usage, "cache_read_input_tokens") ?? 0)
+            : known.PromptTokens;
+        return new TokenUsage(prompt, Int(usage, "output_tokens") ?? known.CompletionTokens);
+    }
+
+    private static int DeltaChars(JsonElement root)
+    {
+        if (!root.TryGetProperty("delta", out var delta) || delta.ValueKind != JsonValueKind.Object)
+        {
+            return 0;
+        }
+        foreach (var name in (ReadOnlySpan<string>)["text", "partial_json", "thinking"])
+        {
+            if (delta.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String)
+            {
+                return v.GetString()!.Length;
+            }
+        }
+        return 0;
+    }
 
     private HttpRequestMessage NewRequest(HttpMethod method, string url, JsonObject? body)
     {

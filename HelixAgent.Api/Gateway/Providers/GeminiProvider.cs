@@ -214,9 +214,17 @@ public sealed class GeminiProvider : IChatProvider
         {
             config["topP"] = topP;
         }
+        if (IntOf(request["top_k"]) is { } topK)
+        {
+            config["topK"] = topK;
+        }
         if (MaxTokens(request) is { } maxTokens)
         {
             config["maxOutputTokens"] = maxTokens;
+        }
+        if (StringOf(request["reasoning_effort"]) is { } effort)
+        {
+            config["thinkingConfig"] = new JsonObject { ["thinkingBudget"] = ThinkingBudget(effort) };
         }
         var stops = StopSequences(request);
         if (stops.Count > 0)
@@ -455,6 +463,16 @@ public sealed class GeminiProvider : IChatProvider
             "SAFETY" or "RECITATION" or "BLOCKLIST" or "PROHIBITED_CONTENT" or "SPII" or "IMAGE_SAFETY" => "content_filter",
             _ => "stop",
         };
+
+    /// <summary>OpenAI's <c>reasoning_effort</c> as a Gemini thinking budget in tokens (-1: the model decides).</summary>
+    internal static int ThinkingBudget(string effort) => effort switch
+    {
+        "none" or "minimal" => 0,
+        "low" => 1024,
+        "medium" => 8192,
+        "high" => 24576,
+        _ => -1,
+    };
 
     /// <summary>Gemini usage; thinking tokens are billed as output, so they count as completion tokens.</summary>
     private static TokenUsage Usage(JsonObject? usage) => usage is null

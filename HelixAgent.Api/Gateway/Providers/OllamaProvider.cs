@@ -219,6 +219,10 @@ public sealed class OllamaProvider : IChatProvider
         {
             options["top_p"] = topP;
         }
+        if (IntOf(request["top_k"]) is { } topK)
+        {
+            options["top_k"] = topK;
+        }
         if (MaxTokens(request) is { } maxTokens)
         {
             options["num_predict"] = maxTokens;

@@ -49,6 +49,12 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
 
         // One step down at a time, newest first.
+        Assert.True(await ColumnAsync(cs, "dropped_hints"));
+        Assert.Equal(4, await migrator.DownAsync());
+        Assert.Equal(all, await TablesAsync(cs));
+        Assert.Equal([3L, 2L, 1L], await RecordedVersionsAsync(cs));
+        Assert.False(await ColumnAsync(cs, "dropped_hints"));
+        Assert.True(await UsageEstimatedColumnAsync(cs));
         Assert.Equal(3, await migrator.DownAsync());
         Assert.Equal(all, await TablesAsync(cs));
         Assert.Equal([2L, 1L], await RecordedVersionsAsync(cs));
@@ -102,10 +108,11 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Equal(0, up.ExitCode);
         Assert.Contains($"schema at version {SchemaMigrator.ExpectedVersion}", up.Stdout);
 
-        Assert.True(await UsageEstimatedColumnAsync(cs));
+        Assert.True(await ColumnAsync(cs, "dropped_hints"));
         var down = await ApiProcess.RunCliAsync(env, "migrate", "down");
         Assert.Equal((0, $"reverted {SchemaMigrator.ExpectedVersion}"), (down.ExitCode, down.Stdout.Trim()));
-        Assert.False(await UsageEstimatedColumnAsync(cs)); // 0003 reverted: the column is gone, the tables stay
+        Assert.False(await ColumnAsync(cs, "dropped_hints")); // 0004 reverted: the column is gone, the tables stay
+        Assert.True(await UsageEstimatedColumnAsync(cs));
 
         Assert.Equal(0, (await ApiProcess.RunCliAsync(env, "migrate", "up")).ExitCode);
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
@@ -130,12 +137,15 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.DoesNotContain("   at ", unreachable.Stderr);
     }
 
-    private static async Task<bool> UsageEstimatedColumnAsync(string cs)
+    private static Task<bool> UsageEstimatedColumnAsync(string cs) => ColumnAsync(cs, "usage_estimated");
+
+    private static async Task<bool> ColumnAsync(string cs, string column)
     {
         await using var conn = new NpgsqlConnection(cs);
         await conn.OpenAsync();
         await using var cmd = new NpgsqlCommand(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'completions' AND column_name = 'usage_estimated'", conn);
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'completions' AND column_name = $1", conn);
+        cmd.Parameters.AddWithValue(column);
         return (long)(await cmd.ExecuteScalarAsync())! == 1;
     }
 }

@@ -1,11 +1,33 @@
 using System.Text.Json.Nodes;
 
-namespace HelixAgent.Api.Gateway;
+namespace HelixAgent.Api.Gateway.Dialects;
 
 /// <summary>
 /// <c>/v1/completions</c> (prompt → text) served through the chat path of any provider: the prompt becomes one user
 /// message, the answer and its chunks become <c>text_completion</c> objects.
 /// </summary>
+internal sealed class LegacyCompletionsDialect : IDialect
+{
+    public static readonly LegacyCompletionsDialect Instance = new();
+
+    public string Endpoint => "completions";
+
+    public ValidationError? Validate(JsonObject body) => RequestValidation.Completion(body);
+
+    public bool IsStream(JsonObject body) => OpenAiChatDialect.IsStreamBody(body);
+
+    public Prepared Prepare(JsonObject body, RouteTarget target, bool allowPassThrough, GatewayOptions options) => new(LegacyCompletions.ToChatRequest(body), false, [], []);
+
+    public JsonObject RenderObject(JsonObject completion, RequestTrace trace) => LegacyCompletions.FromChatResponse(completion, trace.RequestId);
+
+    public IStreamRenderer NewStream(JsonObject body, RequestTrace trace) =>
+        new OpenAiChatDialect.ChatStream(OpenAiChatDialect.IncludeUsage(body), new LegacyCompletions.ChunkConverter(trace.RequestId).Convert);
+
+    public Task WriteErrorAsync(HttpContext ctx, int status, string message, string type, string? code, string? param) =>
+        OpenAiChatDialect.Instance.WriteErrorAsync(ctx, status, message, type, code, param);
+}
+
+/// <summary>The translation between a legacy completions request, answer and chunk and their chat equivalents.</summary>
 internal static class LegacyCompletions
 {
     private static readonly string[] ChatOnly = ["prompt", "echo", "suffix", "logprobs", "best_of"];

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using HelixAgent.Api.Gateway.Dialects;
 using HelixAgent.Api.Gateway.Providers;
 
 namespace HelixAgent.Api.Gateway;
@@ -20,15 +21,15 @@ internal static partial class GatewayApi
     private sealed record MemberAnswer(RouteTarget Target, ChatResult? Result, GatewayError? Error, double LatencyMs, int Attempts, bool TimedOut,
         bool Skipped = false);
 
-    private static async Task EnsembleChatAsync(HttpContext ctx, GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace,
-        EnsemblePlan plan, bool legacy, bool includeUsage, CacheLookup? cache)
+    private static async Task EnsembleChatAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace)
     {
+        var (route, plan, cache) = (admitted.Route, admitted.Ensemble!, admitted.Cache);
         if (await ServeFromCacheAsync(ctx, s, trace, cache))
         {
             return;
         }
         trace.Ensemble = true;
-        var answers = await AskMembersAsync(s, route, body, trace, plan, ctx.RequestAborted);
+        var answers = await AskMembersAsync(s, route, admitted.Requests, trace, plan, ctx.RequestAborted);
         foreach (var a in answers)
         {
             s.Metrics.EnsembleMember(trace.Model, a.Target.Provider.Name, a.Result is not null ? "ok" : a.Skipped ? "skipped" : a.TimedOut ? "timeout" : "error");
@@ -38,7 +39,7 @@ internal static partial class GatewayApi
         trace.Usage = new TokenUsage(ok.Sum(a => a.Result!.Usage.PromptTokens), ok.Sum(a => a.Result!.Usage.CompletionTokens));
         if (ok.Count < plan.MinProviders)
         {
-            await FailAsync(ctx, trace, EnsembleFailure(answers, ok.Count, plan));
+            await FailAsync(ctx, admitted.Dialect, trace, EnsembleFailure(answers, ok.Count, plan));
             return;
         }
 
@@ -65,10 +66,10 @@ internal static partial class GatewayApi
         SetRouteHeaders(ctx, trace);
         if (trace.Stream)
         {
-            await StreamChosenAsync(ctx, answer, block, trace, includeUsage, legacy);
+            await StreamChosenAsync(ctx, admitted, answer, block, trace);
             return;
         }
-        var served = legacy ? LegacyCompletions.FromChatResponse(answer, trace.RequestId) : answer;
+        var served = admitted.Dialect.RenderObject(answer, trace);
         served["ensemble"] = block;
         await WriteAndCacheAsync(ctx, s, cache?.Key, JsonBytes.Of(served), trace.Usage);
     }
@@ -78,14 +79,15 @@ internal static partial class GatewayApi
     /// <c>majority_vote</c>, once more than half of all members gave the same answer (and at least <c>min_providers</c>
     /// answered), no other answer can win: the members still running are cancelled and marked skipped.
     /// </summary>
-    private static async Task<MemberAnswer[]> AskMembersAsync(GatewayServices s, ModelRoute route, JsonObject body, RequestTrace trace, EnsemblePlan plan,
+    private static async Task<MemberAnswer[]> AskMembersAsync(GatewayServices s, ModelRoute route, TargetRequests requests, RequestTrace trace, EnsemblePlan plan,
         CancellationToken clientAborted)
     {
         using var window = CancellationTokenSource.CreateLinkedTokenSource(clientAborted);
         window.CancelAfter(Min(plan.Timeout, s.Router.Remaining(trace)));
         using var decided = new CancellationTokenSource();
         using var running = CancellationTokenSource.CreateLinkedTokenSource(window.Token, decided.Token);
-        var asked = route.Targets.Select(t => AskMemberAsync(s, route, t, body, trace, plan, running.Token, decided.Token)).ToArray();
+        // Every member is asked in the canonical form (never passed through): the answers are scored against each other.
+        var asked = route.Targets.Select(t => AskMemberAsync(s, route, t, requests.For(t, allowPassThrough: false).Canonical!, trace, plan, running.Token, decided.Token)).ToArray();
         if (plan.Strategy == EnsemblePlan.MajorityVote && asked.Length > 2)
         {
             var votes = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -189,17 +191,20 @@ internal static partial class GatewayApi
         return json;
     }
 
-    /// <summary>The chosen answer as a stream: role, content (or tool calls), the finish with the ensemble block, usage.</summary>
-    private static async Task StreamChosenAsync(HttpContext ctx, JsonObject answer, JsonObject block, RequestTrace trace, bool includeUsage, bool legacy)
+    /// <summary>
+    /// The chosen answer as a stream in the client's dialect: role, content (or tool calls), the finish (which, or the
+    /// first event after it, carries the ensemble block), usage.
+    /// </summary>
+    private static async Task StreamChosenAsync(HttpContext ctx, Admitted admitted, JsonObject answer, JsonObject block, RequestTrace trace)
     {
         var id = OpenAiShapes.StringOf(answer["id"]) ?? "chatcmpl-" + trace.RequestId;
         var created = answer["created"] is JsonValue cv && cv.TryGetValue<long>(out var c) ? c : OpenAiShapes.UnixNow();
         var message = answer["choices"]?[0]?["message"] as JsonObject;
         var finish = EnsembleScoring.FinishReasonOf(answer) ?? "stop";
-        var chunks = new List<JsonObject> { OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null) };
+        var chunks = new List<ChatChunk> { new(OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null), false) };
         if (OpenAiShapes.TextOf(message?["content"]) is { Length: > 0 } text)
         {
-            chunks.Add(OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["content"] = text }, null));
+            chunks.Add(new(OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["content"] = text }, null), true));
         }
         if (message?["tool_calls"] is JsonArray { Count: > 0 } calls)
         {
@@ -209,30 +214,30 @@ internal static partial class GatewayApi
                 deltas.Add(OpenAiShapes.ToolCallDelta(i, OpenAiShapes.StringOf(calls[i]?["id"]) ?? OpenAiShapes.NewToolCallId(),
                     OpenAiShapes.StringOf(calls[i]?["function"]?["name"]) ?? "", OpenAiShapes.StringOf(calls[i]?["function"]?["arguments"]) ?? ""));
             }
-            chunks.Add(OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["tool_calls"] = deltas }, null));
+            chunks.Add(new(OpenAiShapes.Chunk(id, trace.Model, created, new JsonObject { ["tool_calls"] = deltas }, null), true));
         }
-        chunks.Add(OpenAiShapes.Chunk(id, trace.Model, created, [], finish));
-        if (includeUsage)
-        {
-            chunks.Add(OpenAiShapes.UsageChunk(id, trace.Model, created, trace.Usage));
-        }
+        var finishAt = chunks.Count;
+        chunks.Add(new(OpenAiShapes.Chunk(id, trace.Model, created, [], finish), false));
+        chunks.Add(new(OpenAiShapes.UsageChunk(id, trace.Model, created, trace.Usage), false, trace.Usage));
 
-        var converter = legacy ? new LegacyCompletions.ChunkConverter(trace.RequestId) : null;
+        var renderer = admitted.Dialect.NewStream(admitted.Body, trace);
+        var frames = new List<SseFrame>();
+        var blockPlaced = false;
         using var sse = new SseWriter(ctx.Response);
-        foreach (var chunk in chunks)
+        for (var i = 0; i < chunks.Count; i++)
         {
-            var outgoing = converter is null ? chunk : converter.Convert(chunk);
-            if (outgoing is null)
+            renderer.Add(chunks[i], frames);
+            if (i == chunks.Count - 1)
             {
-                continue;
+                renderer.End(frames);
             }
-            if (chunk["choices"] is JsonArray { Count: > 0 } choices && choices[0]?["finish_reason"] is not null)
+            if (i >= finishAt && !blockPlaced && frames.FirstOrDefault(f => f.Json is JsonObject).Json is JsonObject carrier)
             {
-                outgoing["ensemble"] = block;
+                carrier["ensemble"] = block;
+                blockPlaced = true;
             }
-            await sse.WriteAsync(outgoing, ctx.RequestAborted);
+            await sse.WriteAsync(frames, ctx.RequestAborted);
         }
-        await sse.WriteDoneAsync(ctx.RequestAborted);
     }
 
     private static string MemberName(RouteTarget target) => target.Provider.Name + "/" + target.UpstreamModel;

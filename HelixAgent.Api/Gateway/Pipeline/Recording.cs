@@ -1,0 +1,93 @@
+using HelixAgent.Api.Infrastructure;
+using HelixAgent.Api.Ledger;
+using HelixAgent.Api.Observability;
+
+namespace HelixAgent.Api.Gateway;
+
+/// <summary>
+/// The last stage of every request: whatever happened (answer, failure, client disconnect), one ledger row, the request
+/// span's tags, the metrics, and the rate limiter's settlement with the actual usage.
+/// </summary>
+internal static partial class GatewayApi
+{
+    /// <summary>Serves an admitted request through <paramref name="serve"/> and records it, whatever happens.</summary>
+    private static async Task ServeAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace, Func<Task> serve)
+    {
+        trace.KeyId = admitted.Key?.Id;
+        trace.KeyName = admitted.Key?.Name;
+        ctx.Response.Headers["x-request-id"] = trace.RequestId;
+        if (admitted.Dialect.RequestIdHeader is { } requestIdHeader)
+        {
+            ctx.Response.Headers[requestIdHeader] = trace.RequestId;
+        }
+        using var logScope = s.Log.BeginScope(new RequestLogScope(trace.RequestId, admitted.Model, admitted.Key?.Name));
+        try
+        {
+            await serve();
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+            trace.Status = 499;
+            trace.ErrorType = "client_disconnected";
+        }
+        catch (Exception ex)
+        {
+            // The client left while a write failed (a reset surfaces as an IOException before the abort token says
+            // so): not ours. Anything else is a defect: the exception handler answers 500 and logs the exception,
+            // and the ledger row must say 500 too.
+            var clientLeft = ctx.RequestAborted.IsCancellationRequested;
+            trace.Status = clientLeft ? 499 : 500;
+            trace.ErrorType = clientLeft ? "client_disconnected" : "internal_error";
+            trace.ErrorMessage = ex.GetType().Name;
+            throw;
+        }
+        finally
+        {
+            if (trace.Status >= 500)
+            {
+                LogRequestFailed(s.Log, trace.Endpoint, trace.Model, trace.Status, trace.ErrorType, trace.Attempts, trace.ErrorMessage);
+            }
+            s.Ledger.Record(ToRecord(trace, s.Time));
+            TagRequestSpan(trace);
+            s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
+            s.Limiter.Settle(admitted.Ticket, trace.Usage.TotalTokens);
+        }
+    }
+
+    /// <summary>The request's span (ASP.NET Core's) gets the outcome in GenAI terms; never the key or the content.</summary>
+    private static void TagRequestSpan(RequestTrace trace)
+    {
+        if (System.Diagnostics.Activity.Current is not { IsAllDataRequested: true } span)
+        {
+            return;
+        }
+        span.SetTag("helixagent.request_id", trace.RequestId);
+        span.SetTag("gen_ai.request.model", trace.Model);
+        span.SetTag("helixagent.provider", trace.Provider);
+        span.SetTag("helixagent.attempts", trace.Attempts);
+        span.SetTag("gen_ai.usage.input_tokens", trace.Usage.PromptTokens);
+        span.SetTag("gen_ai.usage.output_tokens", trace.Usage.CompletionTokens);
+        if (trace.DroppedHints is not null)
+        {
+            span.SetTag("helixagent.dropped", trace.DroppedHints);
+        }
+        if (trace.ErrorType is not null)
+        {
+            span.SetTag("error.type", trace.ErrorType);
+        }
+    }
+
+    private static CompletionRecord ToRecord(RequestTrace t, TimeProvider time) => new(
+        t.RequestId, t.KeyId, t.KeyName, t.Model, t.Provider, t.Endpoint, t.Status, t.ErrorType,
+        t.Usage.PromptTokens, t.Usage.CompletionTokens,
+        time.GetElapsedTime(t.StartTimestamp).TotalMilliseconds, t.TtftMs,
+        t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow(), t.UsageEstimated, t.DroppedHints);
+
+    /// <summary>
+    /// A request the gateway could not serve (5xx to the client: every provider failed, a stream broke after its first
+    /// byte, a defect). Each failed attempt before it was a <c>provider error</c> warning; this is the line an on-call
+    /// engineer's <c>grep ERROR</c> finds.
+    /// </summary>
+    [LoggerMessage(30, LogLevel.Error, "request failed: {Endpoint} for model {Model} answered {Status} ({ErrorType}) after {Attempts} attempts: {Reason}")]
+    private static partial void LogRequestFailed(ILogger logger, string endpoint, string model, int status, string? errorType, int attempts, string? reason);
+}

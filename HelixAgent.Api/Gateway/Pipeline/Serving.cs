@@ -1,0 +1,293 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json.Nodes;
+using HelixAgent.Api.Gateway.Dialects;
+
+namespace HelixAgent.Api.Gateway;
+
+/// <summary>
+/// Serving an admitted request, the same for every dialect: the response cache, the router (failover, breaker,
+/// deadlines), and for streams the holding back of everything before the first content until it arrives (until then
+/// a 429, 5xx, stall or cut fails over and the client sees one clean stream). Each attempt sends the target the request
+/// its dialect prepared for it: the canonical chat request, or the client's own body when the target speaks the
+/// client's protocol.
+/// </summary>
+internal static partial class GatewayApi
+{
+    private static async Task CompleteAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace)
+    {
+        if (await ServeFromCacheAsync(ctx, s, trace, admitted.Cache))
+        {
+            return;
+        }
+        var (success, error) = await s.Router.RunAsync(
+            admitted.Route, trace,
+            t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
+            (t, cts) => admitted.Requests.For(t) is { PassThrough: true }
+                ? ((IMessagesPassThrough)t.Provider.Adapter).MessagesAsync(new NativeCall(admitted.Body, t.UpstreamModel, trace.RequestId, admitted.ForwardedHeaders), cts.Token)
+                : t.Provider.Adapter.CompleteAsync(new ChatCall(admitted.Requests.For(t).Canonical!, t.UpstreamModel, trace.RequestId), cts.Token),
+            Eligible(admitted),
+            ctx.RequestAborted);
+        if (error is not null)
+        {
+            await FailAsync(ctx, admitted.Dialect, trace, error);
+            return;
+        }
+        using var cancellation = success!.Cancellation;
+        trace.Usage = success.Value.Usage;
+        trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
+        NoteHints(trace, admitted.Requests.For(success.Target));
+        SetRouteHeaders(ctx, trace);
+        var answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, trace);
+        await WriteAndCacheAsync(ctx, s, admitted.Cache?.Key, answer, trace.Usage);
+    }
+
+    /// <summary>The targets that can take the request (null, the router's "all", when none refuses).</summary>
+    private static Func<RouteTarget, bool>? Eligible(Admitted admitted) =>
+        admitted.Requests.Refusals(admitted.Route, allowPassThrough: true).First is null ? null : t => admitted.Requests.For(t).Refused is null;
+
+    /// <summary>What the serving target got differently from what the client sent: the hints dropped and translated.</summary>
+    private static void NoteHints(RequestTrace trace, Prepared prepared)
+    {
+        trace.DroppedHints = prepared.Dropped.Count == 0 ? null : string.Join(',', prepared.Dropped);
+        trace.TranslatedHints = prepared.Translated.Count == 0 ? null : string.Join(',', prepared.Translated);
+    }
+
+    /// <summary>Answers from the response cache when it has this request (no upstream call, no attempt).</summary>
+    private static async Task<bool> ServeFromCacheAsync(HttpContext ctx, GatewayServices s, RequestTrace trace, CacheLookup? cache)
+    {
+        if (cache is null)
+        {
+            ctx.Response.Headers["x-helixagent-cache"] = "bypass";
+            return false;
+        }
+        var cached = await cache.Answer;
+        s.Metrics.CacheLookup(hit: cached is not null, local: cache.Local);
+        if (cached is null)
+        {
+            ctx.Response.Headers["x-helixagent-cache"] = "miss";
+            return false;
+        }
+        trace.CacheHit = true;
+        trace.Usage = cached.Usage;
+        trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
+        ctx.Response.Headers["x-helixagent-cache"] = "hit";
+        SetRouteHeaders(ctx, trace);
+        await WriteUtf8JsonAsync(ctx, cached.Body);
+        return true;
+    }
+
+    private static Task WriteAndCacheAsync(HttpContext ctx, GatewayServices s, string? cacheKey, ReadOnlyMemory<byte> body, TokenUsage usage)
+    {
+        if (cacheKey is not null)
+        {
+            s.Cache.Set(cacheKey, body, usage);
+        }
+        return WriteUtf8JsonAsync(ctx, body);
+    }
+
+    /// <summary>A 200 JSON answer from its UTF-8 bytes, with a Content-Length (no chunked framing).</summary>
+    private static async Task WriteUtf8JsonAsync(HttpContext ctx, ReadOnlyMemory<byte> body)
+    {
+        ctx.Response.StatusCode = StatusCodes.Status200OK;
+        ctx.Response.ContentType = "application/json";
+        ctx.Response.ContentLength = body.Length;
+        await ctx.Response.Body.WriteAsync(body, ctx.RequestAborted);
+    }
+
+    /// <summary>One item of an attempt's stream: a canonical chunk, or an event of the client's protocol passed through.</summary>
+    private readonly record struct StreamPiece(ChatChunk? Chunk, NativeEvent? Native)
+    {
+        public bool HasContent => Chunk?.HasContent ?? Native!.HasContent;
+    }
+
+    /// <summary>An attempt's stream, opened up to (and including) its first content.</summary>
+    private sealed record OpenStream(IAsyncEnumerator<StreamPiece> Pieces, List<StreamPiece> Buffered, bool Ended);
+
+    private static async IAsyncEnumerable<StreamPiece> Pieces(IAsyncEnumerable<ChatChunk> chunks, [EnumeratorCancellation] CancellationToken ct)
+    {
+        await foreach (var chunk in chunks.WithCancellation(ct))
+        {
+            yield return new StreamPiece(chunk, null);
+        }
+    }
+
+    private static async IAsyncEnumerable<StreamPiece> Pieces(IAsyncEnumerable<NativeEvent> events, [EnumeratorCancellation] CancellationToken ct)
+    {
+        await foreach (var native in events.WithCancellation(ct))
+        {
+            yield return new StreamPiece(null, native);
+        }
+    }
+
+    private static async Task StreamAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace)
+    {
+        var (success, error) = await s.Router.RunAsync(
+            admitted.Route, trace,
+            t => TimeSpan.FromSeconds(Math.Min(t.Provider.Options.FirstTokenTimeoutSeconds, t.Provider.Options.TimeoutSeconds)),
+            async (t, cts) =>
+            {
+                var prepared = admitted.Requests.For(t);
+                var pieces = (prepared.PassThrough
+                    ? Pieces(((IMessagesPassThrough)t.Provider.Adapter).StreamMessagesAsync(
+                        new NativeCall(admitted.Body, t.UpstreamModel, trace.RequestId, admitted.ForwardedHeaders), cts.Token), cts.Token)
+                    : Pieces(t.Provider.Adapter.StreamAsync(new ChatCall(prepared.Canonical!, t.UpstreamModel, trace.RequestId), cts.Token), cts.Token))
+                    .GetAsyncEnumerator(cts.Token);
+                // Hold back only what precedes the first content (role chunk, message_start, ping): until then we can still fail over.
+                var buffered = new List<StreamPiece>(2);
+                try
+                {
+                    while (await pieces.MoveNextAsync())
+                    {
+                        buffered.Add(pieces.Current);
+                        if (pieces.Current.HasContent)
+                        {
+                            return new OpenStream(pieces, buffered, Ended: false);
+                        }
+                    }
+                    return new OpenStream(pieces, buffered, Ended: true);
+                }
+                catch
+                {
+                    await pieces.DisposeAsync();
+                    throw;
+                }
+            },
+            Eligible(admitted),
+            ctx.RequestAborted);
+        if (error is not null)
+        {
+            await FailAsync(ctx, admitted.Dialect, trace, error);
+            return;
+        }
+
+        using var cancellation = success!.Cancellation;
+        var open = success.Value;
+        var provider = success.Target.Provider;
+        await using var pieces = open.Pieces;
+        trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
+        cancellation.CancelAfter(Min(TimeSpan.FromSeconds(provider.Options.TimeoutSeconds), s.Router.Remaining(trace)));
+        NoteHints(trace, admitted.Requests.For(success.Target));
+        SetRouteHeaders(ctx, trace);
+        using var sse = new SseWriter(ctx.Response);
+        var ct = ctx.RequestAborted;
+        var renderer = admitted.Dialect.NewStream(admitted.Body, trace);
+        var frames = new List<SseFrame>(4);
+        var usageReported = false;
+        long streamedChars = 0;
+
+        ValueTask Emit(StreamPiece piece)
+        {
+            if (piece.Chunk is { } chunk)
+            {
+                if (chunk.Usage is { } usage)
+                {
+                    trace.Usage = usage;
+                    usageReported = true;
+                }
+                if (chunk.HasContent)
+                {
+                    streamedChars += TokenEstimate.ChunkChars(chunk.Chunk);
+                }
+                renderer.Add(chunk, frames);
+            }
+            else
+            {
+                var native = piece.Native!;
+                if (native.Usage is { } usage)
+                {
+                    trace.Usage = usage;
+                    usageReported |= native.UsageFinal;
+                }
+                streamedChars += native.ContentChars;
+                renderer.AddNative(native, frames);
+            }
+            return sse.WriteAsync(frames, ct);
+        }
+
+        try
+        {
+            foreach (var piece in open.Buffered)
+            {
+                await Emit(piece);
+            }
+            if (!open.Ended)
+            {
+                try
+                {
+                    while (await pieces.MoveNextAsync())
+                    {
+                        await Emit(pieces.Current);
+                    }
+                }
+                catch (UpstreamException ex)
+                {
+                    provider.State.RecordFailure(ex.Kind, ex.Message, ex.RetryAfter);
+                    await InterruptAsync(sse, renderer, trace, 502, "upstream_error", "stream_interrupted",
+                        $"The upstream stream from {provider.Name} failed after it started: {ex.Message}", ct);
+                    return;
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    provider.State.RecordFailure(UpstreamFailure.Timeout, $"{provider.Name}: stream exceeded its timeout", null);
+                    await InterruptAsync(sse, renderer, trace, 504, "timeout_error", "upstream_timeout",
+                        $"The upstream stream from {provider.Name} did not finish in time.", ct);
+                    return;
+                }
+            }
+            renderer.End(frames);
+            await sse.WriteAsync(frames, ct);
+        }
+        finally
+        {
+            // A stream that ended (client gone, upstream cut, timeout) before its provider reported usage still spent
+            // tokens: the row counts what was sent, estimated, and says so.
+            if (!usageReported)
+            {
+                trace.Usage = new TokenUsage(trace.Usage.PromptTokens > 0 ? trace.Usage.PromptTokens : TokenEstimate.Prompt(admitted.Body), TokenEstimate.OfChars(streamedChars));
+                trace.UsageEstimated = true;
+            }
+        }
+    }
+
+    /// <summary>After the first byte there is no failover: end with the dialect's error event, never a silent cut.</summary>
+    private static async Task InterruptAsync(SseWriter sse, IStreamRenderer renderer, RequestTrace trace, int status, string type, string code, string message,
+        CancellationToken ct)
+    {
+        trace.Status = status;
+        trace.ErrorType = code;
+        trace.ErrorMessage = message;
+        await sse.WriteAsync([renderer.Error(status, type, code, message)], ct);
+    }
+
+    private static Task FailAsync(HttpContext ctx, IDialect dialect, RequestTrace trace, GatewayError error)
+    {
+        trace.Status = error.Status;
+        trace.ErrorType = error.Code;
+        trace.ErrorMessage = error.Message;
+        if (error.RetryAfter is { } retry)
+        {
+            ctx.Response.Headers.RetryAfter = ((int)Math.Ceiling(retry.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+        SetRouteHeaders(ctx, trace);
+        return dialect.WriteErrorAsync(ctx, error.Status, error.Message, error.Type, error.Code, null);
+    }
+
+    private static void SetRouteHeaders(HttpContext ctx, RequestTrace trace)
+    {
+        if (trace.Provider is not null)
+        {
+            ctx.Response.Headers["x-helixagent-provider"] = trace.Provider;
+        }
+        ctx.Response.Headers["x-helixagent-attempts"] = trace.Attempts.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (trace.DroppedHints is not null)
+        {
+            ctx.Response.Headers["x-helixagent-dropped"] = trace.DroppedHints;
+        }
+        if (trace.TranslatedHints is not null)
+        {
+            ctx.Response.Headers["x-helixagent-translated"] = trace.TranslatedHints;
+        }
+    }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+}
