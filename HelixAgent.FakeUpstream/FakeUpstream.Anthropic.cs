@@ -7,6 +7,7 @@ public sealed partial class FakeUpstream
     private Answer RouteAnthropic(Incoming r) => (r.Method, r.Path) switch
     {
         ("POST", "/v1/messages") => AnthropicMessages(r),
+        ("POST", "/v1/messages/count_tokens") => new JsonAnswer(200, new JsonObject { ["input_tokens"] = AnthropicPromptTokens(r.Json!) }),
         ("GET", "/v1/models") => new JsonAnswer(200, new JsonObject
         {
             ["data"] = new JsonArray(Models.Select(m => (JsonNode)new JsonObject
@@ -22,6 +23,12 @@ public sealed partial class FakeUpstream
         }),
         _ => NotFound(r),
     };
+
+    /// <summary>The thinking block the fake sends when a request asks for extended thinking.</summary>
+    public const string ThinkingText = "The user wants an answer; I will give one.";
+
+    /// <summary>The signature of <see cref="ThinkingText"/> (an opaque string, as Anthropic's are).</summary>
+    public const string ThinkingSignature = "EqQBCkYIBxgCKkDfakeSignatureOfTheThinkingBlock0123456789abcdefEgw=";
 
     /// <summary>Words of <c>system</c> (string or text blocks) plus every message's text content.</summary>
     private static int AnthropicPromptTokens(JsonObject body) =>
@@ -54,19 +61,28 @@ public sealed partial class FakeUpstream
         var id = $"msg_fake{NextId():D8}";
         var stopReason = tool is null ? "end_turn" : "tool_use";
         var toolId = tool is null ? null : tool.Id.StartsWith("toolu_", StringComparison.Ordinal) ? tool.Id : "toolu_" + tool.Id;
+        // Extended thinking asked for: the answer opens with a thinking block and its signature, as Claude's do.
+        var thinking = Str(body["thinking"]?["type"]) is "enabled" or "adaptive";
+        var first = thinking ? 1 : 0;
 
         if (!Bool(body["stream"], false))
         {
             JsonNode block = tool is null
                 ? new JsonObject { ["type"] = "text", ["text"] = reply }
                 : new JsonObject { ["type"] = "tool_use", ["id"] = toolId, ["name"] = tool.Name, ["input"] = ParseArguments(tool) };
+            var content = new JsonArray();
+            if (thinking)
+            {
+                content.Add(new JsonObject { ["type"] = "thinking", ["thinking"] = ThinkingText, ["signature"] = ThinkingSignature });
+            }
+            content.Add(block);
             return new JsonAnswer(200, new JsonObject
             {
                 ["id"] = id,
                 ["type"] = "message",
                 ["role"] = "assistant",
                 ["model"] = model,
-                ["content"] = new JsonArray(block),
+                ["content"] = content,
                 ["stop_reason"] = stopReason,
                 ["stop_sequence"] = null,
                 ["usage"] = new JsonObject { ["input_tokens"] = prompt, ["output_tokens"] = completion },
@@ -90,29 +106,54 @@ public sealed partial class FakeUpstream
                     ["usage"] = new JsonObject { ["input_tokens"] = prompt, ["output_tokens"] = 1 },
                 },
             }),
-            Event("content_block_start", new JsonObject
+        };
+        if (thinking)
+        {
+            frames.Add(Event("content_block_start", new JsonObject
             {
                 ["type"] = "content_block_start",
                 ["index"] = 0,
+                ["content_block"] = new JsonObject { ["type"] = "thinking", ["thinking"] = "", ["signature"] = "" },
+            }));
+            frames.Add(Event("content_block_delta", new JsonObject
+            {
+                ["type"] = "content_block_delta",
+                ["index"] = 0,
+                ["delta"] = new JsonObject { ["type"] = "thinking_delta", ["thinking"] = ThinkingText },
+            }, content: true));
+            frames.Add(Event("content_block_delta", new JsonObject
+            {
+                ["type"] = "content_block_delta",
+                ["index"] = 0,
+                ["delta"] = new JsonObject { ["type"] = "signature_delta", ["signature"] = ThinkingSignature },
+            }));
+            frames.Add(Event("content_block_stop", new JsonObject { ["type"] = "content_block_stop", ["index"] = 0 }));
+        }
+        frames.AddRange(
+        [
+            Event("content_block_start", new JsonObject
+            {
+                ["type"] = "content_block_start",
+                ["index"] = first,
                 ["content_block"] = tool is null
                     ? new JsonObject { ["type"] = "text", ["text"] = "" }
                     : new JsonObject { ["type"] = "tool_use", ["id"] = toolId, ["name"] = tool.Name, ["input"] = new JsonObject() },
             }, content: tool is not null),
             Event("ping", new JsonObject { ["type"] = "ping" }),
-        };
+        ]);
         var pieces = tool is null ? FakeText.SplitIntoChunks(reply) : FakeText.SplitArguments(tool.ArgumentsJson);
         foreach (var piece in pieces)
         {
             frames.Add(Event("content_block_delta", new JsonObject
             {
                 ["type"] = "content_block_delta",
-                ["index"] = 0,
+                ["index"] = first,
                 ["delta"] = tool is null
                     ? new JsonObject { ["type"] = "text_delta", ["text"] = piece }
                     : new JsonObject { ["type"] = "input_json_delta", ["partial_json"] = piece },
             }, content: true));
         }
-        frames.Add(Event("content_block_stop", new JsonObject { ["type"] = "content_block_stop", ["index"] = 0 }));
+        frames.Add(Event("content_block_stop", new JsonObject { ["type"] = "content_block_stop", ["index"] = first }));
         frames.Add(Event("message_delta", new JsonObject
         {
             ["type"] = "message_delta",

@@ -388,7 +388,7 @@ internal static class MessagesTranslation
     /// <summary>A canonical <c>chat.completion</c> (its first choice) as a Messages <c>message</c>.</summary>
     public static JsonObject ToMessage(JsonObject completion, RequestTrace trace)
     {
-        var choice = completion["choices"]?[0] as JsonObject;
+        var choice = completion["choices"] is JsonArray { Count: > 0 } choices ? choices[0] as JsonObject : null;
         var message = choice?["message"] as JsonObject;
         var content = new JsonArray();
         if (TextOf(message?["content"]) is { Length: > 0 } text)
@@ -471,7 +471,7 @@ internal static class MessagesTranslation
             {
                 _usage = usage;
             }
-            if (node["choices"]?[0] is not JsonObject choice)
+            if (node["choices"] is not JsonArray { Count: > 0 } choices || choices[0] is not JsonObject choice)
             {
                 return;
             }

@@ -14,33 +14,10 @@ namespace HelixAgent.Tests.Gateway;
 public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer redis)
     : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
 {
-    private static string TypeOf(FakeProtocol p) => p switch
-    {
-        FakeProtocol.OpenAI => "openai",
-        FakeProtocol.Anthropic => "anthropic",
-        FakeProtocol.Gemini => "gemini",
-        _ => "ollama",
-    };
-
     /// <summary>Route <c>m</c>: the given fakes in order, each as provider <c>p0</c>, <c>p1</c>, ...</summary>
     private Task<GatewayHarness> GatewayAsync(FakeUpstream[] upstreams, Action<Dictionary<string, string?>>? configure = null, TimeProvider? clock = null)
     {
-        var s = new Dictionary<string, string?>
-        {
-            ["Gateway:BackoffMs"] = "1",
-            ["Gateway:ProbeIntervalSeconds"] = "0",
-            ["Ledger:FlushIntervalMs"] = "10",
-        };
-        for (var i = 0; i < upstreams.Length; i++)
-        {
-            s[$"Providers:p{i}:Type"] = TypeOf(upstreams[i].Protocol);
-            s[$"Providers:p{i}:BaseUrl"] = upstreams[i].BaseUrl.ToString();
-            s[$"Providers:p{i}:ApiKey"] = $"upstream-key-{i}";
-            s[$"Providers:p{i}:Models:0"] = "m";
-            s[$"Providers:p{i}:TimeoutSeconds"] = "2";
-            s[$"Providers:p{i}:FirstTokenTimeoutSeconds"] = "1";
-            s[$"Routes:m:Targets:{i}"] = $"p{i}/m";
-        }
+        var s = GatewayHarness.RouteOver(upstreams);
         configure?.Invoke(s);
         return GatewayHarness.StartAsync(postgres, redis, s,
             clock is null ? null : services => Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton(services, clock));

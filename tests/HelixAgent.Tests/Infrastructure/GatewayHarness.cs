@@ -30,6 +30,37 @@ public sealed class GatewayHarness : IAsyncDisposable
         ["Ledger:FlushIntervalMs"] = "10",
     };
 
+    /// <summary>
+    /// Settings of a gateway with one route, <paramref name="model"/>, over the given fakes in order (each as provider
+    /// <c>p0</c>, <c>p1</c>, ... serving upstream model <paramref name="model"/>), short timeouts, quick backoff.
+    /// </summary>
+    public static Dictionary<string, string?> RouteOver(IReadOnlyList<HelixAgent.Fakes.FakeUpstream> upstreams, string model = "m")
+    {
+        var s = new Dictionary<string, string?>
+        {
+            ["Gateway:BackoffMs"] = "1",
+            ["Gateway:ProbeIntervalSeconds"] = "0",
+            ["Ledger:FlushIntervalMs"] = "10",
+        };
+        for (var i = 0; i < upstreams.Count; i++)
+        {
+            s[$"Providers:p{i}:Type"] = upstreams[i].Protocol switch
+            {
+                HelixAgent.Fakes.FakeProtocol.OpenAI => "openai",
+                HelixAgent.Fakes.FakeProtocol.Anthropic => "anthropic",
+                HelixAgent.Fakes.FakeProtocol.Gemini => "gemini",
+                _ => "ollama",
+            };
+            s[$"Providers:p{i}:BaseUrl"] = upstreams[i].BaseUrl.ToString();
+            s[$"Providers:p{i}:ApiKey"] = $"upstream-key-{i}";
+            s[$"Providers:p{i}:Models:0"] = model;
+            s[$"Providers:p{i}:TimeoutSeconds"] = "2";
+            s[$"Providers:p{i}:FirstTokenTimeoutSeconds"] = "1";
+            s[$"Routes:{model}:Targets:{i}"] = $"p{i}/{model}";
+        }
+        return s;
+    }
+
     public GatewayFactory Factory { get; }
     public HttpClient Client { get; }
     public string DatabaseConnectionString { get; }

@@ -36,4 +36,33 @@ internal static class Sse
         }
         return new Frames(events, done, raw);
     }
+
+    /// <summary>One event of an Anthropic-style stream: its <c>event:</c> name and its data.</summary>
+    public sealed record NamedEvent(string Name, JsonElement Data)
+    {
+        public string Type => Data.GetProperty("type").GetString()!;
+    }
+
+    /// <summary>Reads a stream of named events (<c>event: x</c> / <c>data: {...}</c>), checking each name matches its data's <c>type</c>.</summary>
+    public static async Task<List<NamedEvent>> ReadNamedAsync(HttpResponseMessage response)
+    {
+        var raw = await response.Content.ReadAsStringAsync();
+        var events = new List<NamedEvent>();
+        foreach (var block in raw.Split("\n\n", StringSplitOptions.RemoveEmptyEntries))
+        {
+            var lines = block.Trim().Split('\n');
+            Assert.StartsWith("event: ", lines[0]);
+            Assert.StartsWith("data: ", lines[1]);
+            using var doc = JsonDocument.Parse(lines[1]["data: ".Length..]);
+            var named = new NamedEvent(lines[0]["event: ".Length..], doc.RootElement.Clone());
+            Assert.Equal(named.Name, named.Type);
+            events.Add(named);
+        }
+        return events;
+    }
+
+    /// <summary>The text of a Messages stream's <c>text_delta</c>s, joined.</summary>
+    public static string Text(IEnumerable<NamedEvent> events) => string.Concat(events
+        .Where(e => e.Name == "content_block_delta" && e.Data.GetProperty("delta").GetProperty("type").GetString() == "text_delta")
+        .Select(e => e.Data.GetProperty("delta").GetProperty("text").GetString()));
 }
