@@ -35,7 +35,7 @@ internal static partial class GatewayApi
         using var cancellation = success!.Cancellation;
         trace.Usage = success.Value.Usage;
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
-        NoteHints(trace, admitted.Requests.For(success.Target));
+        NoteHints(trace, admitted, success.Target);
         SetRouteHeaders(ctx, trace);
         var answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, trace);
         await WriteAndCacheAsync(ctx, s, admitted.Cache?.Key, answer, trace.Usage);
@@ -45,10 +45,16 @@ internal static partial class GatewayApi
     private static Func<RouteTarget, bool>? Eligible(Admitted admitted) =>
         admitted.Requests.Refusals(admitted.Route, allowPassThrough: true).First is null ? null : t => admitted.Requests.For(t).Refused is null;
 
-    /// <summary>What the serving target got differently from what the client sent: the hints dropped and translated.</summary>
-    private static void NoteHints(RequestTrace trace, Prepared prepared)
+    /// <summary>
+    /// What the serving target got differently from what the client sent: the hints dropped (with the client's
+    /// <c>anthropic-beta</c> flags, which only a target passed through receives) and translated.
+    /// </summary>
+    private static void NoteHints(RequestTrace trace, Admitted admitted, RouteTarget target)
     {
-        trace.DroppedHints = prepared.Dropped.Count == 0 ? null : string.Join(',', prepared.Dropped);
+        var prepared = admitted.Requests.For(target);
+        var betasDropped = !prepared.PassThrough && admitted.ForwardedHeaders.Any(h => h.Key == "anthropic-beta" && h.Value.Length > 0);
+        trace.DroppedHints = prepared.Dropped.Count == 0 && !betasDropped ? null
+            : string.Join(',', betasDropped ? [.. prepared.Dropped, "anthropic-beta"] : prepared.Dropped);
         trace.TranslatedHints = prepared.Translated.Count == 0 ? null : string.Join(',', prepared.Translated);
     }
 
@@ -166,7 +172,7 @@ internal static partial class GatewayApi
         await using var pieces = open.Pieces;
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         cancellation.CancelAfter(Min(TimeSpan.FromSeconds(provider.Options.TimeoutSeconds), s.Router.Remaining(trace)));
-        NoteHints(trace, admitted.Requests.For(success.Target));
+        NoteHints(trace, admitted, success.Target);
         SetRouteHeaders(ctx, trace);
         using var sse = new SseWriter(ctx.Response);
         var ct = ctx.RequestAborted;

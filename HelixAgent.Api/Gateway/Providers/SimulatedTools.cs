@@ -41,7 +41,7 @@ internal static class SimulatedTools
         else
         {
             var mode = choice?.ToString() ?? "auto";
-            var named = functions.FirstOrDefault(f => lastUser.Contains(f["name"]!.ToString(), StringComparison.OrdinalIgnoreCase));
+            var named = functions.FirstOrDefault(f => NamesTool(lastUser, f["name"]!.ToString()));
             chosen = mode switch
             {
                 "required" => named ?? functions[0],
@@ -56,6 +56,22 @@ internal static class SimulatedTools
         var schema = chosen["parameters"] as JsonObject ?? new JsonObject { ["type"] = "object" };
         var arguments = Instance(schema, schema, "value", 0)?.ToJsonString() ?? "{}";
         return new SimulatedToolCall(OpenAiShapes.NewToolCallId(), chosen["name"]!.ToString(), arguments);
+    }
+
+    /// <summary>The text names the tool as a word of its own ("LS" in "list it with LS", not in "fails").</summary>
+    private static bool NamesTool(string text, string name)
+    {
+        for (var at = text.IndexOf(name, StringComparison.OrdinalIgnoreCase); at >= 0; at = text.IndexOf(name, at + 1, StringComparison.OrdinalIgnoreCase))
+        {
+            var end = at + name.Length;
+            if ((at == 0 || !IsWordChar(text[at - 1])) && (end == text.Length || !IsWordChar(text[end])))
+            {
+                return true;
+            }
+        }
+        return false;
+
+        static bool IsWordChar(char c) => char.IsLetterOrDigit(c) || c == '_';
     }
 
     /// <summary>The message content in JSON mode, or null when the request asks for text.</summary>

@@ -23,6 +23,9 @@ public sealed class RequestFuzzTests(PostgresServer postgres, RedisServer redis,
         ("POST", "/v1/chat/completions", false, true, """{"model":"sim-small","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"response_format":{"type":"json_object"}}"""),
         ("POST", "/v1/completions", false, true, """{"model":"sim-small","prompt":"say something","max_tokens":5}"""),
         ("POST", "/v1/embeddings", false, true, """{"model":"sim-small","input":["one","two"],"encoding_format":"base64","dimensions":4}"""),
+        ("POST", "/v1/messages", false, true, """{"model":"sim-small","max_tokens":16,"system":[{"type":"text","text":"be brief","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user","content":[{"type":"text","text":"hello fuzz"}]},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"f","input":{"a":1}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"ok","is_error":false}]}],"tools":[{"name":"f","input_schema":{"type":"object","properties":{"a":{"type":"integer"}}}}],"tool_choice":{"type":"auto"},"temperature":0.5,"top_k":5,"thinking":{"type":"enabled","budget_tokens":1024},"metadata":{"user_id":"u1"}}"""),
+        ("POST", "/v1/messages", false, true, """{"model":"sim-small","max_tokens":16,"stream":true,"stop_sequences":["\n\n"],"messages":[{"role":"user","content":"stream fuzz"}],"tools":[{"name":"g","input_schema":{"type":"object"}}],"tool_choice":{"type":"tool","name":"g","disable_parallel_tool_use":true}}"""),
+        ("POST", "/v1/messages/count_tokens", false, true, """{"model":"sim-small","system":"be brief","messages":[{"role":"user","content":"count me"}]}"""),
         ("GET", "/v1/models", false, false, ""),
         ("POST", "/admin/keys", true, false, """{"name":"fuzz-key","scope":"client","rpm_limit":100,"tpm_limit":1000,"allowed_models":["sim-small"],"expires_in_days":3}"""),
     ];
@@ -73,6 +76,10 @@ public sealed class RequestFuzzTests(PostgresServer postgres, RedisServer redis,
                 var error = JsonNode.Parse(text)?["error"];
                 Assert.True(error?["message"] is JsonValue m && m.GetValue<string>().Length is > 0 and < 1000, $"{route.Path} {status}: {text}");
                 Assert.True(error?["type"] is JsonValue, text);
+                if (route.Path.StartsWith("/v1/messages", StringComparison.Ordinal))
+                {
+                    Assert.True(JsonNode.Parse(text)?["type"]?.GetValue<string>() == "error", $"{route.Path} {status} is not in Anthropic's shape: {text}");
+                }
             }
             else if (route.Recorded)
             {

@@ -82,6 +82,65 @@ public sealed class BadInputTests(PostgresServer postgres, RedisServer redis) : 
         Assert.Equal("invalid_request_error", error["type"]!.GetValue<string>());
     }
 
+    public static TheoryData<string, byte[], int, string, string> BadMessagesBodies()
+    {
+        static byte[] U(string s) => Encoding.UTF8.GetBytes(s);
+        const string ok = """{"model":"sim-small","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}""";
+        return new()
+        {
+            { "/v1/messages", U("""{"model":"sim-small","model":"sim-error","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"""), 400, "invalid_request_error", "'model'" },
+            { "/v1/messages", [.. U("""{"model":"sim-small","max_tokens":10,"messages":[{"role":"user","content":"a"""), 0xC3, 0x28, .. U("\"}]}")], 400, "invalid_request_error", "UTF-8" },
+            { "/v1/messages", U("""{"model":"sim-small","messages":[{"role":"user","content":"hi"}]}"""), 400, "invalid_request_error", "max_tokens: Field required" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":"ten","messages":[{"role":"user","content":"hi"}]}"""), 400, "invalid_request_error", "max_tokens" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":10,"messages":"hi"}"""), 400, "invalid_request_error", "messages" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":10,"messages":[{"role":"system","content":"hi"}]}"""), 400, "invalid_request_error", "messages.0.role" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text"}]}]}"""), 400, "invalid_request_error", "messages.0.content.0.text" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":10,"temperature":1.5,"messages":[{"role":"user","content":"hi"}]}"""), 400, "invalid_request_error", "temperature" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":10,"tools":[{"name":"f"}],"messages":[{"role":"user","content":"hi"}]}"""), 400, "invalid_request_error", "tools.0.input_schema" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":10,"tool_choice":{"type":"tool","name":"g"},"messages":[{"role":"user","content":"hi"}]}"""), 400, "invalid_request_error", "tool_choice.name" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":10,"thinking":{"type":"enabled"},"messages":[{"role":"user","content":"hi"}]}"""), 400, "invalid_request_error", "thinking.budget_tokens" },
+            { "/v1/messages", U("""{"model":"sim-small","max_tokens":10,"system":7,"messages":[{"role":"user","content":"hi"}]}"""), 400, "invalid_request_error", "system" },
+            { "/v1/messages", U("[1,2]"), 400, "invalid_request_error", "object" },
+            { "/v1/messages", U(ok.Replace("\"hi\"", "\"" + new string('x', 5 * 1024 * 1024) + "\"", StringComparison.Ordinal)), 413, "request_too_large", "too large" },
+            { "/v1/messages/count_tokens", U("""{"model":"sim-small","messages":[{"role":"user","content":7}]}"""), 400, "invalid_request_error", "messages.0.content" },
+            { "/v1/messages", U(ok.Replace("sim-small", "claude-nope", StringComparison.Ordinal)), 404, "not_found_error", "claude-nope" },
+        };
+    }
+
+    [Theory]
+    [MemberData(nameof(BadMessagesBodies))]
+    public async Task Bad_input_on_the_messages_routes_is_a_4xx_in_anthropics_shape_naming_the_field_and_writes_no_row(
+        string path, byte[] body, int status, string type, string named)
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+
+        var response = await gw.Client.PostAsync(path, Bytes(body));
+
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True((int)response.StatusCode == status, $"expected {status}, got {(int)response.StatusCode}: {text}");
+        var error = JsonNode.Parse(text)!;
+        Assert.Equal("error", error["type"]!.GetValue<string>());
+        Assert.Equal(type, error["error"]!["type"]!.GetValue<string>());
+        Assert.Contains(named, error["error"]!["message"]!.GetValue<string>(), StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(response.Headers.GetValues("request-id").Single(), error["request_id"]!.GetValue<string>());
+        Assert.Empty(await gw.LedgerRowsAsync(0));
+    }
+
+    [Fact]
+    public async Task The_messages_routes_answer_unknown_methods_and_missing_keys_in_anthropics_shape()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+
+        var wrongMethod = await gw.Client.GetAsync("/v1/messages");
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, wrongMethod.StatusCode);
+        Assert.Equal("invalid_request_error", JsonNode.Parse(await wrongMethod.Content.ReadAsStringAsync())!["error"]!["type"]!.GetValue<string>());
+
+        var anonymous = await gw.Anonymous().PostAsync("/v1/messages", Raw("""{"model":"sim-small","max_tokens":5,"messages":[]}"""u8.ToArray()));
+        Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+        var error = JsonNode.Parse(await anonymous.Content.ReadAsStringAsync())!;
+        Assert.Equal(("error", "authentication_error"), (error["type"]!.GetValue<string>(), error["error"]!["type"]!.GetValue<string>()));
+    }
+
     [Fact]
     public async Task A_huge_model_name_or_key_name_is_echoed_clipped_to_200_characters()
     {
