@@ -1,0 +1,146 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using HelixAgent.Fakes;
+using HelixAgent.Tests.Faults;
+using HelixAgent.Tests.Infrastructure;
+
+namespace HelixAgent.Tests.Gateway;
+
+/// <summary>
+/// Anthropic's npm SDK (<c>@anthropic-ai/sdk</c>, pinned in <c>tests/node/package.json</c>), unchanged, run by node
+/// against the real <c>helixagent</c> binary over loopback: the script <c>tests/node/anthropic-sdk.mjs</c> prints what
+/// the SDK returned as one JSON object.
+/// </summary>
+public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+{
+    private static readonly string NodeDir = Path.Combine(RepoPaths.Root, "tests", "node");
+
+    [Fact]
+    public async Task The_anthropic_npm_sdk_gets_an_answer_a_stream_a_tool_loop_a_token_count_a_signed_thinking_block_and_typed_errors()
+    {
+        await using var anthropic = await FakeUpstream.StartAsync(FakeProtocol.Anthropic);
+        var db = await TestDatabase.CreateAsync(postgres, "node");
+        var key = await db.CreateKeyAsync("node-sdk");
+        var env = FaultEnvironment.For(db, redis).WithProvider("claude", anthropic, "claude-fake");
+        env["Providers__sim__Type"] = "simulator";
+        env["Providers__sim__Models__0"] = "sim-small";
+        env["Providers__sim__LatencyMs"] = "1";
+        env["Providers__sim__TokensPerSecond"] = "0";
+        await using var api = await ApiProcess.StartAsync(env);
+
+        var output = await RunNodeAsync("anthropic-sdk.mjs", new Dictionary<string, string>
+        {
+            ["HELIXAGENT_URL"] = api.BaseAddress.ToString().TrimEnd('/'),
+            ["HELIXAGENT_KEY"] = key,
+            ["SIM_MODEL"] = "sim-small",
+            ["THINKING_MODEL"] = "claude-fake",
+        });
+        var result = JsonNode.Parse(output)!;
+
+        var message = result["message"]!;
+        Assert.StartsWith("msg_", message["id"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Equal("message", message["type"]!.GetValue<string>());
+        Assert.Equal("assistant", message["role"]!.GetValue<string>());
+        Assert.Equal("end_turn", message["stop_reason"]!.GetValue<string>());
+        Assert.False(string.IsNullOrWhiteSpace(message["text"]!.GetValue<string>()));
+        Assert.True(message["input_tokens"]!.GetValue<int>() > 0 && message["output_tokens"]!.GetValue<int>() > 0, message.ToJsonString());
+
+        var stream = result["stream"]!;
+        var events = stream["events"]!.AsArray().Select(e => e!.GetValue<string>()).ToList();
+        Assert.Equal(["message_start", "content_block_start"], events.Take(2));
+        Assert.Equal(["content_block_stop", "message_delta", "message_stop"], events.TakeLast(3));
+        Assert.All(events.Skip(2).SkipLast(3), e => Assert.Contains(e, new[] { "ping", "content_block_delta" }));
+        Assert.Contains("content_block_delta", events);
+        Assert.False(string.IsNullOrWhiteSpace(stream["text"]!.GetValue<string>()));
+        Assert.False(string.IsNullOrWhiteSpace(stream["helper_text"]!.GetValue<string>()));
+        Assert.Equal("end_turn", stream["helper_stop_reason"]!.GetValue<string>());
+        Assert.True(stream["helper_output_tokens"]!.GetValue<int>() > 0);
+
+        var tools = result["tools"]!;
+        Assert.Equal("tool_use", tools["stop_reason"]!.GetValue<string>());
+        Assert.Equal("get_weather", tools["name"]!.GetValue<string>());
+        Assert.Equal(System.Text.Json.JsonValueKind.String, tools["input"]!["city"]?.GetValueKind());
+        // An id Anthropic itself would accept back in a later turn (its pattern), whichever target made the call.
+        Assert.Matches("^[a-zA-Z0-9_-]+$", tools["id"]!.GetValue<string>());
+        Assert.Equal("end_turn", tools["final_stop_reason"]!.GetValue<string>());
+        Assert.False(string.IsNullOrWhiteSpace(tools["final_text"]!.GetValue<string>()));
+
+        Assert.InRange(result["count_tokens"]!.GetValue<int>(), 3, 40);
+
+        Assert.Equal(FakeUpstream.ThinkingText, result["thinking"]!["thinking"]!.GetValue<string>());
+        Assert.Equal(FakeUpstream.ThinkingSignature, result["thinking"]!["signature"]!.GetValue<string>());
+
+        var errors = result["errors"]!;
+        AssertError(errors["bad_key"], "AuthenticationError", 401, "authentication_error");
+        AssertError(errors["unknown_model"], "NotFoundError", 404, "not_found_error");
+        AssertError(errors["no_max_tokens"], "BadRequestError", 400, "invalid_request_error");
+
+        var rows = await db.WaitForRowsAsync(7, TimeSpan.FromSeconds(20), api);
+        var answered = rows.Where(r => r.Status == 200).ToList();
+        Assert.Equal(6, answered.Count(r => r.Endpoint == "messages"));
+        Assert.Equal(1, answered.Count(r => r.Endpoint == "messages.count_tokens"));
+        Assert.Equal(2, answered.Count(r => r.Stream));
+        Assert.All(answered.Where(r => r.Endpoint == "messages"), r => Assert.True(r.PromptTokens > 0 && r.CompletionTokens > 0, $"{r.RequestId}: {r.PromptTokens}/{r.CompletionTokens}"));
+        Assert.Equal(1, anthropic.RequestCount);
+        var logged = api.LoggedErrors();
+        Assert.True(logged.Length == 0, $"the node client's requests logged errors:\n{logged}");
+    }
+
+    private static void AssertError(JsonNode? error, string sdkClass, int status, string type)
+    {
+        Assert.NotNull(error);
+        Assert.Equal(sdkClass, error["class"]!.GetValue<string>());
+        Assert.Equal(status, error["status"]!.GetValue<int>());
+        Assert.Equal(type, error["type"]!.GetValue<string>());
+        Assert.False(string.IsNullOrEmpty(error["request_id"]?.GetValue<string>()), $"the SDK read no request-id: {error.ToJsonString()}");
+    }
+
+    /// <summary>Installs the pinned packages (<c>npm ci</c>) when they are missing, then runs <paramref name="script"/> and returns its stdout.</summary>
+    private static async Task<string> RunNodeAsync(string script, IDictionary<string, string> env)
+    {
+        if (!File.Exists(Path.Combine(NodeDir, "node_modules", ".package-lock.json")))
+        {
+            await RunAsync("npm", ["ci", "--no-audit", "--no-fund"], new Dictionary<string, string>(), TimeSpan.FromMinutes(5));
+        }
+        return await RunAsync("node", [script], env, TimeSpan.FromMinutes(2));
+    }
+
+    private static async Task<string> RunAsync(string file, string[] args, IDictionary<string, string> env, TimeSpan timeout)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            WorkingDirectory = NodeDir,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+        foreach (var (k, v) in env)
+        {
+            psi.Environment[k] = v;
+        }
+        // The SDK reads these when set; the test's values are the only ones it may use.
+        psi.Environment.Remove("ANTHROPIC_API_KEY");
+        psi.Environment.Remove("ANTHROPIC_AUTH_TOKEN");
+        psi.Environment.Remove("ANTHROPIC_BASE_URL");
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"{file} did not start");
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            Assert.Fail($"{file} {string.Join(' ', args)} ran over {timeout}: {await stderr}");
+        }
+        Assert.True(p.ExitCode == 0, $"{file} {string.Join(' ', args)} exited {p.ExitCode}:\n{await stderr}\n{await stdout}");
+        return await stdout;
+    }
+}
