@@ -52,6 +52,10 @@ public sealed partial class FakeUpstream
             {
                 return Error(400, ErrorKind.InvalidRequest, "model and messages: Field required");
             }
+            if (body["temperature"] is JsonValue t && t.TryGetValue<double>(out var temperature) && temperature is < 0 or > 1)
+            {
+                return Error(400, ErrorKind.InvalidRequest, "temperature: Input should be less than or equal to 1");
+            }
         }
         var model = Str(body["model"]) ?? "claude-fake";
         var reply = Reply;

@@ -317,7 +317,8 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
         }
         if (NumberOf(request["temperature"]) is { } temperature)
         {
-            body["temperature"] = temperature;
+            // OpenAI's range is 0 to 2, Anthropic's 0 to 1: the hottest OpenAI setting is Anthropic's hottest.
+            body["temperature"] = temperature.GetValue<double>() > 1 ? 1 : temperature;
         }
         if (NumberOf(request["top_p"]) is { } topP)
         {

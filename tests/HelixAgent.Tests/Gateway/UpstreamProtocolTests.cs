@@ -60,6 +60,23 @@ public sealed class UpstreamProtocolTests(PostgresServer postgres, RedisServer r
     }
 
     [Theory]
+    [InlineData(1.6, 1.0)]
+    [InlineData(0.4, 0.4)]
+    public async Task A_chat_temperature_above_anthropics_range_reaches_an_anthropic_target_as_its_highest(double sent, double expected)
+    {
+        await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.Anthropic);
+        upstream.Strict = true;
+        await using var gw = await GatewayAsync([upstream]);
+        var body = GatewayHarness.Chat("m");
+        body["temperature"] = sent;
+
+        using var response = await gw.PostJsonAsync("/v1/chat/completions", body);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(expected, (double?)Assert.Single(upstream.Requests).Json!["temperature"]);
+    }
+
+    [Theory]
     [InlineData(FakeProtocol.OpenAI)]
     [InlineData(FakeProtocol.Anthropic)]
     [InlineData(FakeProtocol.Gemini)]
