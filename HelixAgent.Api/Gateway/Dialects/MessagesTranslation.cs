@@ -207,16 +207,34 @@ internal static class MessagesTranslation
         }
 
         var effort = Effort(body);
+        var thinkingSet = body["thinking"] is JsonObject;
+        // output_config.effort decides the effort unless thinking names a budget of its own.
+        var effortSet = body["output_config"] is JsonObject { } config && config.ContainsKey("effort")
+            && (!thinkingSet || StringOf(body["thinking"]!["type"]) == "adaptive");
         if (effort is not null && type is "openai" or "gemini")
         {
             chat["reasoning_effort"] = effort;
-            translated.Add(body["thinking"] is JsonObject ? "thinking=reasoning_effort" : "output_config.effort=reasoning_effort");
+            if (thinkingSet)
+            {
+                translated.Add("thinking=reasoning_effort");
+            }
+            if (effortSet)
+            {
+                translated.Add("output_config.effort=reasoning_effort");
+            }
         }
         else if (effort is not null)
         {
-            Drop(body["thinking"] is JsonObject ? "thinking" : "output_config");
+            if (thinkingSet)
+            {
+                Drop("thinking");
+            }
+            if (effortSet)
+            {
+                Drop("output_config");
+            }
         }
-        if (body["output_config"] is JsonObject output && (output.Count > (output.ContainsKey("effort") ? 1 : 0) || (effort is null && output.Count > 0)))
+        if (body["output_config"] is JsonObject output && (output.Count > (effortSet && effort is not null ? 1 : 0)))
         {
             Drop("output_config");
         }

@@ -110,7 +110,7 @@ public sealed class MessagesTranslationTests(PostgresServer postgres, RedisServe
         Assert.Equal("I fixed the test.", text);
         var dropped = response.Headers.GetValues("x-helixagent-dropped").Single().Split(',');
         Assert.Equal(["anthropic-beta", "cache_control", "context_management", "server_tools"], dropped.Order());
-        Assert.Equal("metadata.user_id=user,thinking=reasoning_effort", response.Headers.GetValues("x-helixagent-translated").Single());
+        Assert.Equal("metadata.user_id=user,thinking=reasoning_effort,output_config.effort=reasoning_effort", response.Headers.GetValues("x-helixagent-translated").Single());
         var sent = JsonNode.Parse(openai.Requests.Single().Body)!;
         Assert.Equal("high", sent["reasoning_effort"]!.GetValue<string>());
         Assert.Equal("user_abc_account_123_session_456", sent["user"]!.GetValue<string>());
@@ -134,7 +134,7 @@ public sealed class MessagesTranslationTests(PostgresServer postgres, RedisServe
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.StartsWith("Simulated answer to: the unit test", text);
-        Assert.Equal(["anthropic-beta", "cache_control", "context_management", "metadata", "server_tools", "thinking"],
+        Assert.Equal(["anthropic-beta", "cache_control", "context_management", "metadata", "output_config", "server_tools", "thinking"],
             response.Headers.GetValues("x-helixagent-dropped").Single().Split(',').Order());
         Assert.False(response.Headers.Contains("x-helixagent-translated"));
     }
