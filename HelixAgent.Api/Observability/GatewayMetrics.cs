@@ -213,6 +213,8 @@ public sealed class GatewayMetrics
         "chat.completions" => "/v1/chat/completions",
         "completions" => "/v1/completions",
         "embeddings" => "/v1/embeddings",
+        "messages" => "/v1/messages",
+        "messages.count_tokens" => "/v1/messages/count_tokens",
         _ => "other",
     };
 

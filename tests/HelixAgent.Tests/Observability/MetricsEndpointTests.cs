@@ -50,6 +50,35 @@ public sealed class MetricsEndpointTests(PostgresServer postgres, RedisServer re
     }
 
     [Fact]
+    public async Task Anthropic_messages_requests_count_under_their_own_route_label()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var message = System.Text.Json.Nodes.JsonNode.Parse("""{"model":"sim-small","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}""")!.AsObject();
+
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/messages", message)).StatusCode);
+        message["stream"] = true;
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/messages", message)).StatusCode);
+        message["model"] = "sim-error";
+        message["stream"] = false;
+        Assert.Equal(HttpStatusCode.BadGateway, (await gw.PostJsonAsync("/v1/messages", message)).StatusCode);
+        message.Remove("max_tokens");
+        message["model"] = "sim-small";
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/messages/count_tokens", message)).StatusCode);
+        await gw.LedgerRowsAsync(4);
+
+        var samples = ScrapedMetrics.Parse((await ScrapeAsync(gw)).Text).Samples;
+        double Sum(string name, string route, string? statusClass = null) => samples
+            .Where(s => s.Name == name && s.Has(("route", route)) && (statusClass is null || s.Has(("status_class", statusClass))))
+            .Sum(s => s.Value);
+        Assert.Equal(3, Sum("helixagent_requests_total", "/v1/messages"));
+        Assert.Equal(2, Sum("helixagent_requests_total", "/v1/messages", "2xx"));
+        Assert.Equal(1, Sum("helixagent_errors_total", "/v1/messages", "5xx"));
+        Assert.Equal(3, Sum("helixagent_request_duration_count", "/v1/messages"));
+        Assert.Equal(1, Sum("helixagent_requests_total", "/v1/messages/count_tokens"));
+        Assert.DoesNotContain(samples, s => s.Has(("route", "other")));
+    }
+
+    [Fact]
     public async Task After_traffic_the_metrics_count_every_gateway_request_with_bounded_labels()
     {
         var settings = GatewayHarness.SimulatorSettings();
