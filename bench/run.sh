@@ -18,11 +18,14 @@
 # time-to-first-token, cache hits and the soak. "Added" is gateway minus direct upstream, percentile by percentile.
 # Each fixed rate also goes through a "null proxy" (helixagent-fake-upstream --proxy-to: Kestrel in, HttpClient out,
 # no logic): what any .NET proxy hop costs on this machine. "Over null" is the gateway minus that proxy: its own work.
+# The Messages rows do the same for Anthropic's dialect: /v1/messages through the gateway to a fake Anthropic upstream
+# (pass-through: the body goes upstream untouched) against that upstream answering directly, beside chat's figures.
 #
 # Settings (environment):
 #   DURATION=5s                    wrk run length, per concurrency and target
 #   CONCURRENCY="1 16 64 256"      wrk connections (CONCURRENCY="" or RATES="" skips that part)
 #   RATES="500 1000 2000 3000 4000 5000"   fixed rates (requests/s), each direct and through the gateway
+#   MESSAGES_RATES=RATES           fixed rates of the Messages rows (MESSAGES_RATES="" skips them)
 #   RATE_DURATION=10s WARMUP=1s    each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
 #   CONNECTIONS=64                 load generator connection pool (pre-opened)
 #   STREAM_RATE=200 STREAM_CHUNK_DELAY_MS=1    streaming run; the upstream pauses between stream chunks
@@ -55,6 +58,7 @@ if [ "$main" = 0 ] && [ "$serve" = 0 ] && [ "$SOAK" = 0 ]; then SOAK=300; fi
 DURATION=${DURATION:-5s}
 CONCURRENCY=${CONCURRENCY-"1 16 64 256"}
 RATES=${RATES-"500 1000 2000 3000 4000 5000"}
+MESSAGES_RATES=${MESSAGES_RATES-$RATES}
 RATE_DURATION=${RATE_DURATION:-10s}
 WARMUP=${WARMUP:-1s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -118,7 +122,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres 
 wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "bench: port $1 did not open" >&2; exit 1; }
 
 echo "bench: starting PostgreSQL, Redis, the fake upstream and the gateway..." >&2
-pg_port=$(free_port); redis_port=$(free_port); up_port=$(free_port); gw_port=$(free_port); otlp_port=$(free_port); np_port=$(free_port)
+pg_port=$(free_port); redis_port=$(free_port); up_port=$(free_port); gw_port=$(free_port); otlp_port=$(free_port); np_port=$(free_port); anth_port=$(free_port)
 mkdir -p "$work/pg"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$work/pg"
 as_pg "$pgbin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
 as_pg "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -k "$work/pg" -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off >"$work/pg.log" 2>&1 &
@@ -133,6 +137,9 @@ key=$(env "ConnectionStrings__helixagent-db=$db" dotnet "$api" keys create --nam
 
 dotnet "$fake" --protocol openai --port "$up_port" --reply "The quick brown fox jumps over the lazy dog" \
   --latency-ms "$UPSTREAM_LATENCY_MS" --chunk-delay-ms "$STREAM_CHUNK_DELAY_MS" >"$work/fake.log" 2>&1 &
+pids+=($!)
+dotnet "$fake" --protocol anthropic --port "$anth_port" --reply "The quick brown fox jumps over the lazy dog" \
+  --latency-ms "$UPSTREAM_LATENCY_MS" --chunk-delay-ms "$STREAM_CHUNK_DELAY_MS" >"$work/fake-anthropic.log" 2>&1 &
 pids+=($!)
 dotnet "$fake" --proxy-to "http://127.0.0.1:$up_port" --port "$np_port" >"$work/nullproxy.log" 2>&1 &
 np_pid=$!; pids+=($np_pid)
@@ -154,10 +161,12 @@ esac
 ( cd "$(dirname "$api")" && exec env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$gw_port" \
   "ConnectionStrings__helixagent-db=$db" "ConnectionStrings__redis=127.0.0.1:$redis_port" \
   Providers__bench__Type=openai Providers__bench__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__bench__Models__0=bench-model \
+  Providers__claude__Type=anthropic Providers__claude__BaseUrl="http://127.0.0.1:$anth_port" Providers__claude__ApiKey=bench \
+  Providers__claude__Models__0=bench-claude \
   "${otel[@]}" ${GATEWAY_ENV:-} \
   dotnet "$(basename "$api")" ) >"$work/gateway.log" 2>&1 &
 gw_pid=$!; pids+=($gw_pid)
-wait_port "$up_port"; wait_port "$np_port"; wait_port "$gw_port"
+wait_port "$up_port"; wait_port "$anth_port"; wait_port "$np_port"; wait_port "$gw_port"
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null || { echo "bench: the gateway is not ready" >&2; tail -20 "$work/gateway.log" >&2; exit 1; }
 
@@ -168,6 +177,10 @@ body='{"model":"bench-model","messages":[{"role":"user","content":"Say something
 upbody='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
 streambody='{"model":"bench-model","stream":true,"messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
 upstreambody='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
+msg_url="http://127.0.0.1:$gw_port/v1/messages"
+anth_url="http://127.0.0.1:$anth_port/v1/messages"
+msgbody='{"model":"bench-claude","max_tokens":32,"messages":[{"role":"user","content":"Say something short."}]}'
+anthbody='{"model":"claude-fake","max_tokens":32,"messages":[{"role":"user","content":"Say something short."}]}'
 cachebody='{"model":"bench-model","temperature":0,"messages":[{"role":"user","content":"Cache me."}],"max_tokens":32}'
 
 # cpu_us PID RATE CMD...: runs CMD and echoes its output, then the CPU time PID used per request at RATE while it ran
@@ -269,15 +282,17 @@ if [ "$main" = 1 ]; then
     printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8s %7s | %13s | %s\n" "rate/s" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" \
       "null p50" "null p99" "over p50" "over p99" "gw ok/s" "failed" "late p99 d/gw" "CPU us/request null/gw"
   } >>"$report"
-  best_rate=""; added_p99_1000=""; failures=""
+  best_rate=""; added_p99_1000=""; failures=""; declare -A chat_a99 chat_cpu
   for rate in $RATES; do
     d=$(loadgen --url "$up_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "direct@$rate")
     n=$(cpu_us "$np_pid" "$rate" loadgen --url "$np_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "null@$rate")
     g=$(cpu_us "$gw_pid" "$rate" loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "gw@$rate")
     ncpu=${n##*$'\n'}; n=${n%$'\n'*}; gcpu=${g##*$'\n'}; g=${g%$'\n'*}
+    chat_cpu[$rate]=$gcpu
     failed=$(( $(field non2xx "$g") + $(field errors "$g") ))
     [ "$failed" = 0 ] || failures="$failures ${rate}/s: $(field non2xx "$g") non-2xx, $(field errors "$g") transport errors or timeouts;"
     a99=$(added "$(field p99_us "$g")" "$(field p99_us "$d")")
+    chat_a99[$rate]=$a99
     printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %8s %8s | %8s %8s | %8.0f %7s | %6s/%-6s | %s/%s\n" "$rate" \
       "$(ms "$(field p50_us "$d")")" "$(ms "$(field p99_us "$d")")" "$(ms "$(field p50_us "$g")")" "$(ms "$(field p99_us "$g")")" \
       "$(added "$(field p50_us "$g")" "$(field p50_us "$d")")" "$a99" \
@@ -293,6 +308,31 @@ if [ "$main" = 1 ]; then
   done
   echo "highest rate with p99 added < 1 ms: $([ -n "$best_rate" ] && echo "$best_rate requests/s" || echo "none of $RATES")" >>"$report"
   [ -z "$failures" ] || echo "failed requests:$failures rate limiter rejections so far: $(metric_sum '^helixagent_rate_limit_rejected_total')" >>"$report"
+
+  msg_a99_1000=""; msg_cpu_1000=""
+  if [ -n "$MESSAGES_RATES" ]; then
+    echo "bench: Anthropic Messages (pass-through) at fixed rates..." >&2
+    loadgen --url "$msg_url" --key "$key" --header anthropic-version=2023-06-01 --body "$msgbody" --rate 1000 --duration 2s --label warm-messages >/dev/null
+    loadgen --url "$anth_url" --header anthropic-version=2023-06-01 --body "$anthbody" --rate 1000 --duration 2s --label warm-anthropic >/dev/null
+    {
+      echo
+      echo "Anthropic Messages, open loop: /v1/messages through the gateway to the fake Anthropic upstream (pass-through) against that upstream directly (ms; chat's figures from the table above)"
+      printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %13s | %8s %7s | %s\n" "rate/s" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" \
+        "chat added p99" "gw ok/s" "failed" "CPU us/request messages/chat"
+    } >>"$report"
+    for rate in $MESSAGES_RATES; do
+      d=$(loadgen --url "$anth_url" --header anthropic-version=2023-06-01 --body "$anthbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "anthropic-direct@$rate")
+      g=$(cpu_us "$gw_pid" "$rate" loadgen --url "$msg_url" --key "$key" --header anthropic-version=2023-06-01 --body "$msgbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "messages@$rate")
+      gcpu=${g##*$'\n'}; g=${g%$'\n'*}
+      failed=$(( $(field non2xx "$g") + $(field errors "$g") ))
+      a99=$(added "$(field p99_us "$g")" "$(field p99_us "$d")")
+      printf "%-6s | %10s %10s | %10s %10s | %10s %10s | %13s | %8.0f %7s | %s/%s\n" "$rate" \
+        "$(ms "$(field p50_us "$d")")" "$(ms "$(field p99_us "$d")")" "$(ms "$(field p50_us "$g")")" "$(ms "$(field p99_us "$g")")" \
+        "$(added "$(field p50_us "$g")" "$(field p50_us "$d")")" "$a99" "${chat_a99[$rate]:--}" \
+        "$(field ok_rps "$g")" "$failed" "$gcpu" "${chat_cpu[$rate]:--}" >>"$report"
+      [ "$rate" = 1000 ] && msg_a99_1000=$a99 && msg_cpu_1000=$gcpu
+    done
+  fi
 
   echo "bench: streaming at $STREAM_RATE/s..." >&2
   d=$(loadgen --url "$up_url" --body "$upstreambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-direct")
@@ -392,6 +432,11 @@ after_rss=$(rss); peak_rss=$(hwm)
     echo "    the fake upstream's own p99 at that rate, answering directly: ${cache_direct_p99:--} ms"
     echo "  $(verdict "steady RSS <= 250 MB (${steady_rss} MB)" "$steady_rss <= 250")"
     echo "  streaming added time-to-first-token p99: ${stream_added_ttft} ms (no floor)"
+    if [ -n "$MESSAGES_RATES" ]; then
+      # CPU time per request is the stable figure on a VM with steal time; p99s move several-fold between runs.
+      echo "  $(verdict "Messages pass-through costs no more than chat at 1,000 requests/s: CPU ${msg_cpu_1000:--} vs ${chat_cpu[1000]:--} us/request (10% allowed for noise)" "${msg_cpu_1000:--} <= 1.1 * ${chat_cpu[1000]:--}")"
+      echo "    added p99 ${msg_a99_1000:--} ms over the fake Anthropic upstream, chat's ${added_p99_1000:--} ms over the fake OpenAI upstream"
+    fi
   fi
   if [ "$SOAK" -gt 0 ]; then
     echo "  $(verdict "steady RSS <= 250 MB during the ${SOAK}s soak (max ${soak_max:--} MB)" "${soak_max:--} <= 250")"

@@ -9,7 +9,8 @@ namespace HelixAgent.LoadGen;
 
 /// <summary>
 /// <c>helixagent-loadgen --url URL --rate N --duration 10s [--body JSON | --body-file PATH] [--key KEY] [--stream]
-/// [--connections 64] [--warmup 2s] [--timeout 30s] [--expect-header name=value] [--label TEXT] [--dump PATH]</c>
+/// [--connections 64] [--warmup 2s] [--timeout 30s] [--header name=value] [--expect-header name=value] [--label TEXT]
+/// [--dump PATH]</c>. <c>--header</c> adds one request header (e.g. <c>anthropic-version=2023-06-01</c>).
 /// <para>
 /// Open loop: request <c>i</c> is due at <c>start + i / rate</c> and is sent then, whether or not earlier answers came
 /// back (wrk2's model). Latency is measured from the due time, so a server (or a generator) that falls behind shows up
@@ -108,6 +109,8 @@ internal sealed class Options
     public string? ExpectHeaderName { get; init; }
     public string? ExpectHeaderValue { get; init; }
     public string Label { get; init; } = "run";
+    public string? HeaderName { get; init; }
+    public string? HeaderValue { get; init; }
     public string? DumpPath { get; init; }
 
     public static Options Parse(string[] args)
@@ -133,16 +136,17 @@ internal sealed class Options
         var body = values.TryGetValue("body-file", out var file) ? File.ReadAllBytes(file)
             : values.TryGetValue("body", out var text) ? Encoding.UTF8.GetBytes(text)
             : throw new ArgumentException("--body or --body-file is required");
-        string? headerName = null, headerValue = null;
-        if (values.TryGetValue("expect-header", out var expect))
+        static (string? Name, string? Value) NameValue(Dictionary<string, string> values, string option)
         {
-            var eq = expect.IndexOf('=', StringComparison.Ordinal);
-            if (eq <= 0)
+            if (!values.TryGetValue(option, out var text))
             {
-                throw new ArgumentException("--expect-header is name=value");
+                return (null, null);
             }
-            (headerName, headerValue) = (expect[..eq], expect[(eq + 1)..]);
+            var eq = text.IndexOf('=', StringComparison.Ordinal);
+            return eq > 0 ? (text[..eq], text[(eq + 1)..]) : throw new ArgumentException($"--{option} is name=value");
         }
+        var (headerName, headerValue) = NameValue(values, "expect-header");
+        var (sendName, sendValue) = NameValue(values, "header");
         var options = new Options
         {
             Url = new Uri(Required("url")),
@@ -154,6 +158,8 @@ internal sealed class Options
             Connections = values.TryGetValue("connections", out var c) ? int.Parse(c, CultureInfo.InvariantCulture) : 64,
             Stream = stream,
             Timeout = values.TryGetValue("timeout", out var t) ? ParseTime(t) : TimeSpan.FromSeconds(30),
+            HeaderName = sendName,
+            HeaderValue = sendValue,
             ExpectHeaderName = headerName,
             ExpectHeaderValue = headerValue,
             Label = values.GetValueOrDefault("label") ?? "run",
@@ -349,6 +355,10 @@ internal sealed class Runner(HttpClient client, Options options)
             if (options.Key is { } key)
             {
                 request.Headers.TryAddWithoutValidation("X-API-Key", key);
+            }
+            if (options.HeaderName is { } extra)
+            {
+                request.Headers.TryAddWithoutValidation(extra, options.HeaderValue);
             }
             using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);
             var status = (short)response.StatusCode;
