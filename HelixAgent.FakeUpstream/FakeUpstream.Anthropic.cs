@@ -35,6 +35,18 @@ public sealed partial class FakeUpstream
         FakeText.CountContentWords(body["system"]) +
         (body["messages"] is JsonArray messages ? messages.Sum(m => FakeText.CountContentWords(m?["content"])) : 0);
 
+    private static string JsonObjectOrEmpty(string text)
+    {
+        try
+        {
+            return JsonNode.Parse(text) is JsonObject o ? o.ToJsonString() : "{}";
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return "{}";
+        }
+    }
+
     private Answer AnthropicMessages(Incoming r)
     {
         var body = r.Json!;
@@ -60,6 +72,11 @@ public sealed partial class FakeUpstream
         var model = Str(body["model"]) ?? "claude-fake";
         var reply = Reply;
         var tool = TakeToolCall();
+        if (tool is null && Str(body["tool_choice"]?["type"]) == "tool" && Str(body["tool_choice"]?["name"]) is { } forced)
+        {
+            // A forced tool is called, as Claude does: with the reply as its input when that is a JSON object.
+            tool = new FakeToolCall(forced, JsonObjectOrEmpty(reply), $"toolu_forced{NextId():D8}");
+        }
         var prompt = AnthropicPromptTokens(body);
         var completion = CompletionTokens(reply, tool);
         var id = $"msg_fake{NextId():D8}";

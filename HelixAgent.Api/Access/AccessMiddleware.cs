@@ -16,7 +16,7 @@ public sealed class AuthenticatedKey(ApiKeyInfo key)
 
 /// <summary>
 /// Authentication by path, before routing decides anything (so a valid key on a wrong method gets 405 and an invalid
-/// key 401): client routes (<c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/messages</c>,
+/// key 401): client routes (<c>/v1/chat/completions</c>, <c>/v1/completions</c>, <c>/v1/messages</c>, <c>/v1/responses</c>,
 /// <c>/v1/embeddings</c>, <c>/v1/models</c>) need a client or admin key; <c>/admin</c> needs an admin key (client keys get 403). Keys come in
 /// <c>X-API-Key</c> or <c>Authorization: Bearer</c>, never in the query string. Maintenance mode answers client routes
 /// with 503; health, readiness, metrics and admin keep working. <c>/debug</c> (pprof) is open to loopback callers and
@@ -133,7 +133,8 @@ public sealed class AccessMiddleware(RequestDelegate next, KeyAuthenticator auth
 
     internal static bool IsClientRoute(PathString path) =>
         path.StartsWithSegments("/v1/chat/completions") || path.StartsWithSegments("/v1/completions") ||
-        path.StartsWithSegments("/v1/embeddings") || path.StartsWithSegments("/v1/models") || path.StartsWithSegments("/v1/messages");
+        path.StartsWithSegments("/v1/embeddings") || path.StartsWithSegments("/v1/models") || path.StartsWithSegments("/v1/messages") ||
+        path.StartsWithSegments("/v1/responses");
 
     private static string? PresentedKey(HttpRequest request)
     {

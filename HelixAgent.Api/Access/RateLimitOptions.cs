@@ -26,11 +26,12 @@ public sealed class RateLimitOptions
         key.TpmLimit ?? (TokensPerMinute > 0 ? TokensPerMinute : null));
 
     /// <summary>Tokens to reserve: the prompt estimated at 4 characters a token, plus the completion allowance.</summary>
-    public int Reserve(JsonObject body)
+    public int Reserve(JsonObject body, bool embeddings = false)
     {
         var completion = body["max_completion_tokens"] is JsonValue a && a.TryGetValue<int>(out var x) ? x
             : body["max_tokens"] is JsonValue b && b.TryGetValue<int>(out var y) ? y
-            : body.ContainsKey("input") ? 0 : DefaultCompletionReserve;
+            : body["max_output_tokens"] is JsonValue c && c.TryGetValue<int>(out var z) ? z
+            : embeddings ? 0 : DefaultCompletionReserve;
         return (int)Math.Min(int.MaxValue, (long)HelixAgent.Api.Gateway.TokenEstimate.Prompt(body) + completion);
     }
 }

@@ -38,6 +38,7 @@ internal static partial class GatewayApi
         v1.MapPost("/completions", (HttpContext ctx, [AsParameters] GatewayServices s) => HandleAsync(ctx, s, LegacyCompletionsDialect.Instance));
         v1.MapPost("/messages", (HttpContext ctx, [AsParameters] GatewayServices s) => HandleAsync(ctx, s, AnthropicMessagesDialect.Instance));
         v1.MapPost("/messages/count_tokens", HandleCountTokensAsync);
+        v1.MapPost("/responses", (HttpContext ctx, [AsParameters] GatewayServices s) => HandleAsync(ctx, s, OpenAiResponsesDialect.Instance));
         v1.MapPost("/embeddings", HandleEmbeddingsAsync);
         v1.MapGet("/models", ListModels);
         v1.MapGet("/models/{**id}", GetModel);

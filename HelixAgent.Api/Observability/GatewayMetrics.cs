@@ -215,6 +215,7 @@ public sealed class GatewayMetrics
         "embeddings" => "/v1/embeddings",
         "messages" => "/v1/messages",
         "messages.count_tokens" => "/v1/messages/count_tokens",
+        "responses" => "/v1/responses",
         _ => "other",
     };
 

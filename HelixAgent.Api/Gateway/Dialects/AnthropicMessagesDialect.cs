@@ -27,7 +27,7 @@ internal sealed class AnthropicMessagesDialect : IDialect
             ? new Prepared(null, PassThrough: true, [], [])
             : MessagesTranslation.ToCanonical(body, target.Provider.Adapter, rejectHints: options.UnsupportedHints == "reject");
 
-    public JsonObject RenderObject(JsonObject completion, RequestTrace trace) => MessagesTranslation.ToMessage(completion, trace);
+    public JsonObject RenderObject(JsonObject completion, JsonObject body, RequestTrace trace) => MessagesTranslation.ToMessage(completion, trace);
 
     public IStreamRenderer NewStream(JsonObject body, RequestTrace trace) => new MessagesTranslation.MessagesStream(trace, TokenEstimate.Prompt(body));
 

@@ -3,7 +3,8 @@ using System.Text.Json.Nodes;
 namespace HelixAgent.Api.Gateway.Dialects;
 
 /// <summary>
-/// An inbound dialect: the shape a client speaks (OpenAI chat, legacy completions, Anthropic Messages). It sits at the
+/// An inbound dialect: the shape a client speaks (OpenAI chat, legacy completions, Anthropic Messages, OpenAI
+/// Responses). It sits at the
 /// edge of the one request pipeline (<see cref="GatewayApi"/>) and does four things: validates a body, prepares it for
 /// each target (the canonical OpenAI chat request, or the body as it is when the target speaks the same protocol),
 /// renders a canonical answer, stream and error in its own shape, and names what it could not carry to a target.
@@ -21,10 +22,10 @@ internal interface IDialect
     Prepared Prepare(JsonObject body, RouteTarget target, bool allowPassThrough, GatewayOptions options);
 
     /// <summary>A canonical <c>chat.completion</c> in this dialect's shape (answers a target passed through are already).</summary>
-    ReadOnlyMemory<byte> Render(ChatResult result, RequestTrace trace) => JsonBytes.Of(RenderObject(result.Response, trace));
+    ReadOnlyMemory<byte> Render(ChatResult result, JsonObject body, RequestTrace trace) => JsonBytes.Of(RenderObject(result.Response, body, trace));
 
     /// <summary>A canonical <c>chat.completion</c> tree in this dialect's shape (the ensemble adds its block to it).</summary>
-    JsonObject RenderObject(JsonObject completion, RequestTrace trace);
+    JsonObject RenderObject(JsonObject completion, JsonObject body, RequestTrace trace);
 
     /// <summary>The dialect's own request-id header, set alongside <c>x-request-id</c> (Anthropic's <c>request-id</c>).</summary>
     string? RequestIdHeader => null;
@@ -68,13 +69,18 @@ internal interface IStreamRenderer
     void End(List<SseFrame> frames);
 
     SseFrame Error(int status, string type, string code, string message);
+
+    /// <summary>The events that end a stream broken after it started (most dialects: the one <see cref="Error"/> event).</summary>
+    IEnumerable<SseFrame> ErrorFrames(int status, string type, string code, string message) => [Error(status, type, code, message)];
 }
 
 /// <summary>The dialect of a path, for answers given before a handler runs (authentication, unknown routes, 405).</summary>
 internal static class Dialects
 {
     public static IDialect ForPath(PathString path) =>
-        path.StartsWithSegments("/v1/messages") ? AnthropicMessagesDialect.Instance : OpenAiChatDialect.Instance;
+        path.StartsWithSegments("/v1/messages") ? AnthropicMessagesDialect.Instance
+        : path.StartsWithSegments("/v1/responses") ? OpenAiResponsesDialect.Instance
+        : OpenAiChatDialect.Instance;
 
     public static Task WriteErrorAsync(HttpContext ctx, int status, string message, string type, string? code = null, string? param = null) =>
         ForPath(ctx.Request.Path).WriteErrorAsync(ctx, status, message, type, code, param);

@@ -18,7 +18,7 @@ internal sealed class LegacyCompletionsDialect : IDialect
 
     public Prepared Prepare(JsonObject body, RouteTarget target, bool allowPassThrough, GatewayOptions options) => new(LegacyCompletions.ToChatRequest(body), false, [], []);
 
-    public JsonObject RenderObject(JsonObject completion, RequestTrace trace) => LegacyCompletions.FromChatResponse(completion, trace.RequestId);
+    public JsonObject RenderObject(JsonObject completion, JsonObject body, RequestTrace trace) => LegacyCompletions.FromChatResponse(completion, trace.RequestId);
 
     public IStreamRenderer NewStream(JsonObject body, RequestTrace trace) =>
         new OpenAiChatDialect.ChatStream(OpenAiChatDialect.IncludeUsage(body), new LegacyCompletions.ChunkConverter(trace.RequestId).Convert);

@@ -19,9 +19,9 @@ internal sealed class OpenAiChatDialect : IDialect
 
     public Prepared Prepare(JsonObject body, RouteTarget target, bool allowPassThrough, GatewayOptions options) => new(body, false, [], []);
 
-    public ReadOnlyMemory<byte> Render(ChatResult result, RequestTrace trace) => result.Utf8Json;
+    public ReadOnlyMemory<byte> Render(ChatResult result, JsonObject body, RequestTrace trace) => result.Utf8Json;
 
-    public JsonObject RenderObject(JsonObject completion, RequestTrace trace) => completion;
+    public JsonObject RenderObject(JsonObject completion, JsonObject body, RequestTrace trace) => completion;
 
     public IStreamRenderer NewStream(JsonObject body, RequestTrace trace) => new ChatStream(IncludeUsage(body), null);
 

@@ -111,7 +111,7 @@ internal static partial class GatewayApi
         var cache = !rateLimited || dialect.IsStream(body) ? null : s.Cache.Begin(ctx.Request, endpoint, route, body, key?.Id, ctx.RequestAborted);
         body.Remove("ensemble_config"); // the gateway's own field (part of the cache key above); never sent upstream
         // An ensemble asks every member: it reserves what all of them may spend.
-        RateLimitTicket? ticket = rateLimited ? await AdmitAsync(ctx, s, dialect, key, body, ensemble is null ? 1 : route.Targets.Count) : default(RateLimitTicket);
+        RateLimitTicket? ticket = rateLimited ? await AdmitAsync(ctx, s, dialect, key, body, ensemble is null ? 1 : route.Targets.Count, embeddings) : default(RateLimitTicket);
         return ticket is null ? null : new Admitted(dialect, body, model, route, key, ticket.Value, cache, ensemble, requests, ForwardedHeaders(ctx.Request));
     }
 
@@ -134,14 +134,14 @@ internal static partial class GatewayApi
     /// Admits the request against the key's requests- and tokens-per-minute (cluster-wide through Redis), reserving the
     /// prompt estimate plus max tokens for each of the <paramref name="calls"/> upstream calls it makes. Answers 429 itself (returning null) when over the limit.
     /// </summary>
-    private static async Task<RateLimitTicket?> AdmitAsync(HttpContext ctx, GatewayServices s, IDialect dialect, ApiKeyInfo? key, JsonObject body, int calls)
+    private static async Task<RateLimitTicket?> AdmitAsync(HttpContext ctx, GatewayServices s, IDialect dialect, ApiKeyInfo? key, JsonObject body, int calls, bool embeddings)
     {
         if (key is null)
         {
             return default(RateLimitTicket);
         }
         var limits = s.Limits.Value;
-        var decision = await s.Limiter.AdmitAsync(key.Id.ToString(), limits.PolicyFor(key), (int)Math.Min(int.MaxValue, (long)limits.Reserve(body) * calls), ctx.RequestAborted);
+        var decision = await s.Limiter.AdmitAsync(key.Id.ToString(), limits.PolicyFor(key), (int)Math.Min(int.MaxValue, (long)limits.Reserve(body, embeddings) * calls), ctx.RequestAborted);
         RateLimitHeaders.Apply(ctx.Response, decision);
         if (decision.Allowed)
         {

@@ -69,7 +69,7 @@ internal static partial class GatewayApi
             await StreamChosenAsync(ctx, admitted, answer, block, trace);
             return;
         }
-        var served = admitted.Dialect.RenderObject(answer, trace);
+        var served = admitted.Dialect.RenderObject(answer, admitted.Body, trace);
         served["ensemble"] = block;
         await WriteAndCacheAsync(ctx, s, cache?.Key, JsonBytes.Of(served), trace.Usage);
     }

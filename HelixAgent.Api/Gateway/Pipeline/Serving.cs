@@ -37,7 +37,7 @@ internal static partial class GatewayApi
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         NoteHints(trace, admitted, success.Target);
         SetRouteHeaders(ctx, trace);
-        var answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, trace);
+        var answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, admitted.Body, trace);
         await WriteAndCacheAsync(ctx, s, admitted.Cache?.Key, answer, trace.Usage);
     }
 
@@ -262,7 +262,7 @@ internal static partial class GatewayApi
         trace.Status = status;
         trace.ErrorType = code;
         trace.ErrorMessage = message;
-        await sse.WriteAsync([renderer.Error(status, type, code, message)], ct);
+        await sse.WriteAsync([.. renderer.ErrorFrames(status, type, code, message)], ct);
     }
 
     private static Task FailAsync(HttpContext ctx, IDialect dialect, RequestTrace trace, GatewayError error)

@@ -45,7 +45,7 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
         using var request = NewRequest(HttpMethod.Post, _apiRoot + "/messages", BuildRequest(call.Request, call.UpstreamModel, stream: false));
         using var response = await UpstreamHttp.SendAsync(_http, request, Name, cancellationToken);
         var body = await ProviderSupport.ReadObjectAsync(response, Name, cancellationToken);
-        return TranslateResponse(body, call.UpstreamModel, call.RequestId);
+        return TranslateResponse(body, call.UpstreamModel, call.RequestId, JsonByTool(call.Request));
     }
 
     public async IAsyncEnumerable<ChatChunk> StreamAsync(ChatCall call, [EnumeratorCancellation] CancellationToken cancellationToken)
@@ -54,7 +54,7 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
         using var request = NewRequest(HttpMethod.Post, _apiRoot + "/messages", BuildRequest(call.Request, call.UpstreamModel, stream: true));
         using var response = await UpstreamHttp.SendAsync(_http, request, Name, cancellationToken);
         await using var stream = await ProviderSupport.OpenStreamAsync(response, Name, cancellationToken);
-        var translator = new StreamTranslator(Name, call.UpstreamModel, call.RequestId);
+        var translator = new StreamTranslator(Name, call.UpstreamModel, call.RequestId, JsonByTool(call.Request));
         await foreach (var sse in UpstreamHttp.ReadSseAsync(stream, Name, cancellationToken))
         {
             foreach (var chunk in translator.Translate(sse))
@@ -346,7 +346,19 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
                 : new JsonObject { ["type"] = "object", ["properties"] = new JsonObject() };
             tools.Add(translated);
         }
-        if (tools.Count > 0)
+        if (tools.Count == 0 && JsonByTool(request))
+        {
+            // Anthropic's answer to "reply in JSON (of this schema)": a tool whose input is the answer, forced.
+            tools.Add(new JsonObject
+            {
+                ["name"] = JsonToolName,
+                ["description"] = "Give the answer as this tool's input: a JSON value of its schema.",
+                ["input_schema"] = ResponseSchema(request)?.DeepClone() ?? new JsonObject { ["type"] = "object" },
+            });
+            body["tools"] = tools;
+            body["tool_choice"] = new JsonObject { ["type"] = "tool", ["name"] = JsonToolName };
+        }
+        else if (tools.Count > 0)
         {
             body["tools"] = tools;
             var choice = ToolChoice(request["tool_choice"]);
@@ -366,6 +378,13 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
         }
         return body;
     }
+
+    /// <summary>The tool that carries a JSON answer (<c>response_format</c> <c>json_object</c> or <c>json_schema</c> without other tools).</summary>
+    internal const string JsonToolName = "json_response";
+
+    /// <summary>Whether the request asks for a JSON answer, and has no tools of its own (so the JSON tool may be forced).</summary>
+    internal static bool JsonByTool(JsonObject request) =>
+        ResponseFormatType(request) is "json_object" or "json_schema" && request["tools"] is not JsonArray { Count: > 0 };
 
     private static JsonObject? ToolChoice(JsonNode? choice)
     {
@@ -463,7 +482,7 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
 
     // ---- response translation ----
 
-    internal static ChatResult TranslateResponse(JsonObject response, string fallbackModel, string requestId)
+    internal static ChatResult TranslateResponse(JsonObject response, string fallbackModel, string requestId, bool jsonByTool = false)
     {
         var text = new StringBuilder();
         var toolCalls = new JsonArray();
@@ -473,6 +492,9 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
             {
                 case "text":
                     text.Append(StringOf(block["text"]));
+                    break;
+                case "tool_use" when jsonByTool && StringOf(block["name"]) == JsonToolName:
+                    text.Append(block["input"]?.ToJsonString() ?? "{}");
                     break;
                 case "tool_use":
                     toolCalls.Add(ToolCall(
@@ -488,7 +510,7 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
             StringOf(response["model"]) ?? fallbackModel,
             UnixNow(),
             AssistantMessage(text.ToString(), toolCalls),
-            FinishReason(StringOf(response["stop_reason"])),
+            toolCalls.Count == 0 && jsonByTool && StringOf(response["stop_reason"]) == "tool_use" ? "stop" : FinishReason(StringOf(response["stop_reason"])),
             usage);
         return new ChatResult(completion, usage);
     }
@@ -519,8 +541,9 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
     };
 
     /// <summary>Turns Anthropic stream events into OpenAI chunks.</summary>
-    private sealed class StreamTranslator(string provider, string model, string requestId)
+    private sealed class StreamTranslator(string provider, string model, string requestId, bool jsonByTool)
     {
+        private int _jsonBlock = -1;
         private readonly long _created = UnixNow();
         private readonly Dictionary<int, int> _toolIndexByBlock = [];
         private string _id = "chatcmpl-" + requestId;
@@ -550,7 +573,11 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
                     if (data["content_block"] is JsonObject block)
                     {
                         var blockIndex = IntOf(data["index"]) ?? 0;
-                        if (StringOf(block["type"]) == "tool_use")
+                        if (StringOf(block["type"]) == "tool_use" && jsonByTool && StringOf(block["name"]) == JsonToolName)
+                        {
+                            _jsonBlock = blockIndex; // its input is the answer: streamed as content
+                        }
+                        else if (StringOf(block["type"]) == "tool_use")
                         {
                             var toolIndex = _toolIndexByBlock.Count;
                             _toolIndexByBlock[blockIndex] = toolIndex;
@@ -570,6 +597,9 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
                             case "text_delta" when StringOf(delta["text"]) is { Length: > 0 } text:
                                 chunks.Add(Emit(new JsonObject { ["content"] = text }, null));
                                 break;
+                            case "input_json_delta" when StringOf(delta["partial_json"]) is { Length: > 0 } answer && _jsonBlock == (IntOf(data["index"]) ?? 0):
+                                chunks.Add(Emit(new JsonObject { ["content"] = answer }, null));
+                                break;
                             case "input_json_delta" when StringOf(delta["partial_json"]) is { Length: > 0 } json &&
                                                          _toolIndexByBlock.TryGetValue(IntOf(data["index"]) ?? 0, out var toolIndex):
                                 chunks.Add(Emit(ToolDelta(ToolCallDelta(toolIndex, null, null, json)), null));
@@ -581,7 +611,8 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
                     _usage = Usage(data["usage"] as JsonObject, _usage.PromptTokens, _usage.CompletionTokens);
                     if (data["delta"] is JsonObject messageDelta && messageDelta["stop_reason"] is not null)
                     {
-                        chunks.Add(Emit([], FinishReason(StringOf(messageDelta["stop_reason"]))));
+                        var stop = StringOf(messageDelta["stop_reason"]);
+                        chunks.Add(Emit([], stop == "tool_use" && _jsonBlock >= 0 && _toolIndexByBlock.Count == 0 ? "stop" : FinishReason(stop)));
                     }
                     break;
                 case "message_stop":

@@ -251,6 +251,10 @@ public sealed class GeminiProvider : IChatProvider
         {
             config["responseMimeType"] = "application/json";
         }
+        if (ResponseSchema(request) is { } jsonSchema)
+        {
+            config["responseJsonSchema"] = jsonSchema.DeepClone();
+        }
         if (config.Count > 0)
         {
             body["generationConfig"] = config;

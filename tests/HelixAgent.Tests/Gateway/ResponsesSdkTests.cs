@@ -1,0 +1,247 @@
+using System.ClientModel;
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using HelixAgent.Fakes;
+using HelixAgent.Tests.Infrastructure;
+using OpenAI.Responses;
+
+#pragma warning disable OPENAI001 // the Responses client is marked experimental in the SDK
+
+namespace HelixAgent.Tests.Gateway;
+
+/// <summary>The OpenAI .NET SDK's Responses client, unchanged, on <c>/v1/responses</c> over the simulator and translated targets.</summary>
+public sealed class ResponsesSdkTests(PostgresServer postgres, RedisServer redis)
+    : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
+{
+    internal static ResponsesClient Sdk(GatewayHarness gw) => OpenAiSdkTests.Sdk(gw).GetResponsesClient();
+
+    private Task<GatewayHarness> OverAsync(params FakeUpstream[] upstreams) =>
+        GatewayHarness.StartAsync(postgres, redis, GatewayHarness.RouteOver(upstreams));
+
+    private static CreateResponseOptions Ask(string model, string text, bool store = false, bool stream = false) =>
+        new(model, [ResponseItem.CreateUserMessageItem(text)]) { StoredOutputEnabled = store, StreamingEnabled = stream ? true : null };
+
+    [Fact]
+    public async Task The_openai_sdk_gets_a_response_from_the_simulator()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+
+        ResponseResult response = await Sdk(gw).CreateResponseAsync(Ask("sim-small", "hello responses"));
+
+        Assert.StartsWith("resp_", response.Id, StringComparison.Ordinal);
+        Assert.Equal(ResponseStatus.Completed, response.Status);
+        Assert.Equal("Simulated answer to: hello responses", response.GetOutputText());
+        Assert.True(response.Usage.InputTokenCount > 0 && response.Usage.OutputTokenCount > 0);
+        Assert.Equal(response.Usage.InputTokenCount + response.Usage.OutputTokenCount, response.Usage.TotalTokenCount);
+        var row = Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.Equal("responses", row.Endpoint);
+        Assert.Equal(response.Usage.OutputTokenCount, row.CompletionTokens);
+    }
+
+    [Fact]
+    public async Task A_streamed_response_has_the_semantic_events_in_order_with_consecutive_sequence_numbers()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+
+        var kinds = new List<string>();
+        var sequence = new List<int>();
+        var text = new StringBuilder();
+        ResponseResult? completed = null;
+        await foreach (var update in await Sdk(gw).CreateResponseStreamingAsync(Ask("sim-small", "stream these words", stream: true)))
+        {
+            kinds.Add(update.GetType().Name.Replace("StreamingResponse", "").Replace("Update", ""));
+            sequence.Add(update.SequenceNumber);
+            if (update is StreamingResponseOutputTextDeltaUpdate delta)
+            {
+                text.Append(delta.Delta);
+            }
+            if (update is StreamingResponseCompletedUpdate done)
+            {
+                completed = done.Response;
+            }
+        }
+
+        Assert.Equal(["Created", "InProgress", "OutputItemAdded", "ContentPartAdded"], kinds.Take(4));
+        Assert.Equal(["OutputTextDone", "ContentPartDone", "OutputItemDone", "Completed"], kinds.TakeLast(4));
+        Assert.All(kinds.Skip(4).SkipLast(4), k => Assert.Equal("OutputTextDelta", k));
+        Assert.Equal(Enumerable.Range(0, sequence.Count), sequence);
+        Assert.Equal("Simulated answer to: stream these words", text.ToString());
+        Assert.NotNull(completed);
+        Assert.Equal(text.ToString(), completed.GetOutputText());
+        Assert.True(completed.Usage.OutputTokenCount > 0);
+        var row = Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.True(row.Stream && row.Endpoint == "responses" && row.Status == 200);
+    }
+
+    [Theory]
+    [InlineData(FakeProtocol.OpenAI)]
+    [InlineData(FakeProtocol.Anthropic)]
+    [InlineData(FakeProtocol.Gemini)]
+    public async Task A_function_calling_loop_runs_through_a_translated_target(FakeProtocol protocol)
+    {
+        await using var upstream = await FakeUpstream.StartAsync(protocol);
+        upstream.NextToolCall = new FakeToolCall("get_weather", """{"city":"Paris"}""", "call_weather_1");
+        await using var gw = await OverAsync(upstream);
+        var sdk = Sdk(gw);
+        var weather = ResponseTool.CreateFunctionTool("get_weather",
+            BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}"""),
+            strictModeEnabled: false, functionDescription: "Weather of a city");
+        var ask = Ask("m", "What is the weather in Paris?");
+        ask.Tools.Add(weather);
+
+        ResponseResult first = await sdk.CreateResponseAsync(ask);
+
+        var call = Assert.IsType<FunctionCallResponseItem>(Assert.Single(first.OutputItems));
+        Assert.Equal("get_weather", call.FunctionName);
+        Assert.Equal("Paris", JsonNode.Parse(call.FunctionArguments.ToString())!["city"]!.GetValue<string>());
+        Assert.False(string.IsNullOrEmpty(call.CallId));
+
+        upstream.Reply = "It is sunny in Paris.";
+        var loop = Ask("m", "What is the weather in Paris?");
+        loop.Tools.Add(weather);
+        loop.InputItems.Add(call);
+        loop.InputItems.Add(ResponseItem.CreateFunctionCallOutputItem(call.CallId, "sunny, 21 C"));
+
+        ResponseResult final = await sdk.CreateResponseAsync(loop);
+
+        Assert.Equal("It is sunny in Paris.", final.GetOutputText());
+        var sent = upstream.Requests[^1].Body;
+        Assert.Contains("sunny, 21 C", sent);
+        if (protocol == FakeProtocol.OpenAI)
+        {
+            var messages = JsonNode.Parse(sent)!["messages"]!.AsArray();
+            Assert.Equal(["user", "assistant", "tool"], messages.Select(m => m!["role"]!.GetValue<string>()));
+            Assert.Equal(call.CallId, messages[2]!["tool_call_id"]!.GetValue<string>());
+        }
+        Assert.Equal(2, (await gw.LedgerRowsAsync(2)).Count(r => r.Endpoint == "responses" && r.Status == 200));
+    }
+
+    [Fact]
+    public async Task A_function_call_streams_as_arguments_deltas_and_a_done_item()
+    {
+        await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        upstream.NextToolCall = new FakeToolCall("get_weather", """{"city":"Paris"}""", "call_weather_2");
+        await using var gw = await OverAsync(upstream);
+        var ask = Ask("m", "weather?", stream: true);
+        ask.Tools.Add(ResponseTool.CreateFunctionTool("get_weather", BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"}}}"""), false));
+
+        var arguments = new StringBuilder();
+        FunctionCallResponseItem? done = null;
+        await foreach (var update in await Sdk(gw).CreateResponseStreamingAsync(ask))
+        {
+            if (update is StreamingResponseFunctionCallArgumentsDeltaUpdate delta)
+            {
+                arguments.Append(delta.Delta.ToString());
+            }
+            if (update is StreamingResponseOutputItemDoneUpdate { Item: FunctionCallResponseItem item })
+            {
+                done = item;
+            }
+        }
+
+        Assert.Equal("""{"city":"Paris"}""", arguments.ToString());
+        Assert.NotNull(done);
+        Assert.Equal("get_weather", done.FunctionName);
+        Assert.Equal("call_weather_2", done.CallId);
+    }
+
+    [Theory]
+    [InlineData(FakeProtocol.Anthropic)]
+    [InlineData(FakeProtocol.Gemini)]
+    public async Task A_json_schema_format_reaches_the_target_as_its_structured_output(FakeProtocol protocol)
+    {
+        await using var upstream = await FakeUpstream.StartAsync(protocol);
+        upstream.Reply = """{"city":"Paris","celsius":21}""";
+        await using var gw = await OverAsync(upstream);
+        var body = new JsonObject
+        {
+            ["model"] = "m",
+            ["store"] = false,
+            ["input"] = "weather as JSON",
+            ["text"] = new JsonObject
+            {
+                ["format"] = new JsonObject
+                {
+                    ["type"] = "json_schema",
+                    ["name"] = "weather",
+                    ["strict"] = true,
+                    ["schema"] = JsonNode.Parse("""{"type":"object","properties":{"city":{"type":"string"},"celsius":{"type":"number"}},"required":["city","celsius"],"additionalProperties":false}"""),
+                },
+            },
+        };
+
+        using var response = await gw.PostJsonAsync("/v1/responses", body);
+        var answer = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("json_schema", answer["text"]!["format"]!["type"]!.GetValue<string>());
+        Assert.Equal(21, JsonNode.Parse(answer["output"]![0]!["content"]![0]!["text"]!.GetValue<string>())!["celsius"]!.GetValue<int>());
+        var sent = upstream.Requests.Single().Body;
+        var upstreamBody = JsonNode.Parse(sent)!;
+        if (protocol == FakeProtocol.Gemini)
+        {
+            Assert.Equal("application/json", upstreamBody["generationConfig"]!["responseMimeType"]!.GetValue<string>());
+            Assert.NotNull(upstreamBody["generationConfig"]!["responseJsonSchema"]!["properties"]!["celsius"]);
+        }
+        else
+        {
+            // Anthropic's JSON answer: a forced tool whose input schema is the format's.
+            Assert.Equal("tool", upstreamBody["tool_choice"]!["type"]!.GetValue<string>());
+            Assert.NotNull(upstreamBody["tools"]![0]!["input_schema"]!["properties"]!["celsius"]);
+        }
+    }
+
+    [Fact]
+    public async Task Gateway_errors_reach_the_sdk_as_client_result_exceptions_with_the_status()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+
+        var unknown = await Assert.ThrowsAsync<ClientResultException>(() => Sdk(gw).CreateResponseAsync(Ask("no-such-model", "hi")));
+        Assert.Equal(404, unknown.Status);
+        var failed = await Assert.ThrowsAsync<ClientResultException>(() => Sdk(gw).CreateResponseAsync(Ask("sim-error", "hi")));
+        Assert.Equal(502, failed.Status);
+
+        using var bad = await gw.PostJsonAsync("/v1/responses", JsonNode.Parse("""{"model":"sim-small","input":[{"type":"function_call_output","output":"x"}]}""")!.AsObject());
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        var error = JsonNode.Parse(await bad.Content.ReadAsStringAsync())!["error"]!;
+        Assert.Equal("input[0].call_id", error["param"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task A_stream_fails_over_before_its_first_delta_and_a_cut_after_it_ends_with_response_failed_and_error()
+    {
+        await using var broken = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        broken.Fail(FakeFault.Status500);
+        await using var good = await FakeUpstream.StartAsync(FakeProtocol.Anthropic);
+        good.Reply = "from the second target";
+        await using (var gw = await OverAsync(broken, good))
+        {
+            var text = new StringBuilder();
+            await foreach (var update in await Sdk(gw).CreateResponseStreamingAsync(Ask("m", "fail over", stream: true)))
+            {
+                if (update is StreamingResponseOutputTextDeltaUpdate delta)
+                {
+                    text.Append(delta.Delta);
+                }
+            }
+            Assert.Equal("from the second target", text.ToString());
+        }
+
+        await using var cut = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        cut.Reply = "one two three four five six seven eight";
+        cut.Fail(FakeFault.CutMidStream);
+        await using var never = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var gw2 = await OverAsync(cut, never);
+        var body = new JsonObject { ["model"] = "m", ["stream"] = true, ["store"] = false, ["input"] = "cut me" };
+
+        using var response = await gw2.PostJsonAsync("/v1/responses", body);
+        var events = (await Sse.ReadNamedAsync(response)).Select(e => e.Name).ToList();
+
+        Assert.Equal(["response.failed", "error"], events.TakeLast(2));
+        Assert.Contains("response.output_text.delta", events);
+        Assert.Equal(0, never.RequestCount);
+        var row = Assert.Single(await gw2.LedgerRowsAsync(1));
+        Assert.Equal(502, row.Status);
+    }
+}
