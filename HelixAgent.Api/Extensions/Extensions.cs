@@ -98,6 +98,10 @@ internal static class Extensions
             .ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<CompletionLedger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<CompletionLedger>());
+        // Stored OpenAI Responses (store: true), written off the request path like the ledger.
+        builder.Services.AddOptions<ResponsesOptions>().BindConfiguration("Responses");
+        builder.Services.AddSingleton<StoredResponses>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<StoredResponses>());
         builder.Services.AddHostedService<ProviderProbeService>();
         return builder;
     }

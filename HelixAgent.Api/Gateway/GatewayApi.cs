@@ -21,6 +21,7 @@ internal sealed record GatewayServices(
     IOptions<GatewayOptions> Options,
     ResponseCache Cache,
     IOptions<EnsembleOptions> Ensemble,
+    StoredResponses Stored,
     ILogger<GatewayRouter> Log,
     TimeProvider Time);
 
@@ -38,7 +39,10 @@ internal static partial class GatewayApi
         v1.MapPost("/completions", (HttpContext ctx, [AsParameters] GatewayServices s) => HandleAsync(ctx, s, LegacyCompletionsDialect.Instance));
         v1.MapPost("/messages", (HttpContext ctx, [AsParameters] GatewayServices s) => HandleAsync(ctx, s, AnthropicMessagesDialect.Instance));
         v1.MapPost("/messages/count_tokens", HandleCountTokensAsync);
-        v1.MapPost("/responses", (HttpContext ctx, [AsParameters] GatewayServices s) => HandleAsync(ctx, s, OpenAiResponsesDialect.Instance));
+        v1.MapPost("/responses", HandleResponsesAsync);
+        v1.MapGet("/responses/{id}", GetStoredResponseAsync);
+        v1.MapDelete("/responses/{id}", DeleteStoredResponseAsync);
+        v1.MapGet("/responses/{id}/input_items", GetStoredInputItemsAsync);
         v1.MapPost("/embeddings", HandleEmbeddingsAsync);
         v1.MapGet("/models", ListModels);
         v1.MapGet("/models/{**id}", GetModel);
@@ -50,14 +54,16 @@ internal static partial class GatewayApi
     /// (<c>Pipeline/Serving.cs</c>, or the ensemble), record (<c>Pipeline/Recording.cs</c>). The dialect
     /// (<c>Dialects/</c>) parses, prepares the request for each target, and renders answers, streams and errors.
     /// </summary>
-    private static async Task HandleAsync(HttpContext ctx, GatewayServices s, IDialect dialect)
+    private static async Task HandleAsync(HttpContext ctx, GatewayServices s, IDialect dialect,
+        Func<JsonObject, ApiKeyInfo?, CancellationToken, Task<ValidationError?>>? expand = null, Func<Admitted, RequestTrace, Admitted>? onAdmitted = null)
     {
-        var admitted = await AdmitRequestAsync(ctx, s, dialect, dialect.Validate, dialect.Endpoint);
+        var admitted = await AdmitRequestAsync(ctx, s, dialect, dialect.Validate, dialect.Endpoint, expand: expand);
         if (admitted is null)
         {
             return;
         }
         var trace = new RequestTrace(NewRequestId(), admitted.Model, dialect.Endpoint, admitted.Stream, s.Time.GetTimestamp());
+        admitted = onAdmitted?.Invoke(admitted, trace) ?? admitted;
         await ServeAsync(ctx, s, admitted, trace, () => admitted.Ensemble is not null
             ? EnsembleChatAsync(ctx, s, admitted, trace)
             : admitted.Stream

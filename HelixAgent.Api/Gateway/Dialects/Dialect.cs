@@ -18,6 +18,9 @@ internal interface IDialect
 
     bool IsStream(JsonObject body);
 
+    /// <summary>Whether a (non-streaming, deterministic) answer to this body may come from the response cache.</summary>
+    bool Cacheable(JsonObject body) => true;
+
     /// <summary>The request as <paramref name="target"/> gets it (see <see cref="Prepared"/>).</summary>
     Prepared Prepare(JsonObject body, RouteTarget target, bool allowPassThrough, GatewayOptions options);
 

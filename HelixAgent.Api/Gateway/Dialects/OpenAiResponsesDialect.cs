@@ -20,6 +20,9 @@ internal sealed class OpenAiResponsesDialect : IDialect
 
     public bool IsStream(JsonObject body) => OpenAiChatDialect.IsStreamBody(body);
 
+    /// <summary>A stored response is a new one each time (its own id, its own row): only <c>store: false</c> answers are cached.</summary>
+    public bool Cacheable(JsonObject body) => !ResponsesValidation.Stores(body);
+
     public Prepared Prepare(JsonObject body, RouteTarget target, bool allowPassThrough, GatewayOptions options) =>
         ResponsesTranslation.ToCanonical(body, target.Provider.Adapter, rejectHints: options.UnsupportedHints == "reject");
 

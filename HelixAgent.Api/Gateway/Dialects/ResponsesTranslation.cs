@@ -27,6 +27,23 @@ internal static class ResponsesTranslation
     /// <summary>The separator of a namespace and a function name in a flattened tool name.</summary>
     public const string NamespaceSeparator = "__";
 
+    /// <summary>
+    /// The gateway's own field on a body that continues a stored conversation: the items of every earlier turn (inputs
+    /// and outputs, oldest first), put there from the store before routing. Never the client's, never sent upstream.
+    /// </summary>
+    public const string HistoryField = "__helixagent_history";
+
+    /// <summary>A request's own input as items (a string is one user message).</summary>
+    public static JsonArray InputItems(JsonObject body) => body["input"] switch
+    {
+        JsonArray items => (JsonArray)items.DeepClone(),
+        JsonValue v when StringOf(v) is { } text => new JsonArray(new JsonObject
+        {
+            ["type"] = "message", ["role"] = "user", ["content"] = new JsonArray(new JsonObject { ["type"] = "input_text", ["text"] = text }),
+        }),
+        _ => [],
+    };
+
     /// <summary>Top-level fields this dialect knows (anything else is an unknown hint).</summary>
     private static readonly HashSet<string> Known =
     [
@@ -56,17 +73,27 @@ internal static class ResponsesTranslation
             messages.Add(new JsonObject { ["role"] = "system", ["content"] = instructions });
         }
 
+        var all = new List<(JsonObject Item, string At)>();
+        var history = ProviderSupport.Objects(body[HistoryField]).ToList();
+        for (var h = 0; h < history.Count; h++)
+        {
+            all.Add((history[h], $"previous_response_id (item {h} of the conversation)"));
+        }
         if (body["input"] is JsonValue && StringOf(body["input"]) is { } text)
         {
-            messages.Add(new JsonObject { ["role"] = "user", ["content"] = text });
+            all.Add((new JsonObject { ["role"] = "user", ["content"] = text }, "input"));
         }
-        else if (body["input"] is JsonArray items)
+        else if (body["input"] is JsonArray inputItems)
+        {
+            for (var i = 0; i < inputItems.Count; i++)
+            {
+                all.Add(((JsonObject)inputItems[i]!, $"input[{i}]"));
+            }
+        }
         {
             JsonObject? assistant = null; // the assistant turn that consecutive output items and function calls join
-            for (var i = 0; i < items.Count; i++)
+            foreach (var (item, at) in all)
             {
-                var item = (JsonObject)items[i]!;
-                var at = $"input[{i}]";
                 var itemType = StringOf(item["type"]) ?? "message";
                 switch (itemType)
                 {
@@ -290,6 +317,10 @@ internal static class ResponsesTranslation
         }
         foreach (var (name, value) in body)
         {
+            if (name == HistoryField)
+            {
+                continue;
+            }
             if (name is "client_metadata" or "prompt_cache_retention" or "max_tool_calls" or "top_logprobs" || !Known.Contains(name))
             {
                 Drop(name);
@@ -701,9 +732,10 @@ internal static class ResponsesTranslation
             CloseAll(frames);
             var (status, incomplete) = StatusOf(_finish);
             var usage = UsageJson(_usage ?? trace.Usage, 0, 0);
+            Final = Response(body, trace, _model, _created, status, (JsonArray)_output.DeepClone(), usage, incomplete);
             frames.Add(Event(status == "completed" ? "response.completed" : "response.incomplete", new JsonObject
             {
-                ["response"] = Response(body, trace, _model, _created, status, (JsonArray)_output.DeepClone(), usage, incomplete),
+                ["response"] = Final.DeepClone(),
             }));
         }
 
@@ -720,7 +752,7 @@ internal static class ResponsesTranslation
         }
 
         /// <summary>The finished response (for storing), once <see cref="End"/> has run.</summary>
-        public JsonArray Output => _output;
+        public JsonObject? Final { get; private set; }
 
         private string MessageId => "msg_" + trace.RequestId;
 

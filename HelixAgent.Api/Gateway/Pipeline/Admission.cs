@@ -15,6 +15,9 @@ internal sealed record Admitted(IDialect Dialect, JsonObject Body, string Model,
     CacheLookup? Cache, EnsemblePlan? Ensemble, TargetRequests Requests, IReadOnlyList<KeyValuePair<string, string>> ForwardedHeaders)
 {
     public bool Stream => Dialect.IsStream(Body);
+
+    /// <summary>Called with the answer as the dialect rendered it, before it is sent (stored Responses keep it).</summary>
+    public Action<JsonObject>? OnAnswer { get; init; }
 }
 
 /// <summary>
@@ -64,7 +67,7 @@ internal static partial class GatewayApi
     /// routed, so nothing here writes a ledger row.
     /// </summary>
     private static async Task<Admitted?> AdmitRequestAsync(HttpContext ctx, GatewayServices s, IDialect dialect, Func<JsonObject, ValidationError?> validate,
-        string endpoint, bool rateLimited = true)
+        string endpoint, bool rateLimited = true, Func<JsonObject, ApiKeyInfo?, CancellationToken, Task<ValidationError?>>? expand = null)
     {
         var body = await ReadBodyAsync(ctx, dialect, s.Options.Value.MaxRequestBodyBytes);
         if (body is null)
@@ -74,6 +77,12 @@ internal static partial class GatewayApi
         if (validate(body) is { } invalid)
         {
             await dialect.WriteErrorAsync(ctx, invalid.Status, invalid.Message, "invalid_request_error", invalid.Code, invalid.Param);
+            return null;
+        }
+        // What the body refers to (a stored conversation) is looked up before routing, with the key that may see it.
+        if (expand is not null && await expand(body, AuthenticatedKey.Of(ctx), ctx.RequestAborted) is { } unresolved)
+        {
+            await dialect.WriteErrorAsync(ctx, unresolved.Status, unresolved.Message, "invalid_request_error", unresolved.Code, unresolved.Param);
             return null;
         }
         var model = body["model"]!.GetValue<string>();
@@ -108,7 +117,7 @@ internal static partial class GatewayApi
             return null;
         }
         // Streams are never cached. The lookup goes to Redis with the admission; a refused request drops its result.
-        var cache = !rateLimited || dialect.IsStream(body) ? null : s.Cache.Begin(ctx.Request, endpoint, route, body, key?.Id, ctx.RequestAborted);
+        var cache = !rateLimited || dialect.IsStream(body) || !dialect.Cacheable(body) ? null : s.Cache.Begin(ctx.Request, endpoint, route, body, key?.Id, ctx.RequestAborted);
         body.Remove("ensemble_config"); // the gateway's own field (part of the cache key above); never sent upstream
         // An ensemble asks every member: it reserves what all of them may spend.
         RateLimitTicket? ticket = rateLimited ? await AdmitAsync(ctx, s, dialect, key, body, ensemble is null ? 1 : route.Targets.Count, embeddings) : default(RateLimitTicket);

@@ -37,7 +37,17 @@ internal static partial class GatewayApi
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         NoteHints(trace, admitted, success.Target);
         SetRouteHeaders(ctx, trace);
-        var answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, admitted.Body, trace);
+        ReadOnlyMemory<byte> answer;
+        if (admitted.OnAnswer is { } onAnswer && !success.Value.IsNative)
+        {
+            var rendered = admitted.Dialect.RenderObject(success.Value.Response, admitted.Body, trace);
+            onAnswer(rendered);
+            answer = JsonBytes.Of(rendered);
+        }
+        else
+        {
+            answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, admitted.Body, trace);
+        }
         await WriteAndCacheAsync(ctx, s, admitted.Cache?.Key, answer, trace.Usage);
     }
 
@@ -241,6 +251,10 @@ internal static partial class GatewayApi
                 }
             }
             renderer.End(frames);
+            if (admitted.OnAnswer is { } onAnswer && renderer is ResponsesTranslation.ResponsesStream { Final: { } final })
+            {
+                onAnswer(final);
+            }
             await sse.WriteAsync(frames, ct);
         }
         finally

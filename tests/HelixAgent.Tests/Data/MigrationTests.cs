@@ -45,10 +45,13 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
 
         string[] all = ["api_keys", "completions", "schema_migrations", "usage_daily", "worker_jobs"];
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version), await migrator.UpAsync());
-        Assert.Equal(all, await TablesAsync(cs));
+        Assert.Equal([.. all.Take(2), "responses", .. all.Skip(2)], await TablesAsync(cs));
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
 
         // One step down at a time, newest first.
+        Assert.Equal(5, await migrator.DownAsync());
+        Assert.Equal(all, await TablesAsync(cs));
+        Assert.Equal([4L, 3L, 2L, 1L], await RecordedVersionsAsync(cs));
         Assert.True(await ColumnAsync(cs, "dropped_hints"));
         Assert.Equal(4, await migrator.DownAsync());
         Assert.Equal(all, await TablesAsync(cs));
@@ -68,7 +71,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Null(await migrator.DownAsync());
 
         await migrator.UpAsync();
-        Assert.Equal(all, await TablesAsync(cs));
+        Assert.Equal([.. all.Take(2), "responses", .. all.Skip(2)], await TablesAsync(cs));
         Assert.Empty(await migrator.UpAsync());
     }
 
@@ -111,7 +114,8 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.True(await ColumnAsync(cs, "dropped_hints"));
         var down = await ApiProcess.RunCliAsync(env, "migrate", "down");
         Assert.Equal((0, $"reverted {SchemaMigrator.ExpectedVersion}"), (down.ExitCode, down.Stdout.Trim()));
-        Assert.False(await ColumnAsync(cs, "dropped_hints")); // 0004 reverted: the column is gone, the tables stay
+        Assert.DoesNotContain("responses", await TablesAsync(cs)); // 0005 reverted: its table is gone, the others stay
+        Assert.True(await ColumnAsync(cs, "dropped_hints"));
         Assert.True(await UsageEstimatedColumnAsync(cs));
 
         Assert.Equal(0, (await ApiProcess.RunCliAsync(env, "migrate", "up")).ExitCode);
