@@ -64,6 +64,45 @@ public sealed class RetentionJob(WorkerOptions options, TimeProvider time) : IMa
     }
 }
 
+/// <summary>The <c>Responses:</c> settings the worker reads (the API reads the same section).</summary>
+public sealed class ResponsesRetentionOptions
+{
+    public const string Section = "Responses";
+
+    /// <summary>Stored responses older than this many days are deleted (0 keeps them).</summary>
+    public int RetentionDays { get; set; } = 30;
+}
+
+/// <summary>Deletes stored Responses (<c>responses</c>) older than <c>Responses:RetentionDays</c>, in batches.</summary>
+public sealed class ResponsesRetentionJob(ResponsesRetentionOptions responses, WorkerOptions options, TimeProvider time) : IMaintenanceJob
+{
+    public string Name => "responses-retention";
+    public TimeSpan DefaultInterval => TimeSpan.FromHours(1);
+
+    public async Task<long> RunAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        if (responses.RetentionDays <= 0)
+        {
+            return 0;
+        }
+        var cutoff = time.GetUtcNow().AddDays(-responses.RetentionDays);
+        long total = 0;
+        while (true)
+        {
+            await using var cmd = new NpgsqlCommand(
+                "DELETE FROM responses WHERE id IN (SELECT id FROM responses WHERE created_at < $1 ORDER BY created_at LIMIT $2)", connection);
+            cmd.Parameters.AddWithValue(cutoff);
+            cmd.Parameters.AddWithValue(options.RetentionBatchSize);
+            var deleted = await cmd.ExecuteNonQueryAsync(cancellationToken);
+            total += deleted;
+            if (deleted < options.RetentionBatchSize)
+            {
+                return total;
+            }
+        }
+    }
+}
+
 /// <summary>
 /// Rotated keys stop working at the end of their grace on every request (no job needed for that); this job deletes
 /// keys that have been expired or revoked for longer than <see cref="WorkerOptions.KeyKeepDays"/>.

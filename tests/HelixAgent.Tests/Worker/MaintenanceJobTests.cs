@@ -26,7 +26,8 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
     private static JobRunner Runner(NpgsqlDataSource db, WorkerOptions options) => new(db, options, TimeProvider.System,
         NullLogger<JobRunner>.Instance,
-        [new RetentionJob(options, TimeProvider.System), new KeyExpiryJob(options, TimeProvider.System), new VacuumJob(), new RollupJob(options, TimeProvider.System)],
+        [new RetentionJob(options, TimeProvider.System), new KeyExpiryJob(options, TimeProvider.System), new VacuumJob(), new RollupJob(options, TimeProvider.System),
+         new ResponsesRetentionJob(new ResponsesRetentionOptions { RetentionDays = 30 }, options, TimeProvider.System)],
         Meters);
 
     /// <summary>One meter factory per test class instance is enough: nothing here reads the job metrics.</summary>
@@ -94,6 +95,28 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
         Assert.All(deletes, d => Assert.Contains("LIMIT", d, StringComparison.Ordinal));
         Assert.Equal(5, await ScalarAsync(db, "SELECT count(*) FROM completions"));
         Assert.Equal(25, await ScalarAsync(db, "SELECT last_rows FROM worker_jobs WHERE job = 'retention'"));
+    }
+
+    [Fact]
+    public async Task Responses_retention_deletes_stored_responses_older_than_thirty_days_and_keeps_the_rest()
+    {
+        var (_, db) = await DatabaseAsync();
+        await using var _ = db;
+        foreach (var (id, age) in new[] { ("resp_old1", 45), ("resp_old2", 31), ("resp_new", 29), ("resp_today", 0) })
+        {
+            await using var insert = db.CreateCommand(
+                "INSERT INTO responses (id, created_at, model, input, output, response) VALUES ($1, $2, 'm', '[]', '[]', '{}')");
+            insert.Parameters.AddWithValue(id);
+            insert.Parameters.AddWithValue(Now.AddDays(-age));
+            await insert.ExecuteNonQueryAsync();
+        }
+        var runner = Runner(db, new WorkerOptions { RetentionBatchSize = 1 });
+
+        var run = await runner.RunOnceAsync(runner.Jobs["responses-retention"], CancellationToken.None);
+
+        Assert.Equal((JobOutcome.Succeeded, 2L), (run.Outcome, run.Rows));
+        Assert.Equal(2, await ScalarAsync(db, "SELECT count(*) FROM responses WHERE id IN ('resp_new', 'resp_today')"));
+        Assert.Equal(2, await ScalarAsync(db, "SELECT count(*) FROM responses"));
     }
 
     [Fact]
@@ -248,7 +271,7 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
         var bad = await RunWorkerAsync(cs, "run", "defragment");
         Assert.Equal(2, bad.ExitCode);
-        Assert.Contains("jobs: expire-keys, retention, rollup, vacuum", bad.Stderr);
+        Assert.Contains("jobs: expire-keys, responses-retention, retention, rollup, vacuum", bad.Stderr);
     }
 
     [Fact]
