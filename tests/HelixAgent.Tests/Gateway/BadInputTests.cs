@@ -107,6 +107,47 @@ public sealed class BadInputTests(PostgresServer postgres, RedisServer redis) : 
         };
     }
 
+    public static TheoryData<byte[], int, string> BadResponsesBodies()
+    {
+        static byte[] U(string s) => Encoding.UTF8.GetBytes(s);
+        return new()
+        {
+            { U("""{"model":"sim-small","model":"sim-error","input":"hi"}"""), 400, "model" },
+            { [.. U("""{"model":"sim-small","input":"a"""), 0xC3, 0x28, .. U("\"}")], 400, "UTF-8" },
+            { U("""{"model":"sim-small"}"""), 400, "input" },
+            { U("""{"model":"sim-small","input":7}"""), 400, "input" },
+            { U("""{"model":"sim-small","input":[{"type":"message","role":"tool","content":"hi"}]}"""), 400, "input[0].role" },
+            { U("""{"model":"sim-small","input":[{"role":"user","content":[{"type":"input_video","url":"x"}]}]}"""), 400, "input[0].content[0].type" },
+            { U("""{"model":"sim-small","input":[{"type":"function_call","call_id":"c","name":"f","arguments":{}}]}"""), 400, "input[0].arguments" },
+            { U("""{"model":"sim-small","input":"hi","max_output_tokens":"many"}"""), 400, "max_output_tokens" },
+            { U("""{"model":"sim-small","input":"hi","temperature":3}"""), 400, "temperature" },
+            { U("""{"model":"sim-small","input":"hi","tools":[{"type":"function"}]}"""), 400, "tools[0].name" },
+            { U("""{"model":"sim-small","input":"hi","tool_choice":{"type":"function","name":"nope"}}"""), 400, "tool_choice.name" },
+            { U("""{"model":"sim-small","input":"hi","text":{"format":{"type":"json_schema","name":"x"}}}"""), 400, "text.format.schema" },
+            { U("""{"model":"sim-small","input":"hi","reasoning":{"effort":"maximal"}}"""), 400, "reasoning.effort" },
+            { U("""{"model":"sim-small","input":"hi","store":"yes"}"""), 400, "store" },
+            { U("""{"model":"sim-small","input":"hi","previous_response_id":"resp_0123456789abcdef0123456789abcdef"}"""), 404, "previous_response_id" },
+            { U("""{"model":"no-such-model","input":"hi"}"""), 404, "model" },
+            { U("[1,2]"), 400, "object" },
+        };
+    }
+
+    [Theory]
+    [MemberData(nameof(BadResponsesBodies))]
+    public async Task Bad_input_on_the_responses_route_is_a_4xx_naming_the_field_and_writes_no_row(byte[] body, int status, string param)
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+
+        var response = await gw.Client.PostAsync("/v1/responses", Bytes(body));
+
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True((int)response.StatusCode == status, $"expected {status}, got {(int)response.StatusCode}: {text}");
+        var error = JsonNode.Parse(text)!["error"]!;
+        Assert.Equal("invalid_request_error", error["type"]!.GetValue<string>());
+        Assert.True(error["param"]?.GetValue<string>() == param || error["message"]!.GetValue<string>().Contains(param, StringComparison.Ordinal), text);
+        Assert.Empty(await gw.LedgerRowsAsync(0));
+    }
+
     [Theory]
     [MemberData(nameof(BadMessagesBodies))]
     public async Task Bad_input_on_the_messages_routes_is_a_4xx_in_anthropics_shape_naming_the_field_and_writes_no_row(
