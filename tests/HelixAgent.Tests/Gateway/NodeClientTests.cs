@@ -7,9 +7,9 @@ using HelixAgent.Tests.Infrastructure;
 namespace HelixAgent.Tests.Gateway;
 
 /// <summary>
-/// Anthropic's npm SDK (<c>@anthropic-ai/sdk</c>, pinned in <c>tests/node/package.json</c>), unchanged, run by node
-/// against the real <c>helixagent</c> binary over loopback: the script <c>tests/node/anthropic-sdk.mjs</c> prints what
-/// the SDK returned as one JSON object.
+/// The official npm clients (<c>@anthropic-ai/sdk</c> and <c>openai</c>, pinned in <c>tests/node/package.json</c>),
+/// unchanged, run by node against the real <c>helixagent</c> binary over loopback: each script in <c>tests/node/</c>
+/// prints what its SDK returned as one JSON object.
 /// </summary>
 public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
     : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
@@ -87,6 +87,62 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
         Assert.True(logged.Length == 0, $"the node client's requests logged errors:\n{logged}");
     }
 
+    [Fact]
+    public async Task The_openai_npm_sdk_creates_streams_retrieves_and_continues_responses_and_runs_a_function_loop()
+    {
+        var db = await TestDatabase.CreateAsync(postgres, "node");
+        var key = await db.CreateKeyAsync("node-openai");
+        var env = FaultEnvironment.For(db, redis);
+        env["Providers__sim__Type"] = "simulator";
+        env["Providers__sim__Models__0"] = "sim-small";
+        env["Providers__sim__LatencyMs"] = "1";
+        env["Providers__sim__TokensPerSecond"] = "0";
+        await using var api = await ApiProcess.StartAsync(env);
+
+        var result = JsonNode.Parse(await RunNodeAsync("openai-responses.mjs", new Dictionary<string, string>
+        {
+            ["HELIXAGENT_URL"] = api.BaseAddress.ToString().TrimEnd('/'),
+            ["HELIXAGENT_KEY"] = key,
+            ["SIM_MODEL"] = "sim-small",
+        }))!;
+
+        var create = result["create"]!;
+        var id = create["id"]!.GetValue<string>();
+        Assert.StartsWith("resp_", id, StringComparison.Ordinal);
+        Assert.Equal(("completed", "Simulated answer to: My name is Ada."), (create["status"]!.GetValue<string>(), create["text"]!.GetValue<string>()));
+        Assert.True(create["usage"]!["total_tokens"]!.GetValue<int>() > 0);
+        Assert.Equal((id, "Simulated answer to: My name is Ada."), (result["retrieve"]!["id"]!.GetValue<string>(), result["retrieve"]!["text"]!.GetValue<string>()));
+        Assert.Equal(id, result["continued"]!["previous"]!.GetValue<string>());
+        Assert.Equal("Simulated answer to: What is my name?", result["continued"]!["text"]!.GetValue<string>());
+        var item = Assert.Single(result["input_items"]!.AsArray());
+        Assert.Equal(("message", "user"), (item!["type"]!.GetValue<string>(), item["role"]!.GetValue<string>()));
+
+        var stream = result["stream"]!;
+        var events = stream["events"]!.AsArray().Select(e => e!.GetValue<string>()).ToList();
+        Assert.Equal(["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"], events.Take(4));
+        Assert.Equal(["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"], events.TakeLast(4));
+        Assert.Equal(Enumerable.Range(0, events.Count), stream["sequence"]!.AsArray().Select(n => n!.GetValue<int>()));
+        Assert.Equal("Simulated answer to: stream these words", stream["deltas"]!.GetValue<string>());
+        Assert.Equal((stream["deltas"]!.GetValue<string>(), "completed"), (stream["final_text"]!.GetValue<string>(), stream["final_status"]!.GetValue<string>()));
+
+        var tools = result["tools"]!;
+        Assert.Equal("get_weather", tools["name"]!.GetValue<string>());
+        Assert.Equal(System.Text.Json.JsonValueKind.String, tools["arguments"]!["city"]?.GetValueKind());
+        Assert.False(string.IsNullOrWhiteSpace(tools["final_text"]!.GetValue<string>()));
+
+        var errors = result["errors"]!;
+        Assert.Equal(("AuthenticationError", 401), (errors["bad_key"]!["class"]!.GetValue<string>(), errors["bad_key"]!["status"]!.GetValue<int>()));
+        Assert.Equal(("NotFoundError", 404), (errors["unknown_model"]!["class"]!.GetValue<string>(), errors["unknown_model"]!["status"]!.GetValue<int>()));
+        Assert.Equal(("NotFoundError", 404), (errors["unknown_response"]!["class"]!.GetValue<string>(), errors["unknown_response"]!["status"]!.GetValue<int>()));
+        Assert.Equal(("NotFoundError", "previous_response_id"), (errors["bad_previous"]!["class"]!.GetValue<string>(), errors["bad_previous"]!["param"]!.GetValue<string>()));
+
+        // create, continue, stream, the call and its answer: five answered requests, five rows (reads write none).
+        var rows = await db.WaitForRowsAsync(5, TimeSpan.FromSeconds(20), api);
+        Assert.Equal(5, rows.Count(r => r.Status == 200 && r.Endpoint == "responses"));
+        var logged = api.LoggedErrors();
+        Assert.True(logged.Length == 0, $"the node client's requests logged errors:\n{logged}");
+    }
+
     private static void AssertError(JsonNode? error, string sdkClass, int status, string type)
     {
         Assert.NotNull(error);
@@ -96,10 +152,11 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
         Assert.False(string.IsNullOrEmpty(error["request_id"]?.GetValue<string>()), $"the SDK read no request-id: {error.ToJsonString()}");
     }
 
-    /// <summary>Installs the pinned packages (<c>npm ci</c>) when they are missing, then runs <paramref name="script"/> and returns its stdout.</summary>
+    /// <summary>Installs the pinned packages (<c>npm ci</c>) when they are missing or older than the lock file, then runs <paramref name="script"/> and returns its stdout.</summary>
     private static async Task<string> RunNodeAsync(string script, IDictionary<string, string> env)
     {
-        if (!File.Exists(Path.Combine(NodeDir, "node_modules", ".package-lock.json")))
+        var installed = Path.Combine(NodeDir, "node_modules", ".package-lock.json");
+        if (!File.Exists(installed) || File.GetLastWriteTimeUtc(installed) < File.GetLastWriteTimeUtc(Path.Combine(NodeDir, "package-lock.json")))
         {
             await RunAsync("npm", ["ci", "--no-audit", "--no-fund"], new Dictionary<string, string>(), TimeSpan.FromMinutes(5));
         }
