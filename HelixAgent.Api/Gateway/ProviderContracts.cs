@@ -145,6 +145,20 @@ public interface IMessagesPassThrough
     Task<ReadOnlyMemory<byte>> CountTokensAsync(NativeCall call, CancellationToken cancellationToken);
 }
 
+/// <summary>
+/// A provider that also takes OpenAI Responses requests as they are (an OpenAI provider with <c>Responses: native</c>):
+/// the body with only <c>model</c> replaced, and the answer or events back byte for byte.
+/// </summary>
+public interface IResponsesPassThrough
+{
+    /// <summary>Whether this provider was configured to take Responses natively (otherwise they are translated to chat).</summary>
+    bool NativeResponses { get; }
+
+    Task<ChatResult> ResponsesAsync(NativeCall call, CancellationToken cancellationToken);
+
+    IAsyncEnumerable<NativeEvent> StreamResponsesAsync(NativeCall call, CancellationToken cancellationToken);
+}
+
 /// <summary>A call passed through: the client's body (not mutated), the upstream model, and the client's protocol headers to forward.</summary>
 public sealed record NativeCall(JsonObject Request, string UpstreamModel, string RequestId, IReadOnlyList<KeyValuePair<string, string>> Headers);
 
@@ -229,6 +243,9 @@ public sealed class ProviderOptions
 
     /// <summary>Extra headers sent with every upstream request (e.g. OpenRouter's HTTP-Referer).</summary>
     public Dictionary<string, string> Headers { get; set; } = [];
+
+    /// <summary><c>native</c>: this OpenAI provider serves <c>/v1/responses</c> itself (bodies pass through); else Responses are translated to chat.</summary>
+    public string? Responses { get; set; }
 
     /// <summary>Simulator only: delay before the first byte.</summary>
     public double LatencyMs { get; set; } = 20;

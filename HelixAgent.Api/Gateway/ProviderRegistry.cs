@@ -224,6 +224,12 @@ public sealed class ProviderRegistry
         {
             throw new GatewayConfigurationException($"Providers:{name}: TimeoutSeconds and FirstTokenTimeoutSeconds must be positive.");
         }
+        if (options.Responses is { } responses && !(responses.Equals("translate", StringComparison.OrdinalIgnoreCase)
+            || (responses.Equals("native", StringComparison.OrdinalIgnoreCase) && options.Type == "openai")))
+        {
+            throw new GatewayConfigurationException(
+                $"Providers:{name}:Responses '{responses}' is not 'native' (an OpenAI provider that serves /v1/responses itself) or 'translate'.");
+        }
     }
 
     private static IChatProvider Create(string name, ProviderOptions options, HttpClient http, TimeProvider time) => options.Type switch

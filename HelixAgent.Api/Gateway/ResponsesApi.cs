@@ -65,7 +65,8 @@ internal static partial class GatewayApi
         }
         var created = response["created_at"] is JsonValue c && c.TryGetValue<long>(out var seconds)
             ? DateTimeOffset.FromUnixTimeSeconds(seconds) : DateTimeOffset.UtcNow;
-        stored.Save(new StoredResponse(ResponsesTranslation.ResponseId(trace), admitted.Key?.Id, admitted.Key?.RotatedFrom, created,
+        // Our id (resp_ and the request id), or an upstream's own on a target passed through: the client continues with that one.
+        stored.Save(new StoredResponse(StringOf(response["id"]) ?? ResponsesTranslation.ResponseId(trace), admitted.Key?.Id, admitted.Key?.RotatedFrom, created,
             StringOf(response["model"]) ?? admitted.Model, StringOf(admitted.Body["previous_response_id"]), input,
             (JsonArray)(response["output"]?.DeepClone() ?? new JsonArray()), (JsonObject)response.DeepClone()));
     }

@@ -27,6 +27,12 @@ internal sealed class AnthropicMessagesDialect : IDialect
             ? new Prepared(null, PassThrough: true, [], [])
             : MessagesTranslation.ToCanonical(body, target.Provider.Adapter, rejectHints: options.UnsupportedHints == "reject");
 
+    public Task<ChatResult> PassThroughAsync(IChatProvider adapter, NativeCall call, CancellationToken cancellationToken) =>
+        ((IMessagesPassThrough)adapter).MessagesAsync(call, cancellationToken);
+
+    public IAsyncEnumerable<NativeEvent> PassThroughStreamAsync(IChatProvider adapter, NativeCall call, CancellationToken cancellationToken) =>
+        ((IMessagesPassThrough)adapter).StreamMessagesAsync(call, cancellationToken);
+
     public JsonObject RenderObject(JsonObject completion, JsonObject body, RequestTrace trace) => MessagesTranslation.ToMessage(completion, trace);
 
     public IStreamRenderer NewStream(JsonObject body, RequestTrace trace) => new MessagesTranslation.MessagesStream(trace, TokenEstimate.Prompt(body));

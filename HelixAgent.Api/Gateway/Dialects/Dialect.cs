@@ -24,6 +24,17 @@ internal interface IDialect
     /// <summary>The request as <paramref name="target"/> gets it (see <see cref="Prepared"/>).</summary>
     Prepared Prepare(JsonObject body, RouteTarget target, bool allowPassThrough, GatewayOptions options);
 
+    /// <summary>The body a target of the client's own protocol gets (<see cref="Prepared.PassThrough"/>): the client's, or what it refers to made whole.</summary>
+    JsonObject PassThroughBody(JsonObject body) => body;
+
+    /// <summary>A call passed through to a target of this dialect's protocol.</summary>
+    Task<ChatResult> PassThroughAsync(IChatProvider adapter, NativeCall call, CancellationToken cancellationToken) =>
+        throw new NotSupportedException($"{Endpoint} requests are never passed through");
+
+    /// <summary>A streaming call passed through to a target of this dialect's protocol.</summary>
+    IAsyncEnumerable<NativeEvent> PassThroughStreamAsync(IChatProvider adapter, NativeCall call, CancellationToken cancellationToken) =>
+        throw new NotSupportedException($"{Endpoint} requests are never passed through");
+
     /// <summary>A canonical <c>chat.completion</c> in this dialect's shape (answers a target passed through are already).</summary>
     ReadOnlyMemory<byte> Render(ChatResult result, JsonObject body, RequestTrace trace) => JsonBytes.Of(RenderObject(result.Response, body, trace));
 

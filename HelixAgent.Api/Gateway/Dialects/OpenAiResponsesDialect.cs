@@ -24,7 +24,42 @@ internal sealed class OpenAiResponsesDialect : IDialect
     public bool Cacheable(JsonObject body) => !ResponsesValidation.Stores(body);
 
     public Prepared Prepare(JsonObject body, RouteTarget target, bool allowPassThrough, GatewayOptions options) =>
-        ResponsesTranslation.ToCanonical(body, target.Provider.Adapter, rejectHints: options.UnsupportedHints == "reject");
+        allowPassThrough && target.Provider.Adapter is IResponsesPassThrough { NativeResponses: true }
+            ? new Prepared(null, PassThrough: true, [], [])
+            : ResponsesTranslation.ToCanonical(body, target.Provider.Adapter, rejectHints: options.UnsupportedHints == "reject");
+
+    /// <summary>
+    /// The client's body; for a stored conversation, the whole of it: the earlier turns' items before the request's own
+    /// input and no <c>previous_response_id</c> (the upstream never saw our ids).
+    /// </summary>
+    public JsonObject PassThroughBody(JsonObject body)
+    {
+        if (body[ResponsesTranslation.HistoryField] is not JsonArray history)
+        {
+            return body;
+        }
+        var whole = new JsonObject();
+        foreach (var (name, value) in body)
+        {
+            if (name is not (ResponsesTranslation.HistoryField or "previous_response_id" or "input"))
+            {
+                whole[name] = value?.DeepClone();
+            }
+        }
+        var input = (JsonArray)history.DeepClone();
+        foreach (var item in ResponsesTranslation.InputItems(body))
+        {
+            input.Add(item?.DeepClone());
+        }
+        whole["input"] = input;
+        return whole;
+    }
+
+    public Task<ChatResult> PassThroughAsync(IChatProvider adapter, NativeCall call, CancellationToken cancellationToken) =>
+        ((IResponsesPassThrough)adapter).ResponsesAsync(call, cancellationToken);
+
+    public IAsyncEnumerable<NativeEvent> PassThroughStreamAsync(IChatProvider adapter, NativeCall call, CancellationToken cancellationToken) =>
+        ((IResponsesPassThrough)adapter).StreamResponsesAsync(call, cancellationToken);
 
     public JsonObject RenderObject(JsonObject completion, JsonObject body, RequestTrace trace) => ResponsesTranslation.ToResponse(completion, body, trace);
 

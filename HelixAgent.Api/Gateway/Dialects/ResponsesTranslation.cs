@@ -660,6 +660,18 @@ internal static class ResponsesTranslation
             public bool Done { get; set; }
         }
 
+        public void AddNative(NativeEvent native, List<SseFrame> frames)
+        {
+            _native = true;
+            frames.Add(new SseFrame(native.Event, null, native.Data));
+            if (native.UsageFinal && JsonNode.Parse(native.Data)?["response"] is JsonObject final)
+            {
+                Final = final;
+            }
+        }
+
+        private bool _native;
+
         public void Add(ChatChunk chunk, List<SseFrame> frames)
         {
             var node = chunk.Chunk;
@@ -728,6 +740,10 @@ internal static class ResponsesTranslation
 
         public void End(List<SseFrame> frames)
         {
+            if (_native)
+            {
+                return; // the upstream's own response.completed went through
+            }
             Start(frames);
             CloseAll(frames);
             var (status, incomplete) = StatusOf(_finish);

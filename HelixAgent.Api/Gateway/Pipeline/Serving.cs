@@ -23,7 +23,8 @@ internal static partial class GatewayApi
             admitted.Route, trace,
             t => TimeSpan.FromSeconds(t.Provider.Options.TimeoutSeconds),
             (t, cts) => admitted.Requests.For(t) is { PassThrough: true }
-                ? ((IMessagesPassThrough)t.Provider.Adapter).MessagesAsync(new NativeCall(admitted.Body, t.UpstreamModel, trace.RequestId, admitted.ForwardedHeaders), cts.Token)
+                ? admitted.Dialect.PassThroughAsync(t.Provider.Adapter,
+                    new NativeCall(admitted.Dialect.PassThroughBody(admitted.Body), t.UpstreamModel, trace.RequestId, admitted.ForwardedHeaders), cts.Token)
                 : t.Provider.Adapter.CompleteAsync(new ChatCall(admitted.Requests.For(t).Canonical!, t.UpstreamModel, trace.RequestId), cts.Token),
             Eligible(admitted),
             ctx.RequestAborted);
@@ -38,10 +39,18 @@ internal static partial class GatewayApi
         NoteHints(trace, admitted, success.Target);
         SetRouteHeaders(ctx, trace);
         ReadOnlyMemory<byte> answer;
-        if (admitted.OnAnswer is { } onAnswer && !success.Value.IsNative)
+        if (admitted.OnAnswer is { } onAnswer && success.Value.IsNative)
+        {
+            answer = success.Value.Utf8Json;
+            if (JsonNode.Parse(answer.Span) is JsonObject passed)
+            {
+                onAnswer(passed);
+            }
+        }
+        else if (admitted.OnAnswer is { } onRendered)
         {
             var rendered = admitted.Dialect.RenderObject(success.Value.Response, admitted.Body, trace);
-            onAnswer(rendered);
+            onRendered(rendered);
             answer = JsonBytes.Of(rendered);
         }
         else
@@ -144,8 +153,8 @@ internal static partial class GatewayApi
             {
                 var prepared = admitted.Requests.For(t);
                 var pieces = (prepared.PassThrough
-                    ? Pieces(((IMessagesPassThrough)t.Provider.Adapter).StreamMessagesAsync(
-                        new NativeCall(admitted.Body, t.UpstreamModel, trace.RequestId, admitted.ForwardedHeaders), cts.Token), cts.Token)
+                    ? Pieces(admitted.Dialect.PassThroughStreamAsync(t.Provider.Adapter,
+                        new NativeCall(admitted.Dialect.PassThroughBody(admitted.Body), t.UpstreamModel, trace.RequestId, admitted.ForwardedHeaders), cts.Token), cts.Token)
                     : Pieces(t.Provider.Adapter.StreamAsync(new ChatCall(prepared.Canonical!, t.UpstreamModel, trace.RequestId), cts.Token), cts.Token))
                     .GetAsyncEnumerator(cts.Token);
                 // Hold back only what precedes the first content (role chunk, message_start, ping): until then we can still fail over.

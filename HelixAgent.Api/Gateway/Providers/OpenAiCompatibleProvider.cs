@@ -12,7 +12,7 @@ namespace HelixAgent.Api.Gateway.Providers;
 /// /v1): the request is passed through with only <c>model</c> (and for streams <c>stream_options.include_usage</c>,
 /// so usage is always known) changed; responses and chunks are already in the canonical shape.
 /// </summary>
-public sealed class OpenAiCompatibleProvider(string name, ProviderOptions options, HttpClient http) : IChatProvider
+public sealed class OpenAiCompatibleProvider(string name, ProviderOptions options, HttpClient http) : IChatProvider, IResponsesPassThrough
 {
     private readonly string _baseUrl = (options.BaseUrl ?? "https://api.openai.com/v1").TrimEnd('/');
 
@@ -142,6 +142,108 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
     /// the upstream model; a completion has <c>stream: false</c> and no <c>stream_options</c>; a stream has
     /// <c>stream: true</c> and <c>stream_options.include_usage: true</c> (so usage is always known).
     /// </summary>
+    // ---- pass-through (a Responses client, Responses: native) ----
+
+    public bool NativeResponses => string.Equals(options.Responses, "native", StringComparison.OrdinalIgnoreCase);
+
+    public async Task<ChatResult> ResponsesAsync(NativeCall call, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        using var response = await UpstreamHttp.SendAsync(http, Native("/responses", call), Name, cancellationToken);
+        var bytes = await UpstreamHttp.ReadBytesAsync(response, Name, cancellationToken);
+        try
+        {
+            using var doc = JsonDocument.Parse(bytes);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("output", out _))
+            {
+                throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answered something that is not a response");
+            }
+            return ChatResult.PassedThrough(bytes, ResponsesUsage(doc.RootElement));
+        }
+        catch (JsonException ex)
+        {
+            throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: answered invalid JSON: {ex.Message}", inner: ex);
+        }
+    }
+
+    public async IAsyncEnumerable<NativeEvent> StreamResponsesAsync(NativeCall call, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        using var response = await UpstreamHttp.SendAsync(http, Native("/responses", call), Name, cancellationToken);
+        await using var stream = await response.Content.ReadAsStreamAsync(cancellationToken);
+        await foreach (var sse in UpstreamHttp.ReadSseAsync(stream, Name, cancellationToken))
+        {
+            if (string.IsNullOrWhiteSpace(sse.Data))
+            {
+                continue;
+            }
+            JsonDocument doc;
+            try
+            {
+                doc = JsonDocument.Parse(sse.Data);
+            }
+            catch (JsonException ex)
+            {
+                throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: sent invalid JSON in its stream: {ex.Message}", inner: ex);
+            }
+            using (doc)
+            {
+                var root = doc.RootElement;
+                var type = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : sse.Event;
+                switch (type)
+                {
+                    case "response.output_text.delta" or "response.function_call_arguments.delta" or "response.refusal.delta"
+                        or "response.reasoning_summary_text.delta" or "response.reasoning_text.delta" or "response.custom_tool_call_input.delta":
+                        var chars = root.TryGetProperty("delta", out var d) && d.ValueKind == JsonValueKind.String ? d.GetString()!.Length : 0;
+                        yield return new NativeEvent(sse.Event, sse.Data, true, null, false, chars);
+                        break;
+                    case "response.completed" or "response.incomplete":
+                        yield return new NativeEvent(sse.Event, sse.Data, false,
+                            root.TryGetProperty("response", out var done) ? ResponsesUsage(done) : null, true, 0);
+                        yield break;
+                    case "response.failed" or "error":
+                        var message = root.TryGetProperty("message", out var m) && m.ValueKind == JsonValueKind.String ? m.GetString()
+                            : root.TryGetProperty("response", out var failed) && failed.TryGetProperty("error", out var fe) && fe.ValueKind == JsonValueKind.Object
+                              && fe.TryGetProperty("message", out var fm) ? fm.GetString() : "unknown";
+                        throw new UpstreamException(UpstreamFailure.ServerError, $"{Name}: stream {type}: {message}");
+                    default:
+                        yield return new NativeEvent(sse.Event, sse.Data, false, null, false, 0);
+                        break;
+                }
+            }
+        }
+        throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: stream ended early (no response.completed)");
+    }
+
+    /// <summary>A Responses <c>usage</c> (<c>input_tokens</c>, <c>output_tokens</c>) as token counts.</summary>
+    private static TokenUsage ResponsesUsage(JsonElement response)
+    {
+        if (!response.TryGetProperty("usage", out var usage) || usage.ValueKind != JsonValueKind.Object)
+        {
+            return default;
+        }
+        static int Int(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i) ? i : 0;
+        return new TokenUsage(Int(usage, "input_tokens"), Int(usage, "output_tokens"));
+    }
+
+    /// <summary>The client's body with only <c>model</c> replaced.</summary>
+    private HttpRequestMessage Native(string path, NativeCall call)
+    {
+        var buffer = new ArrayBufferWriter<byte>(1024);
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true }))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("model", call.UpstreamModel);
+            JsonBytes.WritePropertiesExcept(writer, call.Request, static n => n == "model");
+            writer.WriteEndObject();
+        }
+        var content = new ReadOnlyMemoryContent(buffer.WrittenMemory);
+        content.Headers.ContentType = new MediaTypeHeaderValue(UpstreamHttp.JsonMediaType);
+        var message = new HttpRequestMessage(HttpMethod.Post, _baseUrl + path) { Content = content };
+        Authorize(message);
+        return message;
+    }
+
     private HttpRequestMessage Post(string path, JsonObject request, string model, RequestMode mode)
     {
         var buffer = new ArrayBufferWriter<byte>(512);

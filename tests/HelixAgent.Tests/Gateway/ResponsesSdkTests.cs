@@ -192,6 +192,68 @@ public sealed class ResponsesSdkTests(PostgresServer postgres, RedisServer redis
         }
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_native_responses_target_gets_the_body_untouched_and_its_answer_comes_back_byte_for_byte(bool stream)
+    {
+        await using var openai = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        openai.Strict = true;
+        var settings = GatewayHarness.RouteOver([openai]);
+        settings["Providers:p0:Responses"] = "native";
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, settings);
+        var body = JsonNode.Parse("""
+            {"model":"m","store":false,"input":[{"role":"user","content":[{"type":"input_text","text":"hello native"}]}],
+             "reasoning":{"effort":"high","summary":"auto"},"include":["reasoning.encrypted_content"],"prompt_cache_key":"k1",
+             "tools":[{"type":"web_search"}],"some_future_field":{"kept":true}}
+            """)!.AsObject();
+        body["stream"] = stream;
+
+        using var response = await gw.PostJsonAsync("/v1/responses", body);
+        var answer = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(body.ToJsonString(), openai.Requests.Single().Body);
+        Assert.Equal("/v1/responses", openai.Requests.Single().Path);
+        Assert.False(response.Headers.Contains("x-helixagent-dropped"));
+        if (stream)
+        {
+            var events = answer.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            Assert.StartsWith("event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_fake", events[0]);
+            Assert.StartsWith("event: response.completed\n", events[^1]);
+        }
+        else
+        {
+            Assert.StartsWith("resp_fake", JsonNode.Parse(answer)!["id"]!.GetValue<string>());
+        }
+        var row = Assert.Single(await gw.LedgerRowsAsync(1));
+        Assert.True(row.PromptTokens > 0 && row.CompletionTokens > 0, $"tokens {row.PromptTokens}/{row.CompletionTokens}");
+    }
+
+    [Fact]
+    public async Task A_stored_conversation_on_a_native_target_is_sent_whole_without_our_previous_response_id()
+    {
+        await using var openai = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        var settings = GatewayHarness.RouteOver([openai]);
+        settings["Providers:p0:Responses"] = "native";
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, settings);
+        openai.Reply = "Hello Ada.";
+
+        ResponseResult first = await Sdk(gw).CreateResponseAsync(Ask("m", "I am Ada.", store: true));
+        openai.Reply = "You are Ada.";
+        ResponseResult second = await Sdk(gw).CreateResponseAsync(new CreateResponseOptions("m", [ResponseItem.CreateUserMessageItem("Who am I?")])
+        {
+            PreviousResponseId = first.Id,
+        });
+
+        Assert.StartsWith("resp_fake", first.Id, StringComparison.Ordinal); // the upstream's own id, byte for byte
+        Assert.Equal("You are Ada.", second.GetOutputText());
+        var sent = JsonNode.Parse(openai.Requests[^1].Body)!;
+        Assert.Null(sent["previous_response_id"]);
+        Assert.Equal(3, sent["input"]!.AsArray().Count); // I am Ada., Hello Ada., Who am I?
+        Assert.Contains("Hello Ada.", sent["input"]!.ToJsonString());
+    }
+
     [Fact]
     public async Task Gateway_errors_reach_the_sdk_as_client_result_exceptions_with_the_status()
     {
