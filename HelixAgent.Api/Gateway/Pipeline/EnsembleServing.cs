@@ -71,6 +71,7 @@ internal static partial class GatewayApi
         }
         var served = admitted.Dialect.RenderObject(answer, admitted.Body, trace);
         served["ensemble"] = block;
+        admitted.OnAnswer?.Invoke(served);
         await WriteAndCacheAsync(ctx, s, cache?.Key, JsonBytes.Of(served), trace.Usage);
     }
 
@@ -230,6 +231,11 @@ internal static partial class GatewayApi
             if (i == chunks.Count - 1)
             {
                 renderer.End(frames);
+                if (admitted.OnAnswer is { } onAnswer && renderer is ResponsesTranslation.ResponsesStream { Final: { } final })
+                {
+                    final["ensemble"] = block.DeepClone();
+                    onAnswer(final);
+                }
             }
             if (i >= finishAt && !blockPlaced && frames.FirstOrDefault(f => f.Json is JsonObject).Json is JsonObject carrier)
             {

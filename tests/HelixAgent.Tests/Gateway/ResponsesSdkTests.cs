@@ -255,6 +255,62 @@ public sealed class ResponsesSdkTests(PostgresServer postgres, RedisServer redis
     }
 
     [Fact]
+    public async Task The_ensemble_answers_a_responses_request_in_responses_shape_and_it_is_stored()
+    {
+        var settings = GatewayHarness.SimulatorSettings();
+        settings["Ensemble:Members:0"] = "sim/sim-small";
+        settings["Ensemble:Members:1"] = "sim/sim-cut";
+        settings["Ensemble:MinProviders"] = "1";
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, settings);
+
+        using var response = await gw.PostJsonAsync("/v1/responses", new JsonObject { ["model"] = "helixagent-ensemble", ["input"] = "ask both" });
+        var answer = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("response", answer["object"]!.GetValue<string>());
+        Assert.Equal("Simulated answer to: ask both", answer["output"]![0]!["content"]![0]!["text"]!.GetValue<string>());
+        Assert.Equal("sim/sim-small", answer["ensemble"]!["selected"]!.GetValue<string>());
+        ResponseResult stored = await Sdk(gw).GetResponseAsync(answer["id"]!.GetValue<string>());
+        Assert.Equal("Simulated answer to: ask both", stored.GetOutputText());
+    }
+
+    [Fact]
+    public async Task A_deterministic_store_false_request_is_answered_from_the_cache_the_second_time_and_a_stored_one_never_is()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var body = new JsonObject { ["model"] = "sim-small", ["input"] = "cache me", ["temperature"] = 0, ["store"] = false };
+
+        using var miss = await gw.PostJsonAsync("/v1/responses", body);
+        await Eventually.TrueAsync(async () =>
+        {
+            using var again = await gw.PostJsonAsync("/v1/responses", body);
+            return again.Headers.GetValues("x-helixagent-cache").Single() == "hit";
+        }, "the second identical store:false request to be a cache hit");
+        body["store"] = true;
+        using var stored = await gw.PostJsonAsync("/v1/responses", body);
+
+        Assert.Equal("miss", miss.Headers.GetValues("x-helixagent-cache").Single());
+        Assert.Equal("bypass", stored.Headers.GetValues("x-helixagent-cache").Single());
+    }
+
+    [Fact]
+    public async Task The_simulator_answers_a_json_schema_format_with_an_instance_of_the_schema()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        var body = JsonNode.Parse("""
+            {"model":"sim-small","input":"weather","store":false,"text":{"format":{"type":"json_schema","name":"w","strict":true,
+             "schema":{"type":"object","properties":{"city":{"type":"string"},"celsius":{"type":"number"}},"required":["city","celsius"],"additionalProperties":false}}}}
+            """)!.AsObject();
+
+        using var response = await gw.PostJsonAsync("/v1/responses", body);
+        var text = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["output"]![0]!["content"]![0]!["text"]!.GetValue<string>();
+
+        var json = JsonNode.Parse(text)!.AsObject();
+        Assert.Equal(["celsius", "city"], json.Select(p => p.Key).Order());
+        Assert.Equal(System.Text.Json.JsonValueKind.Number, json["celsius"]!.GetValueKind());
+    }
+
+    [Fact]
     public async Task Gateway_errors_reach_the_sdk_as_client_result_exceptions_with_the_status()
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
