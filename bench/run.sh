@@ -20,12 +20,15 @@
 # no logic): what any .NET proxy hop costs on this machine. "Over null" is the gateway minus that proxy: its own work.
 # The Messages rows do the same for Anthropic's dialect: /v1/messages through the gateway to a fake Anthropic upstream
 # (pass-through: the body goes upstream untouched) against that upstream answering directly, beside chat's figures.
+# The Responses rows: /v1/responses (store: false) translated to chat for the fake OpenAI upstream, against its chat
+# answering directly; and passed through to a provider with Responses: native, against its /v1/responses directly.
 #
 # Settings (environment):
 #   DURATION=5s                    wrk run length, per concurrency and target
 #   CONCURRENCY="1 16 64 256"      wrk connections (CONCURRENCY="" or RATES="" skips that part)
 #   RATES="500 1000 2000 3000 4000 5000"   fixed rates (requests/s), each direct and through the gateway
 #   MESSAGES_RATES=RATES           fixed rates of the Messages rows (MESSAGES_RATES="" skips them)
+#   RESPONSES_RATES="1000 2000"    fixed rates of the Responses rows, translated and native (RESPONSES_RATES="" skips them)
 #   RATE_DURATION=10s WARMUP=1s    each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
 #   CONNECTIONS=64                 load generator connection pool (pre-opened)
 #   STREAM_RATE=200 STREAM_CHUNK_DELAY_MS=1    streaming run; the upstream pauses between stream chunks
@@ -59,6 +62,7 @@ DURATION=${DURATION:-5s}
 CONCURRENCY=${CONCURRENCY-"1 16 64 256"}
 RATES=${RATES-"500 1000 2000 3000 4000 5000"}
 MESSAGES_RATES=${MESSAGES_RATES-$RATES}
+RESPONSES_RATES=${RESPONSES_RATES-"1000 2000"}
 RATE_DURATION=${RATE_DURATION:-10s}
 WARMUP=${WARMUP:-1s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -163,6 +167,8 @@ esac
   Providers__bench__Type=openai Providers__bench__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__bench__Models__0=bench-model \
   Providers__claude__Type=anthropic Providers__claude__BaseUrl="http://127.0.0.1:$anth_port" Providers__claude__ApiKey=bench \
   Providers__claude__Models__0=bench-claude \
+  Providers__native__Type=openai Providers__native__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__native__Models__0=bench-native \
+  Providers__native__Responses=native \
   "${otel[@]}" ${GATEWAY_ENV:-} \
   dotnet "$(basename "$api")" ) >"$work/gateway.log" 2>&1 &
 gw_pid=$!; pids+=($gw_pid)
@@ -181,6 +187,11 @@ msg_url="http://127.0.0.1:$gw_port/v1/messages"
 anth_url="http://127.0.0.1:$anth_port/v1/messages"
 msgbody='{"model":"bench-claude","max_tokens":32,"messages":[{"role":"user","content":"Say something short."}]}'
 anthbody='{"model":"claude-fake","max_tokens":32,"messages":[{"role":"user","content":"Say something short."}]}'
+resp_url="http://127.0.0.1:$gw_port/v1/responses"
+upresp_url="http://127.0.0.1:$up_port/v1/responses"
+respbody='{"model":"bench-model","store":false,"input":"Say something short.","max_output_tokens":32}'
+nativebody='{"model":"bench-native","store":false,"input":"Say something short.","max_output_tokens":32}'
+upnativebody='{"model":"gpt-4o-mini","store":false,"input":"Say something short.","max_output_tokens":32}'
 cachebody='{"model":"bench-model","temperature":0,"messages":[{"role":"user","content":"Cache me."}],"max_tokens":32}'
 
 # cpu_us PID RATE CMD...: runs CMD and echoes its output, then the CPU time PID used per request at RATE while it ran
@@ -334,6 +345,40 @@ if [ "$main" = 1 ]; then
     done
   fi
 
+  declare -A resp_a99 resp_cpu
+  if [ -n "$RESPONSES_RATES" ]; then
+    echo "bench: OpenAI Responses (translated and native) at fixed rates..." >&2
+    loadgen --url "$resp_url" --key "$key" --body "$respbody" --rate 1000 --duration 2s --label warm-responses >/dev/null
+    loadgen --url "$resp_url" --key "$key" --body "$nativebody" --rate 1000 --duration 2s --label warm-native >/dev/null
+    {
+      echo
+      echo "OpenAI Responses, open loop (store: false): translated = /v1/responses through the gateway to the fake upstream's chat, against its chat directly;"
+      echo "  native = passed through to a Responses: native provider, against the fake upstream's /v1/responses directly (ms; chat's figures from the table above)"
+      printf "%-6s %-10s | %10s %10s | %10s %10s | %10s %10s | %13s | %8s %7s | %s\n" "rate/s" "mode" "direct p50" "direct p99" "gw p50" "gw p99" "added p50" "added p99" \
+        "chat added p99" "gw ok/s" "failed" "CPU us/request responses/chat"
+    } >>"$report"
+    for rate in $RESPONSES_RATES; do
+      for mode in translated native; do
+        if [ "$mode" = translated ]; then
+          d=$(loadgen --url "$up_url" --body "$upbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "responses-direct@$rate")
+          gbody=$respbody
+        else
+          d=$(loadgen --url "$upresp_url" --body "$upnativebody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "native-direct@$rate")
+          gbody=$nativebody
+        fi
+        g=$(cpu_us "$gw_pid" "$rate" loadgen --url "$resp_url" --key "$key" --body "$gbody" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "responses-$mode@$rate")
+        gcpu=${g##*$'\n'}; g=${g%$'\n'*}
+        failed=$(( $(field non2xx "$g") + $(field errors "$g") ))
+        a99=$(added "$(field p99_us "$g")" "$(field p99_us "$d")")
+        printf "%-6s %-10s | %10s %10s | %10s %10s | %10s %10s | %13s | %8.0f %7s | %s/%s\n" "$rate" "$mode" \
+          "$(ms "$(field p50_us "$d")")" "$(ms "$(field p99_us "$d")")" "$(ms "$(field p50_us "$g")")" "$(ms "$(field p99_us "$g")")" \
+          "$(added "$(field p50_us "$g")" "$(field p50_us "$d")")" "$a99" "${chat_a99[$rate]:--}" \
+          "$(field ok_rps "$g")" "$failed" "$gcpu" "${chat_cpu[$rate]:--}" >>"$report"
+        resp_a99[$mode$rate]=$a99; resp_cpu[$mode$rate]=$gcpu
+      done
+    done
+  fi
+
   echo "bench: streaming at $STREAM_RATE/s..." >&2
   d=$(loadgen --url "$up_url" --body "$upstreambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-direct")
   g=$(loadgen --url "$gw_url" --key "$key" --body "$streambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-gw")
@@ -436,6 +481,10 @@ after_rss=$(rss); peak_rss=$(hwm)
       # CPU time per request is the stable figure on a VM with steal time; p99s move several-fold between runs.
       echo "  $(verdict "Messages pass-through costs no more than chat at 1,000 requests/s: CPU ${msg_cpu_1000:--} vs ${chat_cpu[1000]:--} us/request (10% allowed for noise)" "${msg_cpu_1000:--} <= 1.1 * ${chat_cpu[1000]:--}")"
       echo "    added p99 ${msg_a99_1000:--} ms over the fake Anthropic upstream, chat's ${added_p99_1000:--} ms over the fake OpenAI upstream"
+    fi
+    if [ -n "$RESPONSES_RATES" ]; then
+      echo "  Responses at 1,000 requests/s (no floor): CPU translated ${resp_cpu[translated1000]:--}, native ${resp_cpu[native1000]:--}, chat ${chat_cpu[1000]:--} us/request;"
+      echo "    added p99 translated ${resp_a99[translated1000]:--} ms, native ${resp_a99[native1000]:--} ms, chat ${added_p99_1000:--} ms"
     fi
   fi
   if [ "$SOAK" -gt 0 ]; then
