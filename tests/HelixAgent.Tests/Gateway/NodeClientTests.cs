@@ -15,6 +15,7 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
     : IClassFixture<PostgresServer>, IClassFixture<RedisServer>
 {
     private static readonly string NodeDir = Path.Combine(RepoPaths.Root, "tests", "node");
+    private static readonly string ExamplesDir = Path.Combine(RepoPaths.Root, "examples");
 
     [Fact]
     public async Task The_anthropic_npm_sdk_gets_an_answer_a_stream_a_tool_loop_a_token_count_a_signed_thinking_block_and_typed_errors()
@@ -143,6 +144,35 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
         Assert.True(logged.Length == 0, $"the node client's requests logged errors:\n{logged}");
     }
 
+    [Fact]
+    public async Task The_readme_examples_run_unchanged_against_the_simulator()
+    {
+        var db = await TestDatabase.CreateAsync(postgres, "node");
+        var key = await db.CreateKeyAsync("readme");
+        var env = FaultEnvironment.For(db, redis);
+        env["Providers__simulator__Type"] = "simulator";
+        env["Providers__simulator__Models__0"] = "sim-small";
+        env["Providers__simulator__LatencyMs"] = "1";
+        env["Providers__simulator__TokensPerSecond"] = "0";
+        await using var api = await ApiProcess.StartAsync(env);
+        var url = api.BaseAddress.ToString().TrimEnd('/');
+
+        var anthropic = await RunNodeAsync("anthropic-messages.mjs", new Dictionary<string, string> { ["ANTHROPIC_BASE_URL"] = url, ["ANTHROPIC_API_KEY"] = key }, ExamplesDir);
+        var openai = await RunNodeAsync("openai-responses.mjs", new Dictionary<string, string> { ["OPENAI_BASE_URL"] = url + "/v1", ["OPENAI_API_KEY"] = key }, ExamplesDir);
+
+        var lines = anthropic.Split('\n');
+        Assert.Equal("Simulated answer to: hello gateway", lines[0]);
+        Assert.Equal("Simulated answer to: stream it | end_turn", lines[1]);
+        Assert.StartsWith("tool_use {", lines[2], StringComparison.Ordinal);
+        Assert.Contains("name: 'get_weather'", anthropic, StringComparison.Ordinal);
+        lines = openai.Split('\n');
+        Assert.Matches("^resp_[0-9a-f]{32} Simulated answer to: My name is Ada.$", lines[0]);
+        Assert.Equal("Simulated answer to: What is my name?", lines[1]);
+        Assert.Equal("Simulated answer to: stream it | completed", lines[2]);
+        Assert.Contains("type: 'function_call'", openai, StringComparison.Ordinal);
+        Assert.Contains("name: 'get_weather'", openai, StringComparison.Ordinal);
+    }
+
     private static void AssertError(JsonNode? error, string sdkClass, int status, string type)
     {
         Assert.NotNull(error);
@@ -153,21 +183,22 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
     }
 
     /// <summary>Installs the pinned packages (<c>npm ci</c>) when they are missing or older than the lock file, then runs <paramref name="script"/> and returns its stdout.</summary>
-    private static async Task<string> RunNodeAsync(string script, IDictionary<string, string> env)
+    private static async Task<string> RunNodeAsync(string script, IDictionary<string, string> env, string? dir = null)
     {
-        var installed = Path.Combine(NodeDir, "node_modules", ".package-lock.json");
-        if (!File.Exists(installed) || File.GetLastWriteTimeUtc(installed) < File.GetLastWriteTimeUtc(Path.Combine(NodeDir, "package-lock.json")))
+        dir ??= NodeDir;
+        var installed = Path.Combine(dir, "node_modules", ".package-lock.json");
+        if (!File.Exists(installed) || File.GetLastWriteTimeUtc(installed) < File.GetLastWriteTimeUtc(Path.Combine(dir, "package-lock.json")))
         {
-            await RunAsync("npm", ["ci", "--no-audit", "--no-fund"], new Dictionary<string, string>(), TimeSpan.FromMinutes(5));
+            await RunAsync(dir, "npm", ["ci", "--no-audit", "--no-fund"], new Dictionary<string, string>(), TimeSpan.FromMinutes(5));
         }
-        return await RunAsync("node", [script], env, TimeSpan.FromMinutes(2));
+        return await RunAsync(dir, "node", [script], env, TimeSpan.FromMinutes(2));
     }
 
-    private static async Task<string> RunAsync(string file, string[] args, IDictionary<string, string> env, TimeSpan timeout)
+    private static async Task<string> RunAsync(string dir, string file, string[] args, IDictionary<string, string> env, TimeSpan timeout)
     {
         var psi = new ProcessStartInfo(file)
         {
-            WorkingDirectory = NodeDir,
+            WorkingDirectory = dir,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
@@ -176,14 +207,15 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
         {
             psi.ArgumentList.Add(a);
         }
+        // The SDKs read these when set; the test's values are the only ones they may use.
+        foreach (var name in (ReadOnlySpan<string>)["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"])
+        {
+            psi.Environment.Remove(name);
+        }
         foreach (var (k, v) in env)
         {
             psi.Environment[k] = v;
         }
-        // The SDK reads these when set; the test's values are the only ones it may use.
-        psi.Environment.Remove("ANTHROPIC_API_KEY");
-        psi.Environment.Remove("ANTHROPIC_AUTH_TOKEN");
-        psi.Environment.Remove("ANTHROPIC_BASE_URL");
         using var p = Process.Start(psi) ?? throw new InvalidOperationException($"{file} did not start");
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
