@@ -46,17 +46,22 @@ public sealed class RetentionJob(WorkerOptions options, TimeProvider time) : IMa
         {
             return 0;
         }
-        var cutoff = time.GetUtcNow().AddDays(-options.RetentionDays);
+        return await DeleteOlderAsync(connection, "completions", "id", time.GetUtcNow().AddDays(-options.RetentionDays), options.RetentionBatchSize, cancellationToken);
+    }
+
+    /// <summary>Deletes the rows of <paramref name="table"/> created before <paramref name="cutoff"/>, <paramref name="batch"/> per statement (oldest first by <paramref name="order"/>).</summary>
+    internal static async Task<long> DeleteOlderAsync(NpgsqlConnection connection, string table, string order, DateTimeOffset cutoff, int batch, CancellationToken ct)
+    {
         long total = 0;
         while (true)
         {
             await using var cmd = new NpgsqlCommand(
-                "DELETE FROM completions WHERE id IN (SELECT id FROM completions WHERE created_at < $1 ORDER BY id LIMIT $2)", connection);
+                $"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE created_at < $1 ORDER BY {order} LIMIT $2)", connection);
             cmd.Parameters.AddWithValue(cutoff);
-            cmd.Parameters.AddWithValue(options.RetentionBatchSize);
-            var deleted = await cmd.ExecuteNonQueryAsync(cancellationToken);
+            cmd.Parameters.AddWithValue(batch);
+            var deleted = await cmd.ExecuteNonQueryAsync(ct);
             total += deleted;
-            if (deleted < options.RetentionBatchSize)
+            if (deleted < batch)
             {
                 return total;
             }
@@ -85,21 +90,8 @@ public sealed class ResponsesRetentionJob(ResponsesRetentionOptions responses, W
         {
             return 0;
         }
-        var cutoff = time.GetUtcNow().AddDays(-responses.RetentionDays);
-        long total = 0;
-        while (true)
-        {
-            await using var cmd = new NpgsqlCommand(
-                "DELETE FROM responses WHERE id IN (SELECT id FROM responses WHERE created_at < $1 ORDER BY created_at LIMIT $2)", connection);
-            cmd.Parameters.AddWithValue(cutoff);
-            cmd.Parameters.AddWithValue(options.RetentionBatchSize);
-            var deleted = await cmd.ExecuteNonQueryAsync(cancellationToken);
-            total += deleted;
-            if (deleted < options.RetentionBatchSize)
-            {
-                return total;
-            }
-        }
+        return await RetentionJob.DeleteOlderAsync(connection, "responses", "created_at", time.GetUtcNow().AddDays(-responses.RetentionDays),
+            options.RetentionBatchSize, cancellationToken);
     }
 }
 

@@ -111,16 +111,7 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
             {
                 continue;
             }
-            JsonDocument doc;
-            try
-            {
-                doc = JsonDocument.Parse(sse.Data);
-            }
-            catch (JsonException ex)
-            {
-                throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: sent invalid JSON in its stream: {ex.Message}", inner: ex);
-            }
-            using (doc)
+            using (var doc = ProviderSupport.ParseEvent(sse.Data, Name))
             {
                 var root = doc.RootElement;
                 var type = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : sse.Event;
@@ -166,17 +157,7 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
     /// <summary>The client's body with only <c>model</c> replaced, written straight to UTF-8; the client's version and betas.</summary>
     private HttpRequestMessage NativeRequest(string path, NativeCall call)
     {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
-        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true }))
-        {
-            writer.WriteStartObject();
-            writer.WriteString("model", call.UpstreamModel);
-            JsonBytes.WritePropertiesExcept(writer, call.Request, static n => n == "model");
-            writer.WriteEndObject();
-        }
-        var content = new ReadOnlyMemoryContent(buffer.WrittenMemory);
-        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue(UpstreamHttp.JsonMediaType);
-        var request = new HttpRequestMessage(HttpMethod.Post, new Uri(_apiRoot + path, UriKind.Absolute)) { Content = content };
+        var request = ProviderSupport.PassThroughRequest(_apiRoot + path, call.Request, call.UpstreamModel);
         if (!string.IsNullOrEmpty(_options.ApiKey))
         {
             ProviderSupport.SetHeader(request, "x-api-key", _options.ApiKey);

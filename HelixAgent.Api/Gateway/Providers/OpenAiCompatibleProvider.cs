@@ -177,16 +177,7 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
             {
                 continue;
             }
-            JsonDocument doc;
-            try
-            {
-                doc = JsonDocument.Parse(sse.Data);
-            }
-            catch (JsonException ex)
-            {
-                throw new UpstreamException(UpstreamFailure.Protocol, $"{Name}: sent invalid JSON in its stream: {ex.Message}", inner: ex);
-            }
-            using (doc)
+            using (var doc = ProviderSupport.ParseEvent(sse.Data, Name))
             {
                 var root = doc.RootElement;
                 var type = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : sse.Event;
@@ -229,17 +220,7 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
     /// <summary>The client's body with only <c>model</c> replaced.</summary>
     private HttpRequestMessage Native(string path, NativeCall call)
     {
-        var buffer = new ArrayBufferWriter<byte>(1024);
-        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true }))
-        {
-            writer.WriteStartObject();
-            writer.WriteString("model", call.UpstreamModel);
-            JsonBytes.WritePropertiesExcept(writer, call.Request, static n => n == "model");
-            writer.WriteEndObject();
-        }
-        var content = new ReadOnlyMemoryContent(buffer.WrittenMemory);
-        content.Headers.ContentType = new MediaTypeHeaderValue(UpstreamHttp.JsonMediaType);
-        var message = new HttpRequestMessage(HttpMethod.Post, _baseUrl + path) { Content = content };
+        var message = ProviderSupport.PassThroughRequest(_baseUrl + path, call.Request, call.UpstreamModel);
         Authorize(message);
         return message;
     }

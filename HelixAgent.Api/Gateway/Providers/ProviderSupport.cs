@@ -22,6 +22,35 @@ internal static class ProviderSupport
         return request;
     }
 
+    /// <summary>A client's body passed through: <c>model</c> set to the upstream's, every other property as sent, written straight to UTF-8.</summary>
+    public static HttpRequestMessage PassThroughRequest(string url, JsonObject request, string model)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1024);
+        using (var writer = new System.Text.Json.Utf8JsonWriter(buffer, new System.Text.Json.JsonWriterOptions { SkipValidation = true }))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("model", model);
+            JsonBytes.WritePropertiesExcept(writer, request, static n => n == "model");
+            writer.WriteEndObject();
+        }
+        var content = new ReadOnlyMemoryContent(buffer.WrittenMemory);
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue(UpstreamHttp.JsonMediaType);
+        return new HttpRequestMessage(HttpMethod.Post, new Uri(url, UriKind.Absolute)) { Content = content };
+    }
+
+    /// <summary>A passed-through stream event's data as JSON; invalid JSON is the upstream's protocol error.</summary>
+    public static System.Text.Json.JsonDocument ParseEvent(string data, string provider)
+    {
+        try
+        {
+            return System.Text.Json.JsonDocument.Parse(data);
+        }
+        catch (System.Text.Json.JsonException ex)
+        {
+            throw new UpstreamException(UpstreamFailure.Protocol, $"{provider}: sent invalid JSON in its stream: {ex.Message}", inner: ex);
+        }
+    }
+
     /// <summary>Sets a header, replacing any value already there.</summary>
     public static void SetHeader(HttpRequestMessage request, string name, string value)
     {

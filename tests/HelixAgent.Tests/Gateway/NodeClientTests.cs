@@ -24,11 +24,7 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
         var db = await TestDatabase.CreateAsync(postgres, "node");
         var key = await db.CreateKeyAsync("node-sdk");
         var env = FaultEnvironment.For(db, redis).WithProvider("claude", anthropic, "claude-fake");
-        env["Providers__sim__Type"] = "simulator";
-        env["Providers__sim__Models__0"] = "sim-small";
-        env["Providers__sim__LatencyMs"] = "1";
-        env["Providers__sim__TokensPerSecond"] = "0";
-        await using var api = await ApiProcess.StartAsync(env);
+        await using var api = await ApiProcess.StartAsync(WithSimulator(env, "sim"));
 
         var output = await RunNodeAsync("anthropic-sdk.mjs", new Dictionary<string, string>
         {
@@ -94,11 +90,7 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
         var db = await TestDatabase.CreateAsync(postgres, "node");
         var key = await db.CreateKeyAsync("node-openai");
         var env = FaultEnvironment.For(db, redis);
-        env["Providers__sim__Type"] = "simulator";
-        env["Providers__sim__Models__0"] = "sim-small";
-        env["Providers__sim__LatencyMs"] = "1";
-        env["Providers__sim__TokensPerSecond"] = "0";
-        await using var api = await ApiProcess.StartAsync(env);
+        await using var api = await ApiProcess.StartAsync(WithSimulator(env, "sim"));
 
         var result = JsonNode.Parse(await RunNodeAsync("openai-responses.mjs", new Dictionary<string, string>
         {
@@ -150,11 +142,7 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
         var db = await TestDatabase.CreateAsync(postgres, "node");
         var key = await db.CreateKeyAsync("readme");
         var env = FaultEnvironment.For(db, redis);
-        env["Providers__simulator__Type"] = "simulator";
-        env["Providers__simulator__Models__0"] = "sim-small";
-        env["Providers__simulator__LatencyMs"] = "1";
-        env["Providers__simulator__TokensPerSecond"] = "0";
-        await using var api = await ApiProcess.StartAsync(env);
+        await using var api = await ApiProcess.StartAsync(WithSimulator(env, "simulator"));
         var url = api.BaseAddress.ToString().TrimEnd('/');
 
         var anthropic = await RunNodeAsync("anthropic-messages.mjs", new Dictionary<string, string> { ["ANTHROPIC_BASE_URL"] = url, ["ANTHROPIC_API_KEY"] = key }, ExamplesDir);
@@ -171,6 +159,16 @@ public sealed class NodeClientTests(PostgresServer postgres, RedisServer redis)
         Assert.Equal("Simulated answer to: stream it | completed", lines[2]);
         Assert.Contains("type: 'function_call'", openai, StringComparison.Ordinal);
         Assert.Contains("name: 'get_weather'", openai, StringComparison.Ordinal);
+    }
+
+    /// <summary>The simulator as provider <paramref name="name"/>, serving <c>sim-small</c> without pacing.</summary>
+    private static Dictionary<string, string> WithSimulator(Dictionary<string, string> env, string name)
+    {
+        env[$"Providers__{name}__Type"] = "simulator";
+        env[$"Providers__{name}__Models__0"] = "sim-small";
+        env[$"Providers__{name}__LatencyMs"] = "1";
+        env[$"Providers__{name}__TokensPerSecond"] = "0";
+        return env;
     }
 
     private static void AssertError(JsonNode? error, string sdkClass, int status, string type)

@@ -115,7 +115,7 @@ public sealed class ResponsesTranslationTests(PostgresServer postgres, RedisServ
     }
 
     [Fact]
-    public async Task A_coding_agent_request_to_the_simulator_is_answered_with_every_hint_named()
+    public async Task A_coding_agent_request_to_the_simulator_is_answered_with_every_hint_named_and_runs_a_function_call_round_trip()
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
 
@@ -128,6 +128,20 @@ public sealed class ResponsesTranslationTests(PostgresServer postgres, RedisServ
             response.Headers.GetValues("x-helixagent-dropped").Single().Split(',').Order());
         Assert.StartsWith("Simulated answer to: run the unit tests",
             string.Concat(events.Where(e => e.Name == "response.output_text.delta").Select(e => e.Data.GetProperty("delta").GetString())));
+
+        // Asked for a tool by name, the simulator calls it; given the call's output (the whole input resent), it answers.
+        var ask = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "run the unit tests with exec_command" });
+        using var calling = await gw.PostJsonAsync("/v1/responses", CodingAgentRequest("sim-small", ask));
+        var call = (await Sse.ReadNamedAsync(calling)).Single(e => e.Name == "response.output_item.done").Data.GetProperty("item");
+        Assert.Equal(("function_call", "exec_command"), (call.GetProperty("type").GetString(), call.GetProperty("name").GetString()));
+        Assert.Equal(System.Text.Json.JsonValueKind.String, JsonNode.Parse(call.GetProperty("arguments").GetString()!)!["cmd"]!.GetValueKind());
+        var input = (JsonArray)ask.DeepClone();
+        input.Add(JsonNode.Parse(call.GetRawText()));
+        input.Add(new JsonObject { ["type"] = "function_call_output", ["call_id"] = call.GetProperty("call_id").GetString(), ["output"] = "12 passed" });
+        using var answered = await gw.PostJsonAsync("/v1/responses", CodingAgentRequest("sim-small", input));
+        var final = await Sse.ReadNamedAsync(answered);
+        Assert.Equal("response.completed", final[^1].Name);
+        Assert.NotEmpty(string.Concat(final.Where(e => e.Name == "response.output_text.delta").Select(e => e.Data.GetProperty("delta").GetString())));
     }
 
     [Fact]
