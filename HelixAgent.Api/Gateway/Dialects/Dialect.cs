@@ -66,6 +66,33 @@ internal sealed record Prepared(JsonObject? Canonical, bool PassThrough, IReadOn
     public static Prepared Refuse(ValidationError error) => new(null, false, [], [], error);
 }
 
+/// <summary>
+/// What a translation could not carry to a target as the client sent it: the hints it dropped and those it carried by an
+/// equivalent (<c>from=to</c>), each named once. With <c>Gateway:UnsupportedHints = reject</c> a dropped hint refuses
+/// the target instead (400 naming it).
+/// </summary>
+internal sealed class Hints(IChatProvider target, bool reject)
+{
+    private readonly List<string> _dropped = [];
+    private readonly List<string> _translated = [];
+
+    public void Drop(string hint)
+    {
+        if (!_dropped.Contains(hint))
+        {
+            _dropped.Add(hint);
+        }
+    }
+
+    public void Translated(string hint) => _translated.Add(hint);
+
+    public Prepared Result(JsonObject canonical) => reject && _dropped.Count > 0
+        ? Prepared.Refuse(new ValidationError(
+            $"{_dropped[0]}: {target.Name} ({target.Type}) has no equivalent, and this gateway rejects hints it cannot carry (Gateway:UnsupportedHints = reject).",
+            _dropped[0]))
+        : new Prepared(canonical, PassThrough: false, _dropped, _translated);
+}
+
 /// <summary>One server-sent event: an optional <c>event:</c> name and its data (a JSON tree, or text written as it is).</summary>
 internal readonly record struct SseFrame(string? Event, JsonNode? Json, string? Text = null);
 

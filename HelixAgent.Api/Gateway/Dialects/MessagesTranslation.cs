@@ -34,15 +34,8 @@ internal static class MessagesTranslation
 
     public static Prepared ToCanonical(JsonObject body, IChatProvider target, bool rejectHints)
     {
-        var dropped = new List<string>();
-        var translated = new List<string>();
-        void Drop(string hint)
-        {
-            if (!dropped.Contains(hint))
-            {
-                dropped.Add(hint);
-            }
-        }
+        var hints = new Hints(target, rejectHints);
+        var Drop = hints.Drop;
         var type = target.Type;
         var chat = new JsonObject { ["model"] = StringOf(body["model"]) };
         var messages = new JsonArray();
@@ -193,7 +186,7 @@ internal static class MessagesTranslation
             if (type == "openai" && StringOf(metadata["user_id"]) is { } user)
             {
                 chat["user"] = user;
-                translated.Add("metadata.user_id=user");
+                hints.Translated("metadata.user_id=user");
             }
             else if (metadata.Count > 0)
             {
@@ -216,11 +209,11 @@ internal static class MessagesTranslation
             chat["reasoning_effort"] = effort;
             if (thinkingSet)
             {
-                translated.Add("thinking=reasoning_effort");
+                hints.Translated("thinking=reasoning_effort");
             }
             if (effortSet)
             {
-                translated.Add("output_config.effort=reasoning_effort");
+                hints.Translated("output_config.effort=reasoning_effort");
             }
         }
         else if (effort is not null)
@@ -245,13 +238,7 @@ internal static class MessagesTranslation
                 Drop(name);
             }
         }
-        if (rejectHints && dropped.Count > 0)
-        {
-            return Prepared.Refuse(new ValidationError(
-                $"{dropped[0]}: {target.Name} ({type}) has no equivalent, and this gateway rejects hints it cannot carry (Gateway:UnsupportedHints = reject).",
-                dropped[0]));
-        }
-        return new Prepared(chat, PassThrough: false, dropped, translated);
+        return hints.Result(chat);
     }
 
     private static ValidationError Cannot(string at, string what, IChatProvider target) =>

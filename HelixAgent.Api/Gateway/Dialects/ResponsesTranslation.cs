@@ -55,15 +55,8 @@ internal static class ResponsesTranslation
 
     public static Prepared ToCanonical(JsonObject body, IChatProvider target, bool rejectHints)
     {
-        var dropped = new List<string>();
-        var translated = new List<string>();
-        void Drop(string hint)
-        {
-            if (!dropped.Contains(hint))
-            {
-                dropped.Add(hint);
-            }
-        }
+        var hints = new Hints(target, rejectHints);
+        var Drop = hints.Drop;
         var type = target.Type;
         var openai = type == "openai";
         var chat = new JsonObject { ["model"] = StringOf(body["model"]) };
@@ -250,7 +243,7 @@ internal static class ResponsesTranslation
                 if (type is "openai" or "gemini")
                 {
                     chat["reasoning_effort"] = effort == "xhigh" ? "high" : effort == "minimal" ? "low" : effort;
-                    translated.Add("reasoning.effort=reasoning_effort");
+                    hints.Translated("reasoning.effort=reasoning_effort");
                 }
                 else
                 {
@@ -271,7 +264,7 @@ internal static class ResponsesTranslation
             if (openai)
             {
                 chat["safety_identifier"] = safety;
-                translated.Add("safety_identifier");
+                hints.Translated("safety_identifier");
             }
             else
             {
@@ -326,13 +319,7 @@ internal static class ResponsesTranslation
                 Drop(name);
             }
         }
-        if (rejectHints && dropped.Count > 0)
-        {
-            return Prepared.Refuse(new ValidationError(
-                $"{dropped[0]}: {target.Name} ({type}) has no equivalent, and this gateway rejects hints it cannot carry (Gateway:UnsupportedHints = reject).",
-                dropped[0]));
-        }
-        return new Prepared(chat, PassThrough: false, dropped, translated);
+        return hints.Result(chat);
     }
 
     /// <summary>Function tools (and the functions of namespaces) become chat functions; built-in tools are dropped, or refused when forced.</summary>
