@@ -125,7 +125,7 @@ public sealed class VacuumJob : IMaintenanceJob
 
     public async Task<long> RunAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
     {
-        await using var cmd = new NpgsqlCommand("VACUUM (ANALYZE) completions, api_keys, usage_daily", connection) { CommandTimeout = 0 };
+        await using var cmd = new NpgsqlCommand("VACUUM (ANALYZE) completions, api_keys, usage_daily, responses", connection) { CommandTimeout = 0 };
         await cmd.ExecuteNonQueryAsync(cancellationToken);
         return 0;
     }

@@ -172,7 +172,7 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
         Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["vacuum"], CancellationToken.None)).Outcome);
 
-        Assert.Equal(1, await ScalarAsync(db, "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'completions' AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"));
+        Assert.Equal(2, await ScalarAsync(db, "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('completions', 'responses') AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"));
     }
 
     [Fact]
