@@ -87,7 +87,9 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         _logger = logger;
         _queue = Channel.CreateBounded<CompletionRecord>(new BoundedChannelOptions(_options.Capacity)
         {
-            FullMode = BoundedChannelFullMode.DropWrite,
+            // Wait, not DropWrite: with DropWrite a full channel's TryWrite returns true and discards the row unseen.
+            // With Wait, TryWrite never waits; it returns false when full, and Record counts and logs that row.
+            FullMode = BoundedChannelFullMode.Wait,
             SingleReader = true,
             SingleWriter = false,
         });

@@ -59,6 +59,45 @@ public sealed class LedgerWriterTests(PostgresServer postgres, RedisServer redis
     }
 
     [Fact]
+    public async Task A_full_ledger_queue_counts_every_row_it_cannot_keep_and_writes_the_rest()
+    {
+        var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
+        await using var __ = upstream;
+        var s = new Dictionary<string, string?>
+        {
+            ["Providers:up:Type"] = "openai",
+            ["Providers:up:BaseUrl"] = upstream.BaseUrl.ToString(),
+            ["Providers:up:Models:0"] = "m",
+            ["Gateway:ProbeIntervalSeconds"] = "0",
+            ["Ledger:Capacity"] = "5",
+            ["Ledger:FlushIntervalMs"] = "0",
+        };
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, s);
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        await gw.LedgerRowsAsync(1);
+
+        // The table is locked: the writer's insert waits, the queue fills.
+        await using var locker = new NpgsqlConnection(gw.DatabaseConnectionString);
+        await locker.OpenAsync();
+        var tx = await locker.BeginTransactionAsync();
+        await new NpgsqlCommand("LOCK TABLE completions IN ACCESS EXCLUSIVE MODE", locker, tx).ExecuteNonQueryAsync();
+        const int sent = 20;
+        for (var i = 0; i < sent; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/chat/completions", GatewayHarness.Chat("m"))).StatusCode);
+        }
+        var lost = (await ScrapedMetrics.ScrapeAsync(gw.Anonymous())).Sum("helixagent_ledger_rows_lost_total");
+        await tx.CommitAsync();
+
+        var rows = await gw.LedgerRowsAsync(1 + sent - (int)lost);
+        Assert.True(lost > 0, "a full queue lost no row: the test did not fill it");
+        Assert.Equal(1 + sent, rows.Count + lost);
+        var after = await ScrapedMetrics.ScrapeAsync(gw.Anonymous());
+        Assert.Equal(lost, after.Sum("helixagent_ledger_rows_lost_total"));
+        Assert.Equal(0, after.Sum("helixagent_ledger_queue_depth"));
+    }
+
+    [Fact]
     public async Task A_nul_character_in_a_model_name_is_written_as_a_replacement_character_instead_of_losing_the_row()
     {
         var (gw, upstream) = await StartAsync("odd\0model");
