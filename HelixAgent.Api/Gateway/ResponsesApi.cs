@@ -29,7 +29,16 @@ internal static partial class GatewayApi
         {
             return null;
         }
-        var chain = await stored.ChainAsync(previous, key, ct);
+        List<StoredResponse>? chain;
+        try
+        {
+            chain = await stored.ChainAsync(previous, key, ct);
+        }
+        catch (Exception ex) when (StoreDown(ex))
+        {
+            return new ValidationError("Stored responses are unavailable right now (the database does not answer); retry shortly, or send the whole input with store: false.",
+                "previous_response_id", 503, "store_unavailable");
+        }
         if (chain is null)
         {
             return new ValidationError($"Previous response with id '{Echo.Clip(previous)}' not found.", "previous_response_id", 404, "previous_response_not_found");
@@ -81,7 +90,17 @@ internal static partial class GatewayApi
 
     private static async Task DeleteStoredResponseAsync(HttpContext ctx, string id, StoredResponses stored)
     {
-        if (!await stored.DeleteAsync(id, AuthenticatedKey.Of(ctx), ctx.RequestAborted))
+        bool deleted;
+        try
+        {
+            deleted = await stored.DeleteAsync(id, AuthenticatedKey.Of(ctx), ctx.RequestAborted);
+        }
+        catch (Exception ex) when (StoreDown(ex))
+        {
+            await UnavailableAsync(ctx);
+            return;
+        }
+        if (!deleted)
         {
             await NotFoundAsync(ctx, id);
             return;
@@ -131,12 +150,31 @@ internal static partial class GatewayApi
 
     private static async Task<StoredResponse?> FoundAsync(HttpContext ctx, string id, StoredResponses stored)
     {
-        var found = await stored.FindAsync(id, AuthenticatedKey.Of(ctx), ctx.RequestAborted);
+        StoredResponse? found;
+        try
+        {
+            found = await stored.FindAsync(id, AuthenticatedKey.Of(ctx), ctx.RequestAborted);
+        }
+        catch (Exception ex) when (StoreDown(ex))
+        {
+            await UnavailableAsync(ctx);
+            return null;
+        }
         if (found is null)
         {
             await NotFoundAsync(ctx, id);
         }
         return found;
+    }
+
+    /// <summary>PostgreSQL does not answer (down, a timeout, the pool exhausted): the store's reads fail, the gateway does not.</summary>
+    private static bool StoreDown(Exception ex) => ex is Npgsql.NpgsqlException or TimeoutException or System.Net.Sockets.SocketException;
+
+    private static Task UnavailableAsync(HttpContext ctx)
+    {
+        ctx.Response.Headers.RetryAfter = "5";
+        return OpenAiErrors.WriteAsync(ctx, 503, "Stored responses are unavailable right now (the database does not answer); retry shortly.",
+            "service_unavailable", "store_unavailable", null);
     }
 
     /// <summary>Not stored, expired, deleted, or another key's: the same answer, which tells nothing about which.</summary>

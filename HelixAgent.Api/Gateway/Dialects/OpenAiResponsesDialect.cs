@@ -80,6 +80,10 @@ internal static class ResponsesValidation
 
     public static ValidationError? Responses(JsonObject body)
     {
+        if (body.ContainsKey(ResponsesTranslation.HistoryField))
+        {
+            return Error(ResponsesTranslation.HistoryField, "is the gateway's own field, not a parameter.");
+        }
         if (body["model"] is not JsonValue mv || !mv.TryGetValue<string>(out var model) || model.Length == 0)
         {
             return Error("model", body.ContainsKey("model") ? "must be a non-empty string." : "Missing required parameter: 'model'.");

@@ -82,6 +82,10 @@ internal static partial class GatewayApi
         // What the body refers to (a stored conversation) is looked up before routing, with the key that may see it.
         if (expand is not null && await expand(body, AuthenticatedKey.Of(ctx), ctx.RequestAborted) is { } unresolved)
         {
+            if (unresolved.Status == 503)
+            {
+                ctx.Response.Headers.RetryAfter = "5";
+            }
             await dialect.WriteErrorAsync(ctx, unresolved.Status, unresolved.Message, "invalid_request_error", unresolved.Code, unresolved.Param);
             return null;
         }

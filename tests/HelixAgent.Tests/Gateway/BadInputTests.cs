@@ -129,6 +129,7 @@ public sealed class BadInputTests(PostgresServer postgres, RedisServer redis) : 
             { U("""{"model":"sim-small","input":"hi","previous_response_id":"resp_0123456789abcdef0123456789abcdef"}"""), 404, "previous_response_id" },
             { U("""{"model":"no-such-model","input":"hi"}"""), 404, "model" },
             { U("[1,2]"), 400, "object" },
+            { U("""{"model":"sim-small","input":"hi","__helixagent_history":[{"type":"message","role":"user","content":7}]}"""), 400, "__helixagent_history" },
         };
     }
 
