@@ -46,7 +46,7 @@ internal static partial class GatewayApi
         var history = new JsonArray();
         foreach (var turn in chain)
         {
-            foreach (var item in turn.Input.Concat(turn.Output))
+            foreach (var item in turn.Input.Concat(turn.Output()))
             {
                 history.Add(item?.DeepClone());
             }
@@ -55,7 +55,7 @@ internal static partial class GatewayApi
         return null;
     }
 
-    private static void Store(StoredResponses stored, Admitted admitted, RequestTrace trace, JsonObject response)
+    private static void Store(StoredResponses stored, Admitted admitted, RequestTrace trace, ReadOnlyMemory<byte> response)
     {
         var input = ResponsesTranslation.InputItems(admitted.Body);
         for (var i = 0; i < input.Count; i++)
@@ -72,19 +72,30 @@ internal static partial class GatewayApi
                 item["id"] = $"{prefix}_{trace.RequestId}_in{i}";
             }
         }
-        var created = response["created_at"] is JsonValue c && c.TryGetValue<long>(out var seconds)
-            ? DateTimeOffset.FromUnixTimeSeconds(seconds) : DateTimeOffset.UtcNow;
         // Our id (resp_ and the request id), or an upstream's own on a target passed through: the client continues with that one.
-        stored.Save(new StoredResponse(StringOf(response["id"]) ?? ResponsesTranslation.ResponseId(trace), admitted.Key?.Id, admitted.Key?.RotatedFrom, created,
-            StringOf(response["model"]) ?? admitted.Model, StringOf(admitted.Body["previous_response_id"]), input,
-            (JsonArray)(response["output"]?.DeepClone() ?? new JsonArray()), (JsonObject)response.DeepClone()));
+        var id = ResponsesTranslation.ResponseId(trace);
+        var created = DateTimeOffset.UtcNow;
+        using (var doc = System.Text.Json.JsonDocument.Parse(response))
+        {
+            var root = doc.RootElement;
+            if (root.TryGetProperty("id", out var given) && given.ValueKind == System.Text.Json.JsonValueKind.String)
+            {
+                id = given.GetString()!;
+            }
+            if (root.TryGetProperty("created_at", out var at) && at.TryGetInt64(out var seconds))
+            {
+                created = DateTimeOffset.FromUnixTimeSeconds(seconds);
+            }
+        }
+        stored.Save(new StoredResponse(id, admitted.Key?.Id, admitted.Key?.RotatedFrom, created, admitted.Model,
+            StringOf(admitted.Body["previous_response_id"]), input, response));
     }
 
     private static async Task GetStoredResponseAsync(HttpContext ctx, string id, StoredResponses stored)
     {
         if (await FoundAsync(ctx, id, stored) is { } found)
         {
-            await WriteUtf8JsonAsync(ctx, JsonBytes.Of(found.Response));
+            await WriteUtf8JsonAsync(ctx, found.Response);
         }
     }
 

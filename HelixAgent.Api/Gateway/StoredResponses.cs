@@ -8,19 +8,23 @@ using NpgsqlTypes;
 
 namespace HelixAgent.Api.Gateway;
 
-/// <summary>Settings of stored Responses (<c>Responses:</c>).</summary>
+/// <summary>Settings of stored Responses (<c>Responses:</c>; the worker reads <c>RetentionDays</c> from the same section).</summary>
 public sealed class ResponsesOptions
 {
-    /// <summary>How long a stored response is kept (the worker's <c>responses-retention</c> job deletes older ones).</summary>
-    public int RetentionDays { get; set; } = 30;
-
     /// <summary>How long a lookup waits for a response made a moment ago on another replica, whose write is still on its way.</summary>
     public int RecentWaitMs { get; set; } = 3000;
 }
 
-/// <summary>One stored response: who made it, what it was asked (its own input items) and what it answered.</summary>
+/// <summary>
+/// One stored response: who made it, what it was asked (its own input items) and what it answered, as the client got
+/// it (UTF-8 JSON, kept as it was sent: nothing is parsed or copied on the request path).
+/// </summary>
 internal sealed record StoredResponse(string Id, Guid? KeyId, Guid? KeyRotatedFrom, DateTimeOffset CreatedAt, string Model, string? PreviousResponseId,
-    JsonArray Input, JsonArray Output, JsonObject Response);
+    JsonArray Input, ReadOnlyMemory<byte> Response)
+{
+    /// <summary>The response's output items: the conversation's next turn.</summary>
+    public JsonArray Output() => JsonNode.Parse(Response.Span)?["output"] as JsonArray ?? [];
+}
 
 /// <summary>
 /// Stored OpenAI Responses in PostgreSQL (<c>responses</c>, migration 0005), written off the request path: a response is
@@ -124,7 +128,7 @@ internal sealed partial class StoredResponses(NpgsqlDataSource db, IOptions<Resp
                 SELECT id, rotated_from FROM api_keys WHERE id = $2
                 UNION ALL
                 SELECT k.id, k.rotated_from FROM api_keys k JOIN lineage l ON k.id = l.rotated_from)
-            SELECT key_id, created_at, model, previous_response_id, input::text, output::text, response::text
+            SELECT key_id, created_at, model, previous_response_id, input::text, response::text
             FROM responses
             WHERE id = $1 AND (key_id IN (SELECT id FROM lineage) OR (key_id IS NULL AND $2::uuid IS NULL))
             """);
@@ -137,7 +141,7 @@ internal sealed partial class StoredResponses(NpgsqlDataSource db, IOptions<Resp
         }
         return new StoredResponse(id, reader.IsDBNull(0) ? null : reader.GetGuid(0), null, reader.GetFieldValue<DateTimeOffset>(1), reader.GetString(2),
             reader.IsDBNull(3) ? null : reader.GetString(3),
-            JsonNode.Parse(reader.GetString(4))!.AsArray(), JsonNode.Parse(reader.GetString(5))!.AsArray(), JsonNode.Parse(reader.GetString(6))!.AsObject());
+            JsonNode.Parse(reader.GetString(4))!.AsArray(), System.Text.Encoding.UTF8.GetBytes(reader.GetString(5)));
     }
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -205,8 +209,8 @@ internal sealed partial class StoredResponses(NpgsqlDataSource db, IOptions<Resp
         foreach (var r in batch)
         {
             var cmd = new NpgsqlBatchCommand("""
-                INSERT INTO responses (id, key_id, created_at, model, previous_response_id, input, output, response)
-                VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb) ON CONFLICT (id) DO NOTHING
+                INSERT INTO responses (id, key_id, created_at, model, previous_response_id, input, response)
+                VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb) ON CONFLICT (id) DO NOTHING
                 """);
             cmd.Parameters.AddWithValue(r.Id);
             cmd.Parameters.Add(new NpgsqlParameter { Value = r.KeyId is { } k ? k : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Uuid });
@@ -214,8 +218,7 @@ internal sealed partial class StoredResponses(NpgsqlDataSource db, IOptions<Resp
             cmd.Parameters.AddWithValue(r.Model);
             cmd.Parameters.Add(new NpgsqlParameter { Value = (object?)r.PreviousResponseId ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
             cmd.Parameters.AddWithValue(JsonText.Sanitize(r.Input.ToJsonString()));
-            cmd.Parameters.AddWithValue(JsonText.Sanitize(r.Output.ToJsonString()));
-            cmd.Parameters.AddWithValue(JsonText.Sanitize(r.Response.ToJsonString()));
+            cmd.Parameters.AddWithValue(JsonText.Sanitize(System.Text.Encoding.UTF8.GetString(r.Response.Span)));
             b.BatchCommands.Add(cmd);
         }
         await b.ExecuteNonQueryAsync(ct);

@@ -111,6 +111,12 @@ internal interface IStreamRenderer
 
     SseFrame Error(int status, string type, string code, string message);
 
+    /// <summary>
+    /// The whole answer in the dialect's shape once <see cref="End"/> has run, for dialects whose answers are kept
+    /// (a stored Response); null for the others.
+    /// </summary>
+    JsonObject? Answer => null;
+
     /// <summary>The events that end a stream broken after it started (most dialects: the one <see cref="Error"/> event).</summary>
     IEnumerable<SseFrame> ErrorFrames(int status, string type, string code, string message) => [Error(status, type, code, message)];
 }

@@ -636,6 +636,7 @@ internal static class ResponsesTranslation
         private string? _finish;
         private TokenUsage? _usage;
         private string _model = trace.Model;
+        private bool _native;
 
         private sealed class OpenCall(int outputIndex, string id, string callId, string name)
         {
@@ -653,11 +654,9 @@ internal static class ResponsesTranslation
             frames.Add(new SseFrame(native.Event, null, native.Data));
             if (native.UsageFinal && JsonNode.Parse(native.Data)?["response"] is JsonObject final)
             {
-                Final = final;
+                Answer = final;
             }
         }
-
-        private bool _native;
 
         public void Add(ChatChunk chunk, List<SseFrame> frames)
         {
@@ -735,10 +734,10 @@ internal static class ResponsesTranslation
             CloseAll(frames);
             var (status, incomplete) = StatusOf(_finish);
             var usage = UsageJson(_usage ?? trace.Usage, 0, 0);
-            Final = Response(body, trace, _model, _created, status, (JsonArray)_output.DeepClone(), usage, incomplete);
+            Answer = Response(body, trace, _model, _created, status, (JsonArray)_output.DeepClone(), usage, incomplete);
             frames.Add(Event(status == "completed" ? "response.completed" : "response.incomplete", new JsonObject
             {
-                ["response"] = Final.DeepClone(),
+                ["response"] = Answer.DeepClone(),
             }));
         }
 
@@ -755,7 +754,7 @@ internal static class ResponsesTranslation
         }
 
         /// <summary>The finished response (for storing), once <see cref="End"/> has run.</summary>
-        public JsonObject? Final { get; private set; }
+        public JsonObject? Answer { get; private set; }
 
         private string MessageId => "msg_" + trace.RequestId;
 

@@ -16,8 +16,8 @@ internal sealed record Admitted(IDialect Dialect, JsonObject Body, string Model,
 {
     public bool Stream => Dialect.IsStream(Body);
 
-    /// <summary>Called with the answer as the dialect rendered it, before it is sent (stored Responses keep it).</summary>
-    public Action<JsonObject>? OnAnswer { get; init; }
+    /// <summary>Called with the whole answer as the client gets it, before it is sent (stored Responses keep it).</summary>
+    public Action<ReadOnlyMemory<byte>>? OnAnswer { get; init; }
 }
 
 /// <summary>

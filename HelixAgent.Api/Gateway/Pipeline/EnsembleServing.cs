@@ -71,8 +71,9 @@ internal static partial class GatewayApi
         }
         var served = admitted.Dialect.RenderObject(answer, admitted.Body, trace);
         served["ensemble"] = block;
-        admitted.OnAnswer?.Invoke(served);
-        await WriteAndCacheAsync(ctx, s, cache?.Key, JsonBytes.Of(served), trace.Usage);
+        var bytes = JsonBytes.Of(served);
+        admitted.OnAnswer?.Invoke(bytes);
+        await WriteAndCacheAsync(ctx, s, cache?.Key, bytes, trace.Usage);
     }
 
     /// <summary>
@@ -231,10 +232,10 @@ internal static partial class GatewayApi
             if (i == chunks.Count - 1)
             {
                 renderer.End(frames);
-                if (admitted.OnAnswer is { } onAnswer && renderer is ResponsesTranslation.ResponsesStream { Final: { } final })
+                if (admitted.OnAnswer is { } onAnswer && renderer.Answer is { } whole)
                 {
-                    final["ensemble"] = block.DeepClone();
-                    onAnswer(final);
+                    whole["ensemble"] = block.DeepClone();
+                    onAnswer(JsonBytes.Of(whole));
                 }
             }
             if (i >= finishAt && !blockPlaced && frames.FirstOrDefault(f => f.Json is JsonObject).Json is JsonObject carrier)

@@ -38,25 +38,8 @@ internal static partial class GatewayApi
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         NoteHints(trace, admitted, success.Target);
         SetRouteHeaders(ctx, trace);
-        ReadOnlyMemory<byte> answer;
-        if (admitted.OnAnswer is { } onAnswer && success.Value.IsNative)
-        {
-            answer = success.Value.Utf8Json;
-            if (JsonNode.Parse(answer.Span) is JsonObject passed)
-            {
-                onAnswer(passed);
-            }
-        }
-        else if (admitted.OnAnswer is { } onRendered)
-        {
-            var rendered = admitted.Dialect.RenderObject(success.Value.Response, admitted.Body, trace);
-            onRendered(rendered);
-            answer = JsonBytes.Of(rendered);
-        }
-        else
-        {
-            answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, admitted.Body, trace);
-        }
+        var answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, admitted.Body, trace);
+        admitted.OnAnswer?.Invoke(answer);
         await WriteAndCacheAsync(ctx, s, admitted.Cache?.Key, answer, trace.Usage);
     }
 
@@ -260,9 +243,9 @@ internal static partial class GatewayApi
                 }
             }
             renderer.End(frames);
-            if (admitted.OnAnswer is { } onAnswer && renderer is ResponsesTranslation.ResponsesStream { Final: { } final })
+            if (admitted.OnAnswer is { } onAnswer && renderer.Answer is { } whole)
             {
-                onAnswer(final);
+                onAnswer(JsonBytes.Of(whole));
             }
             await sse.WriteAsync(frames, ct);
         }

@@ -105,7 +105,7 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
         foreach (var (id, age) in new[] { ("resp_old1", 45), ("resp_old2", 31), ("resp_new", 29), ("resp_today", 0) })
         {
             await using var insert = db.CreateCommand(
-                "INSERT INTO responses (id, created_at, model, input, output, response) VALUES ($1, $2, 'm', '[]', '[]', '{}')");
+                "INSERT INTO responses (id, created_at, model, input, response) VALUES ($1, $2, 'm', '[]', '{}')");
             insert.Parameters.AddWithValue(id);
             insert.Parameters.AddWithValue(Now.AddDays(-age));
             await insert.ExecuteNonQueryAsync();
