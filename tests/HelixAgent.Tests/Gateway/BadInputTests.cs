@@ -169,6 +169,46 @@ public sealed class BadInputTests(PostgresServer postgres, RedisServer redis) : 
     }
 
     [Fact]
+    public async Task The_responses_routes_answer_wrong_methods_missing_keys_and_maintenance_in_openais_shape_and_messages_in_anthropics()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        using var made = await gw.PostJsonAsync("/v1/responses", JsonNode.Parse("""{"model":"sim-small","input":"hi"}""")!.AsObject());
+        var id = JsonNode.Parse(await made.Content.ReadAsStringAsync())!["id"]!.GetValue<string>();
+
+        var wrongMethod = await gw.Client.PutAsync("/v1/responses", Raw("{}"u8.ToArray()));
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, wrongMethod.StatusCode);
+        Assert.NotNull(JsonNode.Parse(await wrongMethod.Content.ReadAsStringAsync())!["error"]!["message"]);
+        foreach (var anonymous in new[] { await gw.Anonymous().PostAsync("/v1/responses", Raw("""{"model":"sim-small","input":"hi"}"""u8.ToArray())),
+                     await gw.Anonymous().GetAsync($"/v1/responses/{id}") })
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+            Assert.NotNull(JsonNode.Parse(await anonymous.Content.ReadAsStringAsync())!["error"]!["message"]);
+        }
+
+        using var admin = gw.WithKey(gw.AdminKey);
+        Assert.Equal(HttpStatusCode.OK, (await admin.PostAsync("/admin/maintenance", Raw("""{"enabled":true}"""u8.ToArray()))).StatusCode);
+        try
+        {
+            foreach (var during in new[] { await gw.PostJsonAsync("/v1/responses", JsonNode.Parse("""{"model":"sim-small","input":"hi"}""")!.AsObject()),
+                         await gw.Client.GetAsync($"/v1/responses/{id}") })
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, during.StatusCode);
+                Assert.NotNull(during.Headers.RetryAfter);
+                Assert.Equal("maintenance_mode", JsonNode.Parse(await during.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+            }
+            // The Messages route too, in Anthropic's shape.
+            using var messages = await gw.PostJsonAsync("/v1/messages", JsonNode.Parse("""{"model":"sim-small","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}""")!.AsObject());
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, messages.StatusCode);
+            Assert.NotNull(messages.Headers.RetryAfter);
+            Assert.Equal("error", JsonNode.Parse(await messages.Content.ReadAsStringAsync())!["type"]!.GetValue<string>());
+        }
+        finally
+        {
+            Assert.Equal(HttpStatusCode.OK, (await admin.PostAsync("/admin/maintenance", Raw("""{"enabled":false}"""u8.ToArray()))).StatusCode);
+        }
+    }
+
+    [Fact]
     public async Task The_messages_routes_answer_unknown_methods_and_missing_keys_in_anthropics_shape()
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());

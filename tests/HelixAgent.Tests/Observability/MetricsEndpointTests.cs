@@ -50,7 +50,7 @@ public sealed class MetricsEndpointTests(PostgresServer postgres, RedisServer re
     }
 
     [Fact]
-    public async Task Anthropic_messages_requests_count_under_their_own_route_label()
+    public async Task Anthropic_messages_and_openai_responses_requests_count_under_their_own_route_labels()
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
         var message = System.Text.Json.Nodes.JsonNode.Parse("""{"model":"sim-small","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}""")!.AsObject();
@@ -64,7 +64,9 @@ public sealed class MetricsEndpointTests(PostgresServer postgres, RedisServer re
         message.Remove("max_tokens");
         message["model"] = "sim-small";
         Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/messages/count_tokens", message)).StatusCode);
-        await gw.LedgerRowsAsync(4);
+        Assert.Equal(HttpStatusCode.OK, (await gw.PostJsonAsync("/v1/responses",
+            System.Text.Json.Nodes.JsonNode.Parse("""{"model":"sim-small","input":"hi","store":false}""")!.AsObject())).StatusCode);
+        await gw.LedgerRowsAsync(5);
 
         var samples = ScrapedMetrics.Parse((await ScrapeAsync(gw)).Text).Samples;
         double Sum(string name, string route, string? statusClass = null) => samples
@@ -75,6 +77,8 @@ public sealed class MetricsEndpointTests(PostgresServer postgres, RedisServer re
         Assert.Equal(1, Sum("helixagent_errors_total", "/v1/messages", "5xx"));
         Assert.Equal(3, Sum("helixagent_request_duration_count", "/v1/messages"));
         Assert.Equal(1, Sum("helixagent_requests_total", "/v1/messages/count_tokens"));
+        Assert.Equal(1, Sum("helixagent_requests_total", "/v1/responses", "2xx"));
+        Assert.Equal(1, Sum("helixagent_request_duration_count", "/v1/responses"));
         Assert.DoesNotContain(samples, s => s.Has(("route", "other")));
     }
 
