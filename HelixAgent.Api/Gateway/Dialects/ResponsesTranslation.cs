@@ -83,109 +83,9 @@ internal static class ResponsesTranslation
                 all.Add(((JsonObject)inputItems[i]!, $"input[{i}]"));
             }
         }
+        if (Messages(all, messages, target, hints) is { } refused)
         {
-            JsonObject? assistant = null; // the assistant turn that consecutive output items and function calls join
-            foreach (var (item, at) in all)
-            {
-                var itemType = StringOf(item["type"]) ?? "message";
-                switch (itemType)
-                {
-                    case "message":
-                        var role = StringOf(item["role"])!;
-                        if (role == "assistant")
-                        {
-                            var said = new StringBuilder();
-                            foreach (var part in Parts(item["content"]))
-                            {
-                                said.Append(StringOf(part["text"]) ?? StringOf(part["refusal"]));
-                            }
-                            assistant = AssistantMessage(said.ToString(), null);
-                            messages.Add(assistant);
-                            continue;
-                        }
-                        assistant = null;
-                        if (StringOf(item["content"]) is { } plain)
-                        {
-                            messages.Add(new JsonObject { ["role"] = Role(role), ["content"] = plain });
-                            continue;
-                        }
-                        var content = new JsonArray();
-                        var parts = item["content"]!.AsArray();
-                        for (var j = 0; j < parts.Count; j++)
-                        {
-                            var part = (JsonObject)parts[j]!;
-                            var partAt = $"{at}.content[{j}]";
-                            switch (StringOf(part["type"]))
-                            {
-                                case "input_text" or "output_text":
-                                    content.Add(new JsonObject { ["type"] = "text", ["text"] = StringOf(part["text"]) });
-                                    break;
-                                case "input_image":
-                                    if (target.IsSimulated)
-                                    {
-                                        return Prepared.Refuse(Cannot(partAt, "an image", target));
-                                    }
-                                    if (StringOf(part["image_url"]) is not { Length: > 0 } url)
-                                    {
-                                        return Prepared.Refuse(new ValidationError(
-                                            $"{partAt}.file_id: this gateway has no Files API; send the image as image_url (an https or data: URL).", $"{partAt}.image_url"));
-                                    }
-                                    var image = new JsonObject { ["url"] = url };
-                                    if (StringOf(part["detail"]) is { } detail && detail != "auto")
-                                    {
-                                        image["detail"] = detail;
-                                    }
-                                    content.Add(new JsonObject { ["type"] = "image_url", ["image_url"] = image });
-                                    break;
-                                case "input_file":
-                                    if (FileText(part) is not { } fileText)
-                                    {
-                                        return Prepared.Refuse(Cannot(partAt, "a file other than plain text sent as file_data", target));
-                                    }
-                                    content.Add(new JsonObject { ["type"] = "text", ["text"] = fileText });
-                                    break;
-                                default:
-                                    return Prepared.Refuse(Cannot(partAt, $"a '{HelixAgent.Data.Echo.Clip(StringOf(part["type"]))}' part", target));
-                            }
-                        }
-                        messages.Add(new JsonObject { ["role"] = Role(role), ["content"] = content });
-                        break;
-                    case "function_call":
-                        var name = StringOf(item["namespace"]) is { Length: > 0 } ns
-                            ? ns + NamespaceSeparator + StringOf(item["name"])
-                            : StringOf(item["name"])!;
-                        var call = ToolCall(StringOf(item["call_id"])!, name, StringOf(item["arguments"]) ?? "{}");
-                        if (assistant is null)
-                        {
-                            assistant = AssistantMessage(null, new JsonArray());
-                            messages.Add(assistant);
-                        }
-                        if (assistant["tool_calls"] is not JsonArray calls)
-                        {
-                            assistant["tool_calls"] = calls = new JsonArray();
-                        }
-                        calls.Add(call);
-                        break;
-                    case "function_call_output":
-                        assistant = null;
-                        if (OutputText(item["output"]) is not { } output)
-                        {
-                            return Prepared.Refuse(Cannot($"{at}.output", "a function output other than text", target));
-                        }
-                        messages.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = StringOf(item["call_id"]), ["content"] = output });
-                        break;
-                    case "reasoning":
-                        Drop("reasoning");
-                        break;
-                    case "item_reference":
-                        return Prepared.Refuse(new ValidationError(
-                            $"{at}: item references are not resolved by this gateway; send the item itself, or continue with previous_response_id.", at));
-                    default:
-                        // A built-in tool's call or output from an earlier turn (web_search_call, ...): the target has no such tool.
-                        Drop(itemType);
-                        break;
-                }
-            }
+            return Prepared.Refuse(refused);
         }
         chat["messages"] = messages;
 
@@ -320,6 +220,115 @@ internal static class ResponsesTranslation
             }
         }
         return hints.Result(chat);
+    }
+
+    /// <summary>
+    /// Input items (earlier turns first) as chat messages: consecutive assistant output and function calls join one
+    /// assistant turn, function outputs become <c>role: tool</c>; a requirement the target cannot meet refuses it.
+    /// </summary>
+    private static ValidationError? Messages(List<(JsonObject Item, string At)> items, JsonArray messages, IChatProvider target, Hints hints)
+    {
+        JsonObject? assistant = null; // the assistant turn that consecutive output items and function calls join
+        foreach (var (item, at) in items)
+        {
+            var itemType = StringOf(item["type"]) ?? "message";
+            switch (itemType)
+            {
+                case "message" when StringOf(item["role"]) == "assistant":
+                    var said = new StringBuilder();
+                    foreach (var part in Parts(item["content"]))
+                    {
+                        said.Append(StringOf(part["text"]) ?? StringOf(part["refusal"]));
+                    }
+                    assistant = AssistantMessage(said.ToString(), null);
+                    messages.Add(assistant);
+                    break;
+                case "message":
+                    assistant = null;
+                    var role = Role(StringOf(item["role"])!);
+                    if (StringOf(item["content"]) is { } plain)
+                    {
+                        messages.Add(new JsonObject { ["role"] = role, ["content"] = plain });
+                        break;
+                    }
+                    var (content, refused) = UserContent(item["content"]!.AsArray(), at, target);
+                    if (refused is not null)
+                    {
+                        return refused;
+                    }
+                    messages.Add(new JsonObject { ["role"] = role, ["content"] = content });
+                    break;
+                case "function_call":
+                    var name = StringOf(item["namespace"]) is { Length: > 0 } ns
+                        ? ns + NamespaceSeparator + StringOf(item["name"])
+                        : StringOf(item["name"])!;
+                    if (assistant is null)
+                    {
+                        assistant = AssistantMessage(null, new JsonArray());
+                        messages.Add(assistant);
+                    }
+                    if (assistant["tool_calls"] is not JsonArray calls)
+                    {
+                        assistant["tool_calls"] = calls = new JsonArray();
+                    }
+                    calls.Add(ToolCall(StringOf(item["call_id"])!, name, StringOf(item["arguments"]) ?? "{}"));
+                    break;
+                case "function_call_output":
+                    assistant = null;
+                    if (OutputText(item["output"]) is not { } output)
+                    {
+                        return Cannot($"{at}.output", "a function output other than text", target);
+                    }
+                    messages.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = StringOf(item["call_id"]), ["content"] = output });
+                    break;
+                case "item_reference":
+                    return new ValidationError(
+                        $"{at}: item references are not resolved by this gateway; send the item itself, or continue with previous_response_id.", at);
+                default:
+                    // Reasoning, or a built-in tool's call or output from an earlier turn (web_search_call, ...): the target has no such thing.
+                    hints.Drop(itemType);
+                    break;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>A user (or system) message's parts as chat content parts, or the part the target cannot take.</summary>
+    private static (JsonArray? Content, ValidationError? Refused) UserContent(JsonArray parts, string at, IChatProvider target)
+    {
+        var content = new JsonArray();
+        for (var j = 0; j < parts.Count; j++)
+        {
+            var part = (JsonObject)parts[j]!;
+            var partAt = $"{at}.content[{j}]";
+            switch (StringOf(part["type"]))
+            {
+                case "input_text" or "output_text":
+                    content.Add(new JsonObject { ["type"] = "text", ["text"] = StringOf(part["text"]) });
+                    break;
+                case "input_image" when target.IsSimulated:
+                    return (null, Cannot(partAt, "an image", target));
+                case "input_image" when StringOf(part["image_url"]) is not { Length: > 0 }:
+                    return (null, new ValidationError(
+                        $"{partAt}.file_id: this gateway has no Files API; send the image as image_url (an https or data: URL).", $"{partAt}.image_url"));
+                case "input_image":
+                    var image = new JsonObject { ["url"] = StringOf(part["image_url"]) };
+                    if (StringOf(part["detail"]) is { } detail && detail != "auto")
+                    {
+                        image["detail"] = detail;
+                    }
+                    content.Add(new JsonObject { ["type"] = "image_url", ["image_url"] = image });
+                    break;
+                case "input_file" when FileText(part) is { } fileText:
+                    content.Add(new JsonObject { ["type"] = "text", ["text"] = fileText });
+                    break;
+                case "input_file":
+                    return (null, Cannot(partAt, "a file other than plain text sent as file_data", target));
+                default:
+                    return (null, Cannot(partAt, $"a '{HelixAgent.Data.Echo.Clip(StringOf(part["type"]))}' part", target));
+            }
+        }
+        return (content, null);
     }
 
     /// <summary>Function tools (and the functions of namespaces) become chat functions; built-in tools are dropped, or refused when forced.</summary>
