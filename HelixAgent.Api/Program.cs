@@ -23,12 +23,24 @@ try
 {
     // Build the provider registry now: an invalid configuration stops the start with a clear message.
     app.Services.GetRequiredService<ProviderRegistry>();
+    // Open the ledger's journal now: a second process on the same folder stops here, naming the setting.
+    app.Services.GetRequiredService<HelixAgent.Api.Ledger.CompletionLedger>();
     app.Services.StartMetrics();
 }
 catch (GatewayConfigurationException ex)
 {
     await Console.Error.WriteLineAsync($"helixagent: invalid configuration: {ex.Message}");
     return 78; // EX_CONFIG
+}
+catch (HelixAgent.Api.Ledger.JournalInUseException ex)
+{
+    await Console.Error.WriteLineAsync($"helixagent: {ex.Message}");
+    return 75; // EX_TEMPFAIL: the other process may stop
+}
+catch (UnauthorizedAccessException ex)
+{
+    await Console.Error.WriteLineAsync($"helixagent: the ledger journal's folder cannot be written ({ex.Message}); set Ledger:Journal:Path (Ledger__Journal__Path) to a folder this user owns");
+    return 73; // EX_CANTCREAT
 }
 
 // Connect to Redis now, before listening. Resolved lazily by the first request instead, the client's synchronous

@@ -44,6 +44,24 @@ internal sealed class SseWriter(HttpResponse response) : IDisposable
         {
             return ValueTask.CompletedTask;
         }
+        Put(frames);
+        return FlushAsync(response.BodyWriter, cancellationToken);
+    }
+
+    /// <summary>
+    /// A stream's last frames, put in the response pipe without a flush: they leave when the handler returns, after
+    /// the request's ledger row is in the journal, so a client never sees the end of a stream the ledger could lose.
+    /// </summary>
+    public void WriteLast(List<Dialects.SseFrame> frames)
+    {
+        if (frames.Count > 0)
+        {
+            Put(frames);
+        }
+    }
+
+    private void Put(List<Dialects.SseFrame> frames)
+    {
         Start();
         var pipe = response.BodyWriter;
         foreach (var frame in frames)
@@ -75,7 +93,6 @@ internal sealed class SseWriter(HttpResponse response) : IDisposable
             pipe.Write("\n"u8);
         }
         frames.Clear();
-        return FlushAsync(pipe, cancellationToken);
     }
 
     private static async ValueTask FlushAsync(System.IO.Pipelines.PipeWriter pipe, CancellationToken cancellationToken) => await pipe.FlushAsync(cancellationToken);

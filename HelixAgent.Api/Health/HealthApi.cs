@@ -2,6 +2,7 @@ using System.Runtime;
 using HelixAgent.Api.Access;
 using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Infrastructure;
+using HelixAgent.Api.Ledger;
 using HelixAgent.Api.Observability;
 using Microsoft.Extensions.Options;
 using HelixAgent.Data;
@@ -21,17 +22,19 @@ internal static class HealthApi
     }
 
     /// <summary>200 when healthy or degraded, 503 when unhealthy (PostgreSQL unreachable).</summary>
-    internal static async Task<JsonHttpResult<HealthResponse>> GetHealth(HealthReporter reporter)
+    internal static async Task<JsonHttpResult<HealthResponse>> GetHealth(HealthReporter reporter, CompletionLedger ledger)
     {
         var s = await reporter.GetAsync();
-        var body = new HealthResponse(s.Status, Components(s), reporter.Uptime, HealthReporter.Version);
+        var components = Components(s, ledger);
+        var body = new HealthResponse(Status(s, components), components, reporter.Uptime, HealthReporter.Version);
         return TypedResults.Json(body, ApiJsonContext.Default.HealthResponse, statusCode: StatusOf(s));
     }
 
     internal static async Task<JsonHttpResult<DetailedHealthResponse>> GetDetailed(HealthReporter reporter, NpgsqlPoolMetrics pool, MaintenanceMode maintenance,
-        ClusterRateLimiter limiter, ReadReplica replica, ProviderRegistry registry, ResponseCache cache, GatewayMetrics metrics, IOptions<CacheOptions> cacheOptions)
+        ClusterRateLimiter limiter, ReadReplica replica, ProviderRegistry registry, ResponseCache cache, GatewayMetrics metrics, IOptions<CacheOptions> cacheOptions, CompletionLedger ledger)
     {
         var s = await reporter.GetAsync();
+        var components = Components(s, ledger);
         var gc = GC.GetGCMemoryInfo();
         var process = new ProcessStats(
             Environment.WorkingSet,
@@ -41,7 +44,7 @@ internal static class HealthApi
             System.Diagnostics.Process.GetCurrentProcess().Threads.Count,
             ThreadPool.PendingWorkItemCount);
         var body = new DetailedHealthResponse(
-            s.Status, Components(s), reporter.Uptime, HealthReporter.Version,
+            Status(s, components), components, reporter.Uptime, HealthReporter.Version,
             IsReady(reporter), reporter.IsDraining, maintenance.IsOn,
             new RateLimitHealth(limiter.IsDegraded ? HealthStatus.Degraded : HealthStatus.Healthy, limiter.IsDegraded,
                 limiter.Admitted, limiter.Rejected, limiter.DegradedDecisions),
@@ -84,7 +87,11 @@ internal static class HealthApi
     private static bool IsReady(HealthReporter reporter) =>
         !reporter.IsDraining && reporter.LastKnownSchemaVersion == SchemaMigrator.ExpectedVersion;
 
-    private static HealthComponents Components(HealthSnapshot s) => new(s.Database, s.Redis, s.Providers);
+    private static HealthComponents Components(HealthSnapshot s, CompletionLedger ledger) => new(s.Database, s.Redis, s.Providers, LedgerHealth.Of(ledger));
+
+    /// <summary>The probes' status, degraded too when the ledger is (it is live, not cached with the probes).</summary>
+    private static string Status(HealthSnapshot s, HealthComponents c) =>
+        s.Status == HealthStatus.Healthy && c.Ledger.Status != HealthStatus.Healthy ? HealthStatus.Degraded : s.Status;
 
     private static int StatusOf(HealthSnapshot s) =>
         s.Status == HealthStatus.Unhealthy ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status200OK;

@@ -10,7 +10,23 @@ internal static class HealthStatus
 /// <summary>The runbook's <c>/health</c> shape.</summary>
 internal sealed record HealthResponse(string Status, HealthComponents Components, string Uptime, string Version);
 
-internal sealed record HealthComponents(ComponentHealth Database, ComponentHealth Redis, ProvidersHealth Providers);
+internal sealed record HealthComponents(ComponentHealth Database, ComponentHealth Redis, ProvidersHealth Providers, LedgerHealth Ledger);
+
+/// <summary>The usage ledger: degraded when it cannot keep another row (journal full, disk failing) or lost one in
+/// the last 5 minutes; what waits for PostgreSQL, and where.</summary>
+internal sealed record LedgerHealth(
+    string Status,
+    long UnshippedRows,
+    double OldestUnshippedSeconds,
+    long JournalBytes,
+    long LostRows,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    string? Error = null)
+{
+    public static LedgerHealth Of(HelixAgent.Api.Ledger.CompletionLedger ledger) => ledger.Problem is { } problem
+        ? new(HealthStatus.Degraded, ledger.PendingRows, Math.Round(ledger.OldestUnshippedSeconds, 1), ledger.JournalBytes, ledger.LostRows, problem)
+        : new(HealthStatus.Healthy, ledger.PendingRows, Math.Round(ledger.OldestUnshippedSeconds, 1), ledger.JournalBytes, ledger.LostRows);
+}
 
 internal sealed record ComponentHealth(
     string Status,

@@ -13,12 +13,15 @@ internal static class OpenAiErrors
         TypedResults.Json(new ErrorEnvelope(new ErrorBody(message, type, param, code)),
             ApiJsonContext.Default.ErrorEnvelope, statusCode: status);
 
+    /// <summary>Put in the response pipe, not flushed: on a client route it leaves after the request's ledger row is
+    /// in the journal.</summary>
     public static Task WriteAsync(HttpContext ctx, int status, string message, string type, string? code = null, string? param = null)
     {
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json";
-        return JsonSerializer.SerializeAsync(ctx.Response.Body,
-            new ErrorEnvelope(new ErrorBody(message, type, param, code)), ApiJsonContext.Default.ErrorEnvelope);
+        using var json = new Utf8JsonWriter(ctx.Response.BodyWriter);
+        JsonSerializer.Serialize(json, new ErrorEnvelope(new ErrorBody(message, type, param, code)), ApiJsonContext.Default.ErrorEnvelope);
+        return Task.CompletedTask;
     }
 
     public static string TypeFor(int status) => status switch

@@ -9,6 +9,7 @@ public static class JobRegistration
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<IMaintenanceJob, KeyExpiryJob>();
         builder.Services.AddSingleton<IMaintenanceJob, RetentionJob>();
+        builder.Services.AddSingleton<IMaintenanceJob, PartitionJob>();
         builder.Services.AddSingleton(builder.Configuration.GetSection(ResponsesRetentionOptions.Section).Get<ResponsesRetentionOptions>() ?? new ResponsesRetentionOptions());
         builder.Services.AddSingleton<IMaintenanceJob, ResponsesRetentionJob>();
         builder.Services.AddSingleton<IMaintenanceJob, VacuumJob>();

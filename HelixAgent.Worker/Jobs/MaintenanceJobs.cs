@@ -18,8 +18,11 @@ public sealed class WorkerOptions
 {
     public const string Section = "Worker";
 
-    /// <summary><c>completions</c> rows older than this many days are deleted (0 keeps everything).</summary>
+    /// <summary><c>completions</c> partitions wholly older than this many days are dropped (0 keeps everything).</summary>
     public int RetentionDays { get; set; } = 90;
+
+    /// <summary>Days ahead (UTC) the partitions job keeps a partition of <c>completions</c> ready for.</summary>
+    public int PartitionDaysAhead { get; set; } = 7;
 
     /// <summary>Rows deleted per statement by the retention job, so no delete holds locks for long.</summary>
     public int RetentionBatchSize { get; set; } = 10_000;
@@ -34,7 +37,11 @@ public sealed class WorkerOptions
     public int UnhealthyAfterFailures { get; set; } = 3;
 }
 
-/// <summary>Deletes <c>completions</c> older than the retention, in batches (never one giant delete).</summary>
+/// <summary>
+/// <c>completions</c> is partitioned by day (UTC): retention drops each day's partition once the whole day is older
+/// than <see cref="WorkerOptions.RetentionDays"/> (so a row is kept up to a day longer than that), with no bloat left to
+/// vacuum; rows that landed in the default partition (no partition for their day) are deleted in batches.
+/// </summary>
 public sealed class RetentionJob(WorkerOptions options, TimeProvider time) : IMaintenanceJob
 {
     public string Name => "retention";
@@ -46,7 +53,21 @@ public sealed class RetentionJob(WorkerOptions options, TimeProvider time) : IMa
         {
             return 0;
         }
-        return await DeleteOlderAsync(connection, "completions", "id", time.GetUtcNow().AddDays(-options.RetentionDays), options.RetentionBatchSize, cancellationToken);
+        var cutoff = time.GetUtcNow().AddDays(-options.RetentionDays);
+        long total = 0;
+        foreach (var (partition, day) in await CompletionPartitions.DaysAsync(connection, cancellationToken))
+        {
+            if (day.AddDays(1).ToDateTime(TimeOnly.MinValue, DateTimeKind.Utc) > cutoff.UtcDateTime)
+            {
+                continue;
+            }
+            await using var count = new NpgsqlCommand($"SELECT count(*) FROM {partition}", connection);
+            var rows = (long)(await count.ExecuteScalarAsync(cancellationToken))!;
+            await using var drop = new NpgsqlCommand($"DROP TABLE {partition}", connection);
+            await drop.ExecuteNonQueryAsync(cancellationToken);
+            total += rows;
+        }
+        return total + await DeleteOlderAsync(connection, "completions_default", "id", cutoff, options.RetentionBatchSize, cancellationToken);
     }
 
     /// <summary>Deletes the rows of <paramref name="table"/> created before <paramref name="cutoff"/>, <paramref name="batch"/> per statement (oldest first by <paramref name="order"/>).</summary>
@@ -66,6 +87,50 @@ public sealed class RetentionJob(WorkerOptions options, TimeProvider time) : IMa
                 return total;
             }
         }
+    }
+}
+
+/// <summary>The day partitions of <c>completions</c> (<c>completions_pYYYYMMDD</c>), and making them ahead of time.</summary>
+public static class CompletionPartitions
+{
+    public static async Task<List<(string Name, DateOnly Day)>> DaysAsync(NpgsqlConnection connection, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand("""
+            SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'completions'::regclass AND c.relname ~ '^completions_p[0-9]{8}$' ORDER BY c.relname
+            """, connection);
+        var days = new List<(string, DateOnly)>();
+        await using var reader = await cmd.ExecuteReaderAsync(ct);
+        while (await reader.ReadAsync(ct))
+        {
+            var name = reader.GetString(0);
+            days.Add((name, DateOnly.ParseExact(name["completions_p".Length..], "yyyyMMdd", System.Globalization.CultureInfo.InvariantCulture)));
+        }
+        return days;
+    }
+}
+
+/// <summary>
+/// Creates the day partitions of <c>completions</c> from yesterday to <see cref="WorkerOptions.PartitionDaysAhead"/>
+/// days ahead (UTC), so rows never wait on one; a day whose rows went to the default partition (the worker was down
+/// for longer than that) gets its partition with those rows moved in.
+/// </summary>
+public sealed class PartitionJob(WorkerOptions options, TimeProvider time) : IMaintenanceJob
+{
+    public string Name => "partitions";
+    public TimeSpan DefaultInterval => TimeSpan.FromHours(1);
+
+    public async Task<long> RunAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        var today = DateOnly.FromDateTime(time.GetUtcNow().UtcDateTime);
+        long created = 0;
+        for (var day = today.AddDays(-1); day <= today.AddDays(Math.Max(0, options.PartitionDaysAhead)); day = day.AddDays(1))
+        {
+            await using var cmd = new NpgsqlCommand("SELECT helixagent_completions_partition($1)", connection);
+            cmd.Parameters.AddWithValue(day);
+            created += (bool)(await cmd.ExecuteScalarAsync(cancellationToken))! ? 1 : 0;
+        }
+        return created;
     }
 }
 

@@ -37,7 +37,7 @@ internal sealed class AnthropicMessagesDialect : IDialect
 
     public IStreamRenderer NewStream(JsonObject body, RequestTrace trace) => new MessagesTranslation.MessagesStream(trace, TokenEstimate.Prompt(body));
 
-    public async Task WriteErrorAsync(HttpContext ctx, int status, string message, string type, string? code, string? param)
+    public Task WriteErrorAsync(HttpContext ctx, int status, string message, string type, string? code, string? param)
     {
         var headers = ctx.Response.Headers;
         if (string.IsNullOrEmpty(headers["request-id"]))
@@ -48,7 +48,8 @@ internal sealed class AnthropicMessagesDialect : IDialect
         }
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json";
-        await using var writer = new Utf8JsonWriter(ctx.Response.Body);
+        // Put in the response pipe, not flushed: it leaves after the request's ledger row is in the journal.
+        using var writer = new Utf8JsonWriter(ctx.Response.BodyWriter);
         writer.WriteStartObject();
         writer.WriteString("type", "error");
         writer.WriteStartObject("error");
@@ -57,6 +58,8 @@ internal sealed class AnthropicMessagesDialect : IDialect
         writer.WriteEndObject();
         writer.WriteString("request_id", headers["request-id"].ToString());
         writer.WriteEndObject();
+        writer.Flush();
+        return Task.CompletedTask;
     }
 
     /// <summary>Anthropic's error type for a status (its SDKs raise their typed errors by status).</summary>

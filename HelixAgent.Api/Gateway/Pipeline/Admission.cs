@@ -64,11 +64,19 @@ internal static partial class GatewayApi
     /// Everything before routing, shared by every endpoint: body (413/400), validation (400 naming the field), route
     /// (404), what each target can take (400 naming the field when none can), the key's model allow-list (403) and the
     /// rate limit (429). Answers itself, in the dialect's shape, and returns null when refused; nothing refused here is
-    /// routed, so nothing here writes a ledger row.
+    /// routed, so nothing here writes a ledger row. First of all, with <c>Ledger:WhenFull=refuse</c>, a ledger that
+    /// cannot keep another row answers 503 + Retry-After: a deployment that bills from the ledger serves nothing unbilled.
     /// </summary>
     private static async Task<Admitted?> AdmitRequestAsync(HttpContext ctx, GatewayServices s, IDialect dialect, Func<JsonObject, ValidationError?> validate,
         string endpoint, bool rateLimited = true, Func<JsonObject, ApiKeyInfo?, CancellationToken, Task<ValidationError?>>? expand = null)
     {
+        if (s.Ledger.Refusing)
+        {
+            ctx.Response.Headers.RetryAfter = "5";
+            await dialect.WriteErrorAsync(ctx, 503, "The gateway cannot record usage right now (its ledger journal is full or its disk fails); retry shortly.",
+                "service_unavailable", "ledger_unavailable", null);
+            return null;
+        }
         var body = await ReadBodyAsync(ctx, dialect, s.Options.Value.MaxRequestBodyBytes);
         if (body is null)
         {

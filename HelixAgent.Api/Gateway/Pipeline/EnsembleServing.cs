@@ -243,7 +243,14 @@ internal static partial class GatewayApi
                 carrier["ensemble"] = block;
                 blockPlaced = true;
             }
-            await sse.WriteAsync(frames, ctx.RequestAborted);
+            if (i == chunks.Count - 1)
+            {
+                sse.WriteLast(frames); // leaves after the ledger row is journaled
+            }
+            else
+            {
+                await sse.WriteAsync(frames, ctx.RequestAborted);
+            }
         }
     }
 

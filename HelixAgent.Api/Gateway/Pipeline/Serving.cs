@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using HelixAgent.Api.Gateway.Dialects;
@@ -93,13 +94,17 @@ internal static partial class GatewayApi
         return WriteUtf8JsonAsync(ctx, body);
     }
 
-    /// <summary>A 200 JSON answer from its UTF-8 bytes, with a Content-Length (no chunked framing).</summary>
-    private static async Task WriteUtf8JsonAsync(HttpContext ctx, ReadOnlyMemory<byte> body)
+    /// <summary>
+    /// A 200 JSON answer from its UTF-8 bytes, with a Content-Length (no chunked framing). Put in the response pipe, not
+    /// flushed: it leaves when the handler returns, after the request's ledger row is in the journal (Recording.cs).
+    /// </summary>
+    private static Task WriteUtf8JsonAsync(HttpContext ctx, ReadOnlyMemory<byte> body)
     {
         ctx.Response.StatusCode = StatusCodes.Status200OK;
         ctx.Response.ContentType = "application/json";
         ctx.Response.ContentLength = body.Length;
-        await ctx.Response.Body.WriteAsync(body, ctx.RequestAborted);
+        ctx.Response.BodyWriter.Write(body.Span);
+        return Task.CompletedTask;
     }
 
     /// <summary>One item of an attempt's stream: a canonical chunk, or an event of the client's protocol passed through.</summary>
@@ -230,15 +235,15 @@ internal static partial class GatewayApi
                 catch (UpstreamException ex)
                 {
                     provider.State.RecordFailure(ex.Kind, ex.Message, ex.RetryAfter);
-                    await InterruptAsync(sse, renderer, trace, 502, "upstream_error", "stream_interrupted",
-                        $"The upstream stream from {provider.Name} failed after it started: {ex.Message}", ct);
+                    Interrupt(sse, renderer, trace, 502, "upstream_error", "stream_interrupted",
+                        $"The upstream stream from {provider.Name} failed after it started: {ex.Message}");
                     return;
                 }
                 catch (OperationCanceledException) when (!ct.IsCancellationRequested)
                 {
                     provider.State.RecordFailure(UpstreamFailure.Timeout, $"{provider.Name}: stream exceeded its timeout", null);
-                    await InterruptAsync(sse, renderer, trace, 504, "timeout_error", "upstream_timeout",
-                        $"The upstream stream from {provider.Name} did not finish in time.", ct);
+                    Interrupt(sse, renderer, trace, 504, "timeout_error", "upstream_timeout",
+                        $"The upstream stream from {provider.Name} did not finish in time.");
                     return;
                 }
             }
@@ -247,7 +252,8 @@ internal static partial class GatewayApi
             {
                 onAnswer(JsonBytes.Of(whole));
             }
-            await sse.WriteAsync(frames, ct);
+            sse.WriteLast(frames); // leaves after the ledger row is journaled
+
         }
         finally
         {
@@ -262,13 +268,12 @@ internal static partial class GatewayApi
     }
 
     /// <summary>After the first byte there is no failover: end with the dialect's error event, never a silent cut.</summary>
-    private static async Task InterruptAsync(SseWriter sse, IStreamRenderer renderer, RequestTrace trace, int status, string type, string code, string message,
-        CancellationToken ct)
+    private static void Interrupt(SseWriter sse, IStreamRenderer renderer, RequestTrace trace, int status, string type, string code, string message)
     {
         trace.Status = status;
         trace.ErrorType = code;
         trace.ErrorMessage = message;
-        await sse.WriteAsync([.. renderer.ErrorFrames(status, type, code, message)], ct);
+        sse.WriteLast([.. renderer.ErrorFrames(status, type, code, message)]); // leaves after the ledger row is journaled
     }
 
     private static Task FailAsync(HttpContext ctx, IDialect dialect, RequestTrace trace, GatewayError error)

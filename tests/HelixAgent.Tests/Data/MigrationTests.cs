@@ -12,7 +12,11 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         await using var conn = new NpgsqlConnection(cs + ";Pooling=false");
         await conn.OpenAsync();
         await using var cmd = new NpgsqlCommand(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1", conn);
+            // The contract's tables: a partition of completions is not one of them.
+            """
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1
+            """, conn);
         var list = new List<string>();
         await using var r = await cmd.ExecuteReaderAsync();
         while (await r.ReadAsync())
@@ -26,7 +30,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
     {
         await using var conn = new NpgsqlConnection(cs + ";Pooling=false");
         await conn.OpenAsync();
-        await using var cmd = new NpgsqlCommand("SELECT version FROM schema_migrations ORDER BY version DESC LIMIT 5", conn);
+        await using var cmd = new NpgsqlCommand("SELECT version FROM schema_migrations ORDER BY version DESC", conn);
         var list = new List<long>();
         await using var r = await cmd.ExecuteReaderAsync();
         while (await r.ReadAsync())
@@ -49,6 +53,11 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
 
         // One step down at a time, newest first.
+        Assert.True(await PartitionedAsync(cs));
+        Assert.Equal(6, await migrator.DownAsync());
+        Assert.False(await PartitionedAsync(cs));
+        Assert.Equal([.. all.Take(2), "responses", .. all.Skip(2)], await TablesAsync(cs));
+        Assert.Equal([5L, 4L, 3L, 2L, 1L], await RecordedVersionsAsync(cs));
         Assert.Equal(5, await migrator.DownAsync());
         Assert.Equal(all, await TablesAsync(cs));
         Assert.Equal([4L, 3L, 2L, 1L], await RecordedVersionsAsync(cs));
@@ -114,7 +123,8 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.True(await ColumnAsync(cs, "dropped_hints"));
         var down = await ApiProcess.RunCliAsync(env, "migrate", "down");
         Assert.Equal((0, $"reverted {SchemaMigrator.ExpectedVersion}"), (down.ExitCode, down.Stdout.Trim()));
-        Assert.DoesNotContain("responses", await TablesAsync(cs)); // 0005 reverted: its table is gone, the others stay
+        Assert.False(await PartitionedAsync(cs)); // 0006 reverted: completions is one table again, the others stay
+        Assert.Contains("responses", await TablesAsync(cs));
         Assert.True(await ColumnAsync(cs, "dropped_hints"));
         Assert.True(await UsageEstimatedColumnAsync(cs));
 
@@ -139,6 +149,83 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Equal(3, unreachable.ExitCode);
         Assert.StartsWith("helixagent: database error:", unreachable.Stderr);
         Assert.DoesNotContain("   at ", unreachable.Stderr);
+    }
+
+    [Fact]
+    public async Task Migration_0006_partitions_completions_by_day_and_back_keeping_every_row_and_its_id()
+    {
+        var cs = await postgres.CreateDatabaseAsync("part");
+        await using var ds = NpgsqlDataSource.Create(cs);
+        var migrator = new SchemaMigrator(ds);
+        await migrator.UpAsync();
+        await migrator.DownAsync();
+        Assert.False(await PartitionedAsync(cs));
+        // Rows of three days long ago, yesterday and today, as the gateway wrote them before 0006.
+        await using (var insert = ds.CreateCommand("""
+            INSERT INTO completions (request_id, model, endpoint, status, latency_ms, prompt_tokens, created_at)
+            SELECT 'before-' || g, 'm', 'chat.completions', 200, g, g, now() - make_interval(days => (g % 5) * 20) - interval '1 minute'
+            FROM generate_series(1, 300) g
+            """))
+        {
+            await insert.ExecuteNonQueryAsync();
+        }
+        var before = await SnapshotAsync(ds);
+
+        Assert.Equal(6, Assert.Single(await migrator.UpAsync()));
+
+        Assert.True(await PartitionedAsync(cs));
+        Assert.Equal(before, await SnapshotAsync(ds));
+        // Each row sits in the partition of its own day (UTC): none fell into the default partition.
+        Assert.Equal(0L, await ScalarAsync(ds, "SELECT count(*) FROM completions_default"));
+        Assert.Equal(0L, await ScalarAsync(ds, """
+            SELECT count(*) FROM completions WHERE tableoid::regclass::text <> 'completions_p' || to_char(created_at AT TIME ZONE 'UTC', 'YYYYMMDD')
+            """));
+        // Partitions stand ready for the week ahead, and a new row takes the next id.
+        Assert.Equal(1L, await ScalarAsync(ds, "SELECT count(*) FROM pg_class WHERE relname = 'completions_p' || to_char((now() AT TIME ZONE 'UTC')::date + 7, 'YYYYMMDD')"));
+        Assert.Equal(before.MaxId + 1, await ScalarAsync(ds,
+            "INSERT INTO completions (request_id, model, endpoint, status, latency_ms) VALUES ('after', 'm', 'chat.completions', 200, 1) RETURNING id"));
+        // (request_id, created_at) is unique: the journal's replay of a row it already wrote is skipped, not doubled.
+        Assert.Equal(0L, await ScalarAsync(ds, """
+            WITH again AS (INSERT INTO completions (request_id, model, endpoint, status, latency_ms, created_at)
+                SELECT request_id, model, endpoint, status, latency_ms, created_at FROM completions WHERE request_id = 'after'
+                ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM again
+            """));
+        Assert.Equal(before.Rows + 1, await ScalarAsync(ds, "SELECT count(*) FROM completions"));
+
+        Assert.Equal(6, await migrator.DownAsync());
+        Assert.False(await PartitionedAsync(cs));
+        Assert.Equal(before.Rows + 1, await ScalarAsync(ds, "SELECT count(*) FROM completions"));
+        Assert.Equal(before, await SnapshotAsync(ds, "WHERE request_id <> 'after'"));
+        Assert.Equal(before.MaxId + 2, await ScalarAsync(ds,
+            "INSERT INTO completions (request_id, model, endpoint, status, latency_ms) VALUES ('after-down', 'm', 'chat.completions', 200, 1) RETURNING id"));
+    }
+
+    private sealed record Snapshot(long Rows, long MaxId, string Digest);
+
+    /// <summary>Every row's id, request id, tokens and created_at, digested.</summary>
+    private static async Task<Snapshot> SnapshotAsync(NpgsqlDataSource ds, string where = "")
+    {
+        await using var cmd = ds.CreateCommand($"""
+            SELECT count(*), coalesce(max(id), 0), md5(coalesce(string_agg(id || '/' || request_id || '/' || prompt_tokens || '/' || created_at, ',' ORDER BY id), ''))
+            FROM completions {where}
+            """);
+        await using var r = await cmd.ExecuteReaderAsync();
+        await r.ReadAsync();
+        return new Snapshot(r.GetInt64(0), r.GetInt64(1), r.GetString(2));
+    }
+
+    private static async Task<long> ScalarAsync(NpgsqlDataSource ds, string sql)
+    {
+        await using var cmd = ds.CreateCommand(sql);
+        return Convert.ToInt64(await cmd.ExecuteScalarAsync());
+    }
+
+    private static async Task<bool> PartitionedAsync(string cs)
+    {
+        await using var conn = new NpgsqlConnection(cs);
+        await conn.OpenAsync();
+        await using var cmd = new NpgsqlCommand("SELECT relkind = 'p' FROM pg_class WHERE relname = 'completions'", conn);
+        return (bool)(await cmd.ExecuteScalarAsync())!;
     }
 
     private static Task<bool> UsageEstimatedColumnAsync(string cs) => ColumnAsync(cs, "usage_estimated");

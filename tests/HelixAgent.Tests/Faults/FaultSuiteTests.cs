@@ -248,11 +248,11 @@ public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer r
         try
         {
             // Under load the writer soon holds rows it cannot write: the outage is felt.
-            await Eventually.TrueAsync(async () => (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_ledger_queue_depth") > 0,
+            await Eventually.TrueAsync(async () => (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_ledger_unshipped_rows") > 0,
                 "rows queued in the ledger while PostgreSQL is down");
             healthDuring = await CallAsync(http, HttpMethod.Get, "/health");
             readyDuring = await CallAsync(http, HttpMethod.Get, "/ready");
-            queuedDuring = (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_ledger_queue_depth");
+            queuedDuring = (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_ledger_unshipped_rows");
             unseenDuring = await unseen.SendAsync(LoadRequest.Chat(-1, api.BaseAddress, "m", stream: false));
             adminDuring = await CallAsync(admin, HttpMethod.Get, "/admin/keys");
             await UntilAsync(down + TimeSpan.FromSeconds(20));

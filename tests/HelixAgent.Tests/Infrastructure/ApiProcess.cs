@@ -61,12 +61,15 @@ internal sealed partial class ApiProcess : IAsyncDisposable
         psi.Environment["Health__CacheSeconds"] = "0";
         // Kestrel's "Now listening on" line tells the port, whatever the test's own log levels.
         psi.Environment["Logging__LogLevel__Microsoft.Hosting.Lifetime"] = "Information";
+        // Each process its own ledger journal (one process per folder), unless the test names one (to restart on it).
+        var ownJournal = !env.ContainsKey("Ledger__Journal__Path");
+        psi.Environment["Ledger__Journal__Path"] = Path.Combine(Path.GetTempPath(), "helixagent-ledger-" + Guid.NewGuid().ToString("N"));
         foreach (var (k, v) in env)
         {
             psi.Environment[k] = v;
         }
         var p = new Process { StartInfo = psi };
-        var api = new ApiProcess(p, port);
+        var api = new ApiProcess(p, port) { JournalPath = psi.Environment["Ledger__Journal__Path"]!, _ownJournal = ownJournal };
         p.OutputDataReceived += (_, e) => api.Append(e.Data);
         p.ErrorDataReceived += (_, e) => api.Append(e.Data);
         p.Start();
@@ -137,6 +140,11 @@ internal sealed partial class ApiProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>The process's ledger journal folder.</summary>
+    public string JournalPath { get; private init; } = "";
+
+    private bool _ownJournal;
+
     public void Signal(string signal) => ServerProcess.Run("kill", [$"-{signal}", _process.Id.ToString()]);
 
     public Task WaitForExitAsync(TimeSpan timeout) => _process.WaitForExitAsync(new CancellationTokenSource(timeout).Token);
@@ -149,6 +157,10 @@ internal sealed partial class ApiProcess : IAsyncDisposable
             await _process.WaitForExitAsync();
         }
         _process.Dispose();
+        if (_ownJournal && Directory.Exists(JournalPath))
+        {
+            Directory.Delete(JournalPath, recursive: true);
+        }
     }
 
     /// <summary>Runs <c>helixagent &lt;args&gt;</c> to completion (at most a minute); returns exit code and output.</summary>

@@ -4,7 +4,8 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace HelixAgent.Tests.Infrastructure;
 
-/// <summary>The real API (<c>Program</c>) in-process, pointed at real PostgreSQL and Redis servers.</summary>
+/// <summary>The real API (<c>Program</c>) in-process, pointed at real PostgreSQL and Redis servers, with its own
+/// ledger journal folder (<see cref="JournalPath"/>, removed with the factory unless the settings name one).</summary>
 public sealed class GatewayFactory(
     string databaseConnectionString,
     string redisConnectionString,
@@ -12,8 +13,14 @@ public sealed class GatewayFactory(
     Action<IServiceCollection>? services = null)
     : WebApplicationFactory<Program>
 {
+    private readonly bool _ownJournal = settings?.ContainsKey("Ledger:Journal:Path") != true;
+
+    public string JournalPath { get; } = settings?.TryGetValue("Ledger:Journal:Path", out var path) == true && path is not null
+        ? path : Path.Combine(Path.GetTempPath(), "helixagent-ledger-" + Guid.NewGuid().ToString("N"));
+
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
+        builder.UseSetting("Ledger:Journal:Path", JournalPath);
         builder.UseEnvironment("Testing");
         builder.UseSetting("ConnectionStrings:" + KnownResourceNames.Database, databaseConnectionString);
         builder.UseSetting("ConnectionStrings:" + KnownResourceNames.Redis, redisConnectionString);
@@ -30,6 +37,15 @@ public sealed class GatewayFactory(
         if (services is not null)
         {
             builder.ConfigureServices(services);
+        }
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        if (_ownJournal && Directory.Exists(JournalPath))
+        {
+            Directory.Delete(JournalPath, recursive: true);
         }
     }
 }

@@ -72,14 +72,14 @@ public readonly record struct LedgerActivity(int InFlight, int Queued)
 
     public static LedgerActivity operator +(LedgerActivity a, LedgerActivity b) => new(a.InFlight + b.InFlight, a.Queued + b.Queued);
 
-    /// <summary>A running process's: its in-flight count (<c>/debug/pprof/goroutine?debug=1</c>, open on loopback) and <c>helixagent_ledger_queue_depth</c>.</summary>
+    /// <summary>A running process's: its in-flight count (<c>/debug/pprof/goroutine?debug=1</c>, open on loopback) and <c>helixagent_ledger_unshipped_rows</c>.</summary>
     public static async Task<LedgerActivity> OfAsync(Uri instance)
     {
         using var http = new HttpClient { BaseAddress = instance, Timeout = TimeSpan.FromSeconds(10) };
         var threads = await http.GetStringAsync("/debug/pprof/goroutine?debug=1");
         var line = threads.Split('\n').Single(l => l.StartsWith("in-flight requests: ", StringComparison.Ordinal));
         var inFlight = int.Parse(line["in-flight requests: ".Length..], System.Globalization.CultureInfo.InvariantCulture);
-        var queued = (int)(await ScrapedMetrics.ScrapeAsync(http)).Sum("helixagent_ledger_queue_depth");
+        var queued = (int)(await ScrapedMetrics.ScrapeAsync(http)).Sum("helixagent_ledger_unshipped_rows");
         return new LedgerActivity(inFlight, queued);
     }
 

@@ -59,7 +59,7 @@ public sealed class LedgerWriterTests(PostgresServer postgres, RedisServer redis
     }
 
     [Fact]
-    public async Task A_full_ledger_queue_counts_every_row_it_cannot_keep_and_writes_the_rest()
+    public async Task Without_the_journal_a_full_ledger_queue_counts_every_row_it_cannot_keep_and_writes_the_rest()
     {
         var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
         await using var __ = upstream;
@@ -69,6 +69,7 @@ public sealed class LedgerWriterTests(PostgresServer postgres, RedisServer redis
             ["Providers:up:BaseUrl"] = upstream.BaseUrl.ToString(),
             ["Providers:up:Models:0"] = "m",
             ["Gateway:ProbeIntervalSeconds"] = "0",
+            ["Ledger:Journal:Enabled"] = "false", // the in-memory queue (the DropWrite regression: full was silent)
             ["Ledger:Capacity"] = "5",
             ["Ledger:FlushIntervalMs"] = "0",
         };
@@ -94,7 +95,7 @@ public sealed class LedgerWriterTests(PostgresServer postgres, RedisServer redis
         Assert.Equal(1 + sent, rows.Count + lost);
         var after = await ScrapedMetrics.ScrapeAsync(gw.Anonymous());
         Assert.Equal(lost, after.Sum("helixagent_ledger_rows_lost_total"));
-        Assert.Equal(0, after.Sum("helixagent_ledger_queue_depth"));
+        Assert.Equal(0, after.Sum("helixagent_ledger_unshipped_rows"));
     }
 
     [Fact]

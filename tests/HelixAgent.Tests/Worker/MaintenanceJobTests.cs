@@ -26,7 +26,7 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
     private static JobRunner Runner(NpgsqlDataSource db, WorkerOptions options) => new(db, options, TimeProvider.System,
         NullLogger<JobRunner>.Instance,
-        [new RetentionJob(options, TimeProvider.System), new KeyExpiryJob(options, TimeProvider.System), new VacuumJob(), new RollupJob(options, TimeProvider.System),
+        [new RetentionJob(options, TimeProvider.System), new PartitionJob(options, TimeProvider.System), new KeyExpiryJob(options, TimeProvider.System), new VacuumJob(), new RollupJob(options, TimeProvider.System),
          new ResponsesRetentionJob(new ResponsesRetentionOptions { RetentionDays = 30 }, options, TimeProvider.System)],
         Meters);
 
@@ -60,8 +60,62 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
         return Convert.ToInt64(await cmd.ExecuteScalarAsync());
     }
 
+    private sealed class FixedTime(DateTimeOffset now) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => now;
+    }
+
+    private static Task<long> PartitionAsync(NpgsqlDataSource db, DateTimeOffset day) =>
+        ScalarAsync(db, $"SELECT helixagent_completions_partition('{day.UtcDateTime:yyyy-MM-dd}')::int");
+
     [Fact]
-    public async Task Retention_deletes_only_rows_older_than_the_retention_in_batches()
+    public async Task Retention_drops_each_day_partition_wholly_older_than_the_retention_and_keeps_the_others()
+    {
+        var (_, db) = await DatabaseAsync();
+        await using var _ = db;
+        foreach (var age in new[] { 100, 92, 89 })
+        {
+            Assert.Equal(1, await PartitionAsync(db, Now.AddDays(-age)));
+            await InsertCompletionsAsync(db, 10 + age, Now.AddDays(-age));
+        }
+        await InsertCompletionsAsync(db, 4, Now);
+        var runner = Runner(db, new WorkerOptions { RetentionDays = 90 });
+
+        var run = await runner.RunOnceAsync(runner.Jobs["retention"], CancellationToken.None);
+
+        // The 100- and 92-day-old days go whole (110 + 102 rows), by DROP TABLE: nothing is left to vacuum.
+        Assert.Equal((JobOutcome.Succeeded, 212L), (run.Outcome, run.Rows));
+        Assert.Equal(0, await ScalarAsync(db, $"SELECT count(*) FROM pg_class WHERE relname IN ('completions_p{Now.AddDays(-100).UtcDateTime:yyyyMMdd}', 'completions_p{Now.AddDays(-92).UtcDateTime:yyyyMMdd}')"));
+        Assert.Equal(99 + 4, await ScalarAsync(db, "SELECT count(*) FROM completions"));
+        Assert.Equal(1, await ScalarAsync(db, $"SELECT count(*) FROM pg_class WHERE relname = 'completions_p{Now.AddDays(-89).UtcDateTime:yyyyMMdd}'"));
+    }
+
+    [Fact]
+    public async Task The_partitions_job_creates_day_partitions_ahead_and_moves_rows_that_landed_in_the_default_partition()
+    {
+        var (_, db) = await DatabaseAsync();
+        await using var _ = db;
+        var later = Now.AddDays(15);
+        // A row for a day no partition covered yet (as when the worker was down for weeks): it waits in the default partition.
+        await InsertCompletionsAsync(db, 3, later.AddDays(5));
+        Assert.Equal(3, await ScalarAsync(db, "SELECT count(*) FROM completions_default"));
+        var options = new WorkerOptions { PartitionDaysAhead = 7 };
+        var job = new PartitionJob(options, new FixedTime(later));
+        var runner = new JobRunner(db, options, TimeProvider.System, NullLogger<JobRunner>.Instance, [job], Meters);
+
+        var run = await runner.RunOnceAsync(job, CancellationToken.None);
+
+        // Yesterday to a week ahead, seen from 15 days on: 9 days, none of which existed (the migration made up to day 7).
+        Assert.Equal((JobOutcome.Succeeded, 9L), (run.Outcome, run.Rows));
+        Assert.Equal(0, await ScalarAsync(db, "SELECT count(*) FROM completions_default"));
+        Assert.Equal(3, await ScalarAsync(db, $"SELECT count(*) FROM completions_p{later.AddDays(5).UtcDateTime:yyyyMMdd}"));
+        Assert.Equal(1, await ScalarAsync(db, $"SELECT count(*) FROM pg_class WHERE relname = 'completions_p{later.AddDays(7).UtcDateTime:yyyyMMdd}'"));
+        // Run again: nothing more to make.
+        Assert.Equal(0L, (await runner.RunOnceAsync(job, CancellationToken.None)).Rows);
+    }
+
+    [Fact]
+    public async Task Retention_deletes_rows_of_the_default_partition_older_than_the_retention_in_batches()
     {
         var (_, db) = await DatabaseAsync();
         await using var _ = db;
@@ -172,7 +226,8 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
         Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["vacuum"], CancellationToken.None)).Outcome);
 
-        Assert.Equal(2, await ScalarAsync(db, "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('completions', 'responses') AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"));
+        // completions is partitioned: its partitions (today's with the rows) are what VACUUM and ANALYZE reach.
+        Assert.Equal(2, await ScalarAsync(db, $"SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('completions_p{Now.UtcDateTime:yyyyMMdd}', 'responses') AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL"));
     }
 
     [Fact]
@@ -271,7 +326,7 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
 
         var bad = await RunWorkerAsync(cs, "run", "defragment");
         Assert.Equal(2, bad.ExitCode);
-        Assert.Contains("jobs: expire-keys, responses-retention, retention, rollup, vacuum", bad.Stderr);
+        Assert.Contains("jobs: expire-keys, partitions, responses-retention, retention, rollup, vacuum", bad.Stderr);
     }
 
     [Fact]
