@@ -26,7 +26,7 @@ COPY HelixAgent.ServiceDefaults/ HelixAgent.ServiceDefaults/
 COPY HelixAgent.Data/ HelixAgent.Data/
 RUN dotnet publish HelixAgent.Api/HelixAgent.Api.csproj -c Release --no-restore --disable-build-servers -o /out/helixagent \
  && dotnet publish HelixAgent.Worker/HelixAgent.Worker.csproj -c Release --no-restore --disable-build-servers -o /out/helixagent-worker \
- && mkdir -p /out/log
+ && mkdir -p /out/log /out/ledger
 
 FROM ${RUNTIME_IMAGE} AS helixagent-worker
 WORKDIR /app
@@ -43,11 +43,16 @@ COPY --from=build /out/helixagent/ ./
 # The runbook's log file (grep "provider error" /var/log/helixagent/app.log), written by the app user, besides the
 # console: JSON lines rolling at 50 MB, 5 files at most. Logging__File__Path= (empty) turns it off.
 COPY --from=build --chown=$APP_UID /out/log/ /var/log/helixagent/
+# The usage ledger's write-ahead journal (rows not yet in PostgreSQL), owned by the app user: mount a volume here
+# (Kubernetes: an emptyDir, which outlives container restarts; compose: the helixagent-ledger volume).
+COPY --from=build --chown=$APP_UID /out/ledger/ /var/lib/helixagent/ledger/
 ENV ASPNETCORE_HTTP_PORTS=8080 \
     PATH=/app:$PATH \
     Logging__File__Path=/var/log/helixagent/app.log \
     Logging__File__MaxBytes=52428800 \
-    Logging__File__Keep=5
+    Logging__File__Keep=5 \
+    Ledger__Journal__Path=/var/lib/helixagent/ledger \
+    Ledger__Journal__MaxBytes=2147483648
 EXPOSE 8080
 USER $APP_UID
 # `docker exec <container> helixagent keys rotate --name X` runs the CLI (the same binary, on PATH).

@@ -22,6 +22,12 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
     /// <summary>The image writes the runbook's <c>app.log</c> here (<c>Logging__File__Path</c> in the Dockerfile).</summary>
     public const string LogMountPath = "/var/log/helixagent";
 
+    /// <summary>The usage ledger's write-ahead journal (<c>Ledger__Journal__Path</c> in the Dockerfile).</summary>
+    public const string LedgerMountPath = "/var/lib/helixagent/ledger";
+
+    /// <summary>Above the journal's most (<c>Ledger__Journal__MaxBytes</c>, 2 GiB in the Dockerfile) plus a segment.</summary>
+    public const string LedgerVolumeSizeLimit = "3Gi";
+
     /// <summary>Above the file log's most (5 files of 50 MB, the image's defaults): the kubelet evicts a pod past it.</summary>
     public const string LogVolumeSizeLimit = "512Mi";
     public const int DrainDelaySeconds = 5;
@@ -216,6 +222,7 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
         {
             mounts.Items.Add(new YamlMap { { "name", "tls" }, { "mountPath", TlsMountPath }, { "readOnly", true } });
             mounts.Items.Add(new YamlMap { { "name", "logs" }, { "mountPath", LogMountPath } });
+            mounts.Items.Add(new YamlMap { { "name", "ledger" }, { "mountPath", LedgerMountPath } });
         }
         if (mounts.Items.Count > 0)
         {
@@ -235,6 +242,10 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
             {
                 { "name", "logs" },
                 { "emptyDir", new YamlMap { { "sizeLimit", LogVolumeSizeLimit } } },
+            }, new YamlMap
+            {
+                { "name", "ledger" },
+                { "emptyDir", new YamlMap { { "sizeLimit", LedgerVolumeSizeLimit } } },
             }), $"""
                  Secret {TlsSecret} (runbook: Certificate Rotation) is optional: the pod starts without it. To serve HTTPS
                  from the pod, add to .{ApiName}.secrets (or the env) Kestrel__Certificates__Default__Path={TlsMountPath}/tls.crt,
@@ -242,6 +253,11 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
                  on 8080 for the probes); Kestrel refuses to start if those files are missing, so none is set by default.
                  Volume logs holds the runbook's log file (kubectl exec deploy/{ApiName} -- grep "provider error"
                  {LogMountPath}/app.log); it outlives a container restart, not the pod.
+                 Volume ledger holds the usage ledger's write-ahead journal (Ledger__Journal__Path): it outlives a
+                 container restart (an OOM kill, a crash), whose replay ships the rows the killed container had not; a
+                 pod deleted with rows unshipped loses them unless it stopped gracefully (SIGTERM ships everything).
+                 To keep them through node loss too, run the API as a StatefulSet with a volumeClaimTemplate mounted
+                 here instead (one PVC per pod: each process needs its own journal folder).
                  """.Replace("\r", "", StringComparison.Ordinal));
         }
         var podMeta = new YamlMap { { "labels", labels } };

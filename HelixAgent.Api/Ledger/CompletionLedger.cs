@@ -114,7 +114,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         {
             _journal = new LedgerJournal(JournalFolder(_options.Journal, environment), _options.Journal, logger);
             Interlocked.Add(ref _pending, _journal.Replaying);
-            meter.CreateObservableGauge("helixagent_ledger_journal_bytes", () => _journal.DiskBytes, unit: null, description: "Bytes of the ledger journal on disk.");
+            meter.CreateObservableGauge("helixagent_ledger_journal_bytes", () => _journal.DiskBytes, description: "Bytes of the ledger journal on disk.");
             meter.CreateObservableCounter("helixagent_ledger_torn_records_total", () => _journal.TornRecords, description: "Journal records a crash cut mid-write, skipped at replay.");
         }
         else
@@ -129,7 +129,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
             });
         }
         meter.CreateObservableGauge("helixagent_ledger_unshipped_rows", () => Interlocked.Read(ref _pending), description: "Usage rows not yet in PostgreSQL (in the journal, or queued).");
-        meter.CreateObservableGauge("helixagent_ledger_oldest_unshipped_seconds", () => OldestUnshippedSeconds, unit: "s", description: "Age of the oldest usage row not yet in PostgreSQL (0 when none waits).");
+        meter.CreateObservableGauge("helixagent_ledger_oldest_unshipped_seconds", () => OldestUnshippedSeconds, description: "Age of the oldest usage row not yet in PostgreSQL (0 when none waits).");
     }
 
     /// <summary><c>Ledger:Journal:Path</c>, else <c>&lt;data dir&gt;/ledger</c> (relative paths from the content root).</summary>

@@ -375,6 +375,18 @@ internal sealed partial class LedgerJournal : IDisposable
     /// wholly before it go.</summary>
     public void Commit((long Seq, long Offset) position)
     {
+        lock (_gate)
+        {
+            // Everything shipped, the active segment among it: start a new one, so that this one's space comes back
+            // (a full journal gets room again without waiting for an append it refuses).
+            if (position.Seq == _activeSeq && position.Offset == _activeLength && _activeLength >= Math.Max(4096, _segmentBytes / 4))
+            {
+                Rotate();
+                _readSeq = _activeSeq;
+                _readOffset = 0;
+                position = (_activeSeq, 0);
+            }
+        }
         WriteCheckpoint(position);
         List<long> done;
         lock (_gate)

@@ -52,6 +52,17 @@ public sealed partial class ComposeTests
         Assert.True(int.Parse(grace.TrimEnd('s'), System.Globalization.CultureInfo.InvariantCulture) > 30, grace);
     }
 
+    [Fact]
+    public void The_api_keeps_its_ledger_journal_on_a_named_volume_at_the_images_journal_path()
+    {
+        var dockerfile = File.ReadAllText(Path.Combine(KustomizeOutput.RepoRoot, "Dockerfile"));
+        var journal = Regex.Match(dockerfile, @"Ledger__Journal__Path=(\S+)").Groups[1].Value;
+        Assert.Equal("/var/lib/helixagent/ledger", journal);
+        var mounts = ((YamlSequenceNode)Service("helixagent")["volumes"]).Children.Select(c => c.ToString()).ToList();
+        Assert.Contains($"helixagent-ledger:{journal}", mounts);
+        Assert.True(((YamlMappingNode)Load()["volumes"]).Children.ContainsKey(new YamlScalarNode("helixagent-ledger")));
+    }
+
     [Theory]
     [InlineData("helixagent")]
     [InlineData("helixagent-worker")]

@@ -200,7 +200,15 @@ public sealed partial class KubernetesOutputTests
         var fileCap = long.Parse(Regex.Match(dockerfile, @"Logging__File__MaxBytes=(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)
             * long.Parse(Regex.Match(dockerfile, @"Logging__File__Keep=(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         Assert.True(logs.EmptyDir.SizeLimit.ToInt64() > fileCap, $"emptyDir {logs.EmptyDir.SizeLimit} must exceed the log files' cap {fileCap} bytes, or the pod is evicted");
-        // Kestrel would refuse to start on a missing certificate: the optional secret must not be wired into it
+        // The ledger's journal: on a volume that outlives a container restart (OOM kill, crash: the restart replays it),
+        // at the image's Ledger__Journal__Path, bounded above the journal's own cap.
+        var ledger = Assert.Single(pod.Spec.Volumes, v => v.Name == "ledger");
+        var journalPath = Regex.Match(dockerfile, @"Ledger__Journal__Path=(\S+)").Groups[1].Value;
+        Assert.Equal("/var/lib/helixagent/ledger", journalPath);
+        Assert.Contains(c.VolumeMounts, m => m.Name == "ledger" && m.MountPath == journalPath);
+        var journalCap = long.Parse(Regex.Match(dockerfile, @"Ledger__Journal__MaxBytes=(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(ledger.EmptyDir.SizeLimit.ToInt64() > journalCap, $"emptyDir {ledger.EmptyDir.SizeLimit} must exceed the journal's cap {journalCap} bytes, or the pod is evicted");
+                // Kestrel would refuse to start on a missing certificate: the optional secret must not be wired into it
         Assert.Null(EnvValue("helixagent", "Kestrel__Certificates__Default__Path"));
         Assert.Equal("Host=postgres;Port=5432;Username=helixagent;Password=$(HELIXAGENT_DB_PASSWORD);Database=helixagent_db",
             EnvValue("helixagent", "ConnectionStrings__helixagent-db"));

@@ -67,6 +67,15 @@ public sealed class SystemdTests
     }
 
     [Fact]
+    public void Api_unit_keeps_the_ledger_journal_in_the_state_directory_systemd_makes_for_the_service_user()
+    {
+        var service = Parse("helixagent.service")["Service"];
+        Assert.Equal("helixagent", Assert.Single(service["StateDirectory"]));
+        // StateDirectory=helixagent is /var/lib/helixagent, kept across restarts and owned by User=.
+        Assert.Contains(service["Environment"], e => e.Split(' ').Contains("Ledger__Journal__Path=/var/lib/helixagent/ledger"));
+    }
+
+    [Fact]
     public void Env_example_sets_the_connection_strings_but_not_the_ports()
     {
         var keys = File.ReadAllLines(Path.Combine(Dir, "helixagent.env.example"))

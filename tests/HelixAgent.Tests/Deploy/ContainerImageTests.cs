@@ -41,7 +41,11 @@ public sealed partial class ContainerImageTests(ContainerImages images, Postgres
         var container = await images.CreateAsync(ContainerImages.ApiImage);
         var (code, id) = await container.ExecAsync(new Dictionary<string, string>(), "id", "-u");
         Assert.Equal((0, "1654"), (code, id.Trim()));
-        // `docker exec helixagent helixagent ...`: the CLI is on the PATH.
+        // The ledger's journal folder exists in the image, writable by the app user (a volume mounted there inherits it).
+        var (statCode, owner) = await container.ExecAsync(new Dictionary<string, string>(), "stat", "-c", "%u", "/var/lib/helixagent/ledger");
+        Assert.Equal((0, "1654"), (statCode, owner.Trim()));
+        Assert.Contains("Ledger__Journal__Path=/var/lib/helixagent/ledger", (await images.ConfigAsync(ContainerImages.ApiImage)).GetProperty("Env").EnumerateArray().Select(e => e.GetString()));
+                // `docker exec helixagent helixagent ...`: the CLI is on the PATH.
         var (versionCode, version) = await container.ExecAsync(new Dictionary<string, string>(), "helixagent", "version");
         Assert.Equal(0, versionCode);
         Assert.Contains("1.0.0", version);

@@ -214,7 +214,7 @@ public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer r
     // ------------------------------------------------------------------ PostgreSQL outage
 
     [Fact]
-    public async Task With_postgresql_stopped_for_20_s_under_load_every_request_is_answered_and_after_restart_the_ledger_holds_every_one()
+    public async Task With_postgresql_stopped_for_3_minutes_under_load_every_request_is_answered_the_backlog_waits_on_disk_not_in_memory_and_after_restart_the_ledger_holds_every_one()
     {
         await using var upstream = await FakeUpstream.StartAsync(FakeProtocol.OpenAI);
         upstream.Reply = "answered while the database is away";
@@ -243,7 +243,8 @@ public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer r
         var down = DateTimeOffset.UtcNow;
         await postgres.StopAsync();
         Answer healthDuring, readyDuring, adminDuring;
-        double queuedDuring;
+        double queuedDuring, journalDuring, oldestDuring;
+        long rssAfterAMinute, rssAtTheEnd;
         Outcome unseenDuring;
         try
         {
@@ -252,10 +253,18 @@ public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer r
                 "rows queued in the ledger while PostgreSQL is down");
             healthDuring = await CallAsync(http, HttpMethod.Get, "/health");
             readyDuring = await CallAsync(http, HttpMethod.Get, "/ready");
-            queuedDuring = (await ScrapedMetrics.ScrapeAsync(api.BaseAddress)).Sum("helixagent_ledger_unshipped_rows");
             unseenDuring = await unseen.SendAsync(LoadRequest.Chat(-1, api.BaseAddress, "m", stream: false));
             adminDuring = await CallAsync(admin, HttpMethod.Get, "/admin/keys");
-            await UntilAsync(down + TimeSpan.FromSeconds(20));
+            // The backlog grows in the journal on disk: the process's memory stays where it was after the first minute
+            // (its caches and pools warm), whatever the outage's length.
+            await UntilAsync(down + TimeSpan.FromSeconds(60));
+            rssAfterAMinute = ResidentBytes(api.Id);
+            await UntilAsync(down + TimeSpan.FromMinutes(3));
+            rssAtTheEnd = ResidentBytes(api.Id);
+            var atTheEnd = await ScrapedMetrics.ScrapeAsync(api.BaseAddress);
+            queuedDuring = atTheEnd.Sum("helixagent_ledger_unshipped_rows");
+            journalDuring = atTheEnd.Sum("helixagent_ledger_journal_bytes");
+            oldestDuring = atTheEnd.Sum("helixagent_ledger_oldest_unshipped_seconds");
         }
         finally
         {
@@ -275,7 +284,13 @@ public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer r
         // The outage is visible where it should be: /health is unhealthy (503) with the database down.
         Assert.Equal(503, healthDuring.Status);
         Assert.Equal("unhealthy", JsonNode.Parse(healthDuring.Body)!["components"]!["database"]!["status"]!.GetValue<string>());
-        Assert.True(queuedDuring > 0, "the rows of requests served during the outage wait in the ledger's queue");
+        Assert.True(queuedDuring > 0, "the rows of requests served during the outage wait in the ledger's journal");
+        output.WriteLine($"after 3 minutes: {queuedDuring} rows unshipped, journal {journalDuring / 1e6:0.0} MB, oldest {oldestDuring:0} s; " +
+                         $"RSS {rssAfterAMinute / 1e6:0.0} MB after a minute, {rssAtTheEnd / 1e6:0.0} MB after three");
+        Assert.True(journalDuring > queuedDuring * 100, $"{queuedDuring} rows wait but the journal holds only {journalDuring} bytes");
+        Assert.True(oldestDuring > 120, $"the oldest unshipped row is {oldestDuring} s old after a 3-minute outage");
+        Assert.True(rssAtTheEnd - rssAfterAMinute < 20_000_000,
+            $"RSS grew {(rssAtTheEnd - rssAfterAMinute) / 1e6:0.0} MB in the outage's last two minutes, while {queuedDuring} rows waited: the backlog is in memory");
         // The instance can serve, so it stays ready: a load balancer must not take every replica out because of the database.
         Assert.Equal(200, readyDuring.Status);
         // A key never seen before cannot be checked: a clean 503 with Retry-After, not a 401 and not a 500.
@@ -291,6 +306,11 @@ public sealed class FaultSuiteTests(OwnPostgresServer postgres, OwnRedisServer r
         Assert.Equal(200, (await CallAsync(admin, HttpMethod.Get, "/admin/keys")).Status);
         Assert.True((await unseen.SendAsync(LoadRequest.Chat(-2, api.BaseAddress, "m", stream: false))).Answered, "the unseen key works once the database is back");
     }
+
+    /// <summary>The process's resident set (VmRSS), in bytes.</summary>
+    private static long ResidentBytes(int pid) =>
+        long.Parse(File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
 
     // ------------------------------------------------------------------ Redis outage
 
