@@ -30,6 +30,7 @@ k8s-generate:
 
 # Benchmark (issue 8): builds Release, starts its own PostgreSQL, Redis, fake upstream and gateway, prints the table and
 # writes it to bench/results/<UTC date>.txt (about 5 minutes). `make bench BENCH_ARGS=--soak` adds the 5-minute soak;
-# settings are environment variables (bench/run.sh --help).
+# settings are environment variables (bench/run.sh --help). `make bench BENCH_ARGS=--kill` is the crash check alone:
+# kill -9 under load three times, then every answered request joined against completions ("lost 0").
 bench:
 	bench/run.sh $(BENCH_ARGS)

@@ -8,6 +8,9 @@
 #   bench/run.sh --soak-only [SECONDS]
 #   bench/run.sh --serve          # start everything as for a run, print its addresses and key, and wait (for profiling
 #                                 # with dotnet-trace/dotnet-counters or driving the load generator by hand); Ctrl-C stops
+#   bench/run.sh --kill           # only the crash check: kill -9 the gateway under load KILL_ROUNDS times, restart it on
+#                                 # its journal, and join every 2xx x-request-id the load generator got against
+#                                 # completions: prints "lost 0" when each has its row (make bench BENCH_ARGS=--kill)
 #
 # Prints a table and writes it with the machine description to bench/results/<UTC date>.txt.
 # Needs postgresql, redis-server, wrk and python3 (Debian packages) and the .NET SDK.
@@ -22,6 +25,8 @@
 # (pass-through: the body goes upstream untouched) against that upstream answering directly, beside chat's figures.
 # The Responses rows: /v1/responses (store: false) translated to chat for the fake OpenAI upstream, against its chat
 # answering directly; and passed through to a provider with Responses: native, against its /v1/responses directly.
+# The journal rows: the same chat load through a second gateway with the ledger's journal off (rows in memory only),
+# beside the gateway with it on: what the write-ahead journal costs in latency and CPU per request.
 #
 # Settings (environment):
 #   DURATION=5s                    wrk run length, per concurrency and target
@@ -29,6 +34,8 @@
 #   RATES="500 1000 2000 3000 4000 5000"   fixed rates (requests/s), each direct and through the gateway
 #   MESSAGES_RATES=RATES           fixed rates of the Messages rows (MESSAGES_RATES="" skips them)
 #   RESPONSES_RATES="1000 2000"    fixed rates of the Responses rows, translated and native (RESPONSES_RATES="" skips them)
+#   JOURNAL_RATES="1000 5000"      fixed rates of the journal on/off rows (JOURNAL_RATES="" skips them)
+#   KILL_ROUNDS=3 KILL_RATE=1000 KILL_AFTER=5   --kill: kills, the load's rate, seconds of load before each kill
 #   RATE_DURATION=10s WARMUP=1s    each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
 #   CONNECTIONS=64                 load generator connection pool (pre-opened)
 #   STREAM_RATE=200 STREAM_CHUNK_DELAY_MS=1    streaming run; the upstream pauses between stream chunks
@@ -46,23 +53,29 @@ cd "$(dirname "$0")/.."
 SOAK=${SOAK:-0}
 main=1
 serve=0
+kill_mode=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --soak|--soak-only)
       [ "$1" = --soak-only ] && main=0
       if [[ "${2:-}" =~ ^[0-9]+$ ]]; then SOAK=$2; shift; elif [ "$SOAK" = 0 ]; then SOAK=300; fi ;;
     --serve) serve=1; main=0 ;;
+    --kill) kill_mode=1; main=0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument $1 (see bench/run.sh --help)" >&2; exit 2 ;;
   esac
   shift
 done
-if [ "$main" = 0 ] && [ "$serve" = 0 ] && [ "$SOAK" = 0 ]; then SOAK=300; fi
+if [ "$main" = 0 ] && [ "$serve" = 0 ] && [ "$kill_mode" = 0 ] && [ "$SOAK" = 0 ]; then SOAK=300; fi
 DURATION=${DURATION:-5s}
 CONCURRENCY=${CONCURRENCY-"1 16 64 256"}
 RATES=${RATES-"500 1000 2000 3000 4000 5000"}
 MESSAGES_RATES=${MESSAGES_RATES-$RATES}
 RESPONSES_RATES=${RESPONSES_RATES-"1000 2000"}
+JOURNAL_RATES=${JOURNAL_RATES-"1000 5000"}
+KILL_ROUNDS=${KILL_ROUNDS:-3}
+KILL_RATE=${KILL_RATE:-1000}
+KILL_AFTER=${KILL_AFTER:-5}
 RATE_DURATION=${RATE_DURATION:-10s}
 WARMUP=${WARMUP:-1s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -127,6 +140,7 @@ wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 
 echo "bench: starting PostgreSQL, Redis, the fake upstream and the gateway..." >&2
 pg_port=$(free_port); redis_port=$(free_port); up_port=$(free_port); gw_port=$(free_port); otlp_port=$(free_port); np_port=$(free_port); anth_port=$(free_port)
+nj_port=$(free_port)
 mkdir -p "$work/pg"; [ "$(id -u)" = 0 ] && chown postgres:postgres "$work/pg"
 as_pg "$pgbin/initdb" -D "$work/pg/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
 as_pg "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -k "$work/pg" -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off >"$work/pg.log" 2>&1 &
@@ -162,21 +176,40 @@ esac
 # Started from its output directory like the container (WORKDIR /app): the content root is the current directory,
 # and only there does it read its appsettings.json (log levels, ledger and gateway settings).
 # GC and other runtime settings are the product's (its csproj / runtimeconfig), not the benchmark's.
-( cd "$(dirname "$api")" && exec env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$gw_port" \
-  "ConnectionStrings__helixagent-db=$db" "ConnectionStrings__redis=127.0.0.1:$redis_port" \
-  Providers__bench__Type=openai Providers__bench__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__bench__Models__0=bench-model \
-  Providers__claude__Type=anthropic Providers__claude__BaseUrl="http://127.0.0.1:$anth_port" Providers__claude__ApiKey=bench \
-  Providers__claude__Models__0=bench-claude \
-  Providers__native__Type=openai Providers__native__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__native__Models__0=bench-native \
-  Providers__native__Responses=native \
-  "${otel[@]}" ${GATEWAY_ENV:-} \
-  dotnet "$(basename "$api")" ) >"$work/gateway.log" 2>&1 &
-gw_pid=$!; pids+=($gw_pid)
-wait_port "$up_port"; wait_port "$anth_port"; wait_port "$np_port"; wait_port "$gw_port"
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$gw_port/ready" >/dev/null || { echo "bench: the gateway is not ready" >&2; tail -20 "$work/gateway.log" >&2; exit 1; }
+# start_gateway PORT LOG NAME=value...: the gateway in the background (its pid in $started_pid), appending to LOG.
+start_gateway() {
+  local port=$1 log=$2; shift 2
+  ( cd "$(dirname "$api")" && exec env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$port" \
+    "ConnectionStrings__helixagent-db=$db" "ConnectionStrings__redis=127.0.0.1:$redis_port" \
+    Providers__bench__Type=openai Providers__bench__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__bench__Models__0=bench-model \
+    Providers__claude__Type=anthropic Providers__claude__BaseUrl="http://127.0.0.1:$anth_port" Providers__claude__ApiKey=bench \
+    Providers__claude__Models__0=bench-claude \
+    Providers__native__Type=openai Providers__native__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__native__Models__0=bench-native \
+    Providers__native__Responses=native \
+    "${otel[@]}" "$@" ${GATEWAY_ENV:-} \
+    dotnet "$(basename "$api")" ) >>"$log" 2>&1 &
+  started_pid=$!
+  pids+=($started_pid)
+}
+wait_ready() {
+  wait_port "$1"
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/ready" >/dev/null && return 0; sleep 0.1; done
+  echo "bench: the gateway on :$1 is not ready" >&2; tail -20 "$2" >&2; exit 1
+}
+# The gateway's usage ledger journals each row in $work/ledger (one folder per process).
+start_gateway "$gw_port" "$work/gateway.log" "Ledger__Journal__Path=$work/ledger"
+gw_pid=$started_pid
+wait_port "$up_port"; wait_port "$anth_port"; wait_port "$np_port"
+wait_ready "$gw_port" "$work/gateway.log"
+if [ "$main" = 1 ] && [ -n "$JOURNAL_RATES" ]; then
+  # The same gateway with the journal off (rows wait in memory): the journal's cost, measured against it.
+  start_gateway "$nj_port" "$work/gateway-nojournal.log" Ledger__Journal__Enabled=false
+  nj_pid=$started_pid
+  wait_ready "$nj_port" "$work/gateway-nojournal.log"
+fi
 
 up_url="http://127.0.0.1:$up_port/v1/chat/completions"
+nj_url="http://127.0.0.1:$nj_port/v1/chat/completions"
 gw_url="http://127.0.0.1:$gw_port/v1/chat/completions"
 np_url="http://127.0.0.1:$np_port/v1/chat/completions"
 body='{"model":"bench-model","messages":[{"role":"user","content":"Say something short."}],"max_tokens":32}'
@@ -320,6 +353,26 @@ if [ "$main" = 1 ]; then
   echo "highest rate with p99 added < 1 ms: $([ -n "$best_rate" ] && echo "$best_rate requests/s" || echo "none of $RATES")" >>"$report"
   [ -z "$failures" ] || echo "failed requests:$failures rate limiter rejections so far: $(metric_sum '^helixagent_rate_limit_rejected_total')" >>"$report"
 
+  declare -A journal_p50 journal_cpu
+  if [ -n "$JOURNAL_RATES" ]; then
+    echo "bench: the ledger journal on and off at fixed rates..." >&2
+    loadgen --url "$nj_url" --key "$key" --body "$body" --rate 1000 --duration 3s --label warm-nojournal >/dev/null
+    {
+      echo
+      echo "Ledger journal, open loop: the same chat load through the gateway with its write-ahead journal on, and through a second one with it off (rows in memory; ms)"
+      printf "%-6s | %10s %10s | %10s %10s | %14s %14s | %s\n" "rate/s" "on p50" "on p99" "off p50" "off p99" "journal p50 us" "journal p99 us" "CPU us/request on/off"
+    } >>"$report"
+    for rate in $JOURNAL_RATES; do
+      on=$(cpu_us "$gw_pid" "$rate" loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "journal-on@$rate")
+      off=$(cpu_us "$nj_pid" "$rate" loadgen --url "$nj_url" --key "$key" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "journal-off@$rate")
+      oncpu=${on##*$'\n'}; on=${on%$'\n'*}; offcpu=${off##*$'\n'}; off=${off%$'\n'*}
+      d50=$(( $(field p50_us "$on") - $(field p50_us "$off") )); d99=$(( $(field p99_us "$on") - $(field p99_us "$off") ))
+      journal_p50[$rate]=$d50; journal_cpu[$rate]="$oncpu $offcpu"
+      printf "%-6s | %10s %10s | %10s %10s | %14s %14s | %s/%s\n" "$rate" "$(ms "$(field p50_us "$on")")" "$(ms "$(field p99_us "$on")")" \
+        "$(ms "$(field p50_us "$off")")" "$(ms "$(field p99_us "$off")")" "$d50" "$d99" "$oncpu" "$offcpu" >>"$report"
+    done
+  fi
+
   msg_a99_1000=""; msg_cpu_1000=""
   if [ -n "$MESSAGES_RATES" ]; then
     echo "bench: Anthropic Messages (pass-through) at fixed rates..." >&2
@@ -417,6 +470,47 @@ if [ "$main" = 1 ]; then
   steady_rss=$(awk -v a="$load_from" -v b="$load_to" '$1 >= a && $1 <= b {print $2}' "$work/rss.log" | sort -n | awk '{v[NR]=$1} END {print (NR ? v[int((NR+1)/2)] : "?")}')
 fi
 
+killed_lost=""; killed_dup=""
+if [ "$kill_mode" = 1 ]; then
+  echo "bench: kill -9 under load, $KILL_ROUNDS times at $KILL_RATE/s..." >&2
+  loadgen --url "$gw_url" --key "$key" --body "$body" --rate "$KILL_RATE" --duration 2s --label warm >/dev/null
+  : >"$work/answered.ids"
+  replayed_rows=""
+  for round in $(seq 1 "$KILL_ROUNDS"); do
+    dotnet "$loadgen" --connections "$CONNECTIONS" --url "$gw_url" --key "$key" --body "$body" --rate "$KILL_RATE" \
+      --duration "$((KILL_AFTER + 2))s" --timeout 5s --ids "$work/ids.$round" --label "kill-$round" >>"$work/loadgen.log" 2>>"$work/loadgen.err" &
+    lg=$!
+    sleep "$KILL_AFTER"
+    kill -9 "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
+    wait "$lg" || true
+    cat "$work/ids.$round" >>"$work/answered.ids"
+    before=$(grep -c 'Ledger journal: replayed' "$work/gateway.log" || true)
+    start_gateway "$gw_port" "$work/gateway.log" "Ledger__Journal__Path=$work/ledger"
+    gw_pid=$started_pid
+    wait_ready "$gw_port" "$work/gateway.log"
+    for _ in $(seq 1 300); do [ "$(grep -c 'Ledger journal: replayed' "$work/gateway.log" || true)" -gt "$before" ] && break; sleep 0.1; done
+    replayed=$( (grep -o 'replayed [0-9]* rows' "$work/gateway.log" || true) | tail -n +$((before + 1)) | head -1 | awk '{print $2}')
+    replayed_rows="$replayed_rows ${replayed:-none}"
+    echo "bench: round $round: $(wc -l <"$work/ids.$round") answered, killed, restarted; replayed ${replayed_rows##* } rows" >&2
+  done
+  parity() {
+    psql -h 127.0.0.1 -p "$pg_port" -U postgres -d helixagent_db -Atq <<SQL
+CREATE TEMP TABLE answered (request_id text);
+\copy answered FROM '$work/answered.ids'
+SELECT (SELECT count(*) FROM answered a WHERE NOT EXISTS (SELECT 1 FROM completions c WHERE c.request_id = a.request_id)) || ' ' ||
+       (SELECT count(*) FROM (SELECT request_id FROM completions GROUP BY request_id HAVING count(*) > 1) d);
+SQL
+  }
+  for _ in $(seq 1 100); do read -r killed_lost killed_dup < <(parity); [ "$killed_lost" = 0 ] && break; sleep 0.3; done
+  answered_ids=$(wc -l <"$work/answered.ids")
+  {
+    echo
+    echo "Crash parity: kill -9 of the gateway under open-loop load at $KILL_RATE/s, $KILL_ROUNDS times, each after ${KILL_AFTER}s; restarted on its journal each time"
+    echo "  2xx answers the load generator read to the end: $answered_ids; without a row in completions: lost $killed_lost; rows duplicated: $killed_dup"
+    echo "  rows each restart replayed from the journal:$replayed_rows"
+  } >>"$report"
+fi
+
 soak_first=""; soak_last=""; soak_max=""
 if [ "$SOAK" -gt 0 ]; then
   echo "bench: soak, $SOAK_RATE/s for ${SOAK}s..." >&2
@@ -448,7 +542,7 @@ fi
 # The ledger writes in batches (and wrk stops with requests in flight that the gateway still answers): wait until
 # the rows catch up with the gateway's own count of 2xx answers.
 answered2xx=0; rows2xx=0
-for _ in $(seq 1 100); do
+for _ in $( [ "$kill_mode" = 1 ] || seq 1 100); do
   answered2xx=$(metric_sum '^helixagent_requests_total.*status_class="2xx"')
   rows2xx=$(psql -h 127.0.0.1 -p "$pg_port" -U postgres -d helixagent_db -Atc "SELECT count(*) FROM completions WHERE status BETWEEN 200 AND 299")
   [ "$rows2xx" = "$answered2xx" ] && break
@@ -461,7 +555,9 @@ after_rss=$(rss); peak_rss=$(hwm)
 {
   echo
   echo "RSS: idle ${idle_rss} MB, steady ${steady_rss:--} MB (median under load), peak ${peak_rss} MB (VmHWM), after ${after_rss} MB"
-  echo "ledger: completions rows with 2xx = ${rows2xx}, 2xx responses (gateway metrics) = ${answered2xx}: $([ "$rows2xx" = "$answered2xx" ] && echo equal || echo DIFFERENT); all rows ${rows}, all responses ${answered}, rows lost ${lost:-?}"
+  if [ "$kill_mode" = 0 ]; then
+    echo "ledger: completions rows with 2xx = ${rows2xx}, 2xx responses (gateway metrics) = ${answered2xx}: $([ "$rows2xx" = "$answered2xx" ] && echo equal || echo DIFFERENT); all rows ${rows}, all responses ${answered}, rows lost ${lost:-?}"
+  fi
   if [ "$TRACING" = export ]; then
     echo "OTLP sink received: $(curl -s "http://127.0.0.1:$otlp_port/stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(", ".join("%s %d requests %.1f MB" % (p, v["requests"], v["bytes"] / 1048576) for p, v in sorted(d.items())) or "nothing")')"
   fi
@@ -482,10 +578,17 @@ after_rss=$(rss); peak_rss=$(hwm)
       echo "  $(verdict "Messages pass-through costs no more than chat at 1,000 requests/s: CPU ${msg_cpu_1000:--} vs ${chat_cpu[1000]:--} us/request (10% allowed for noise)" "${msg_cpu_1000:--} <= 1.1 * ${chat_cpu[1000]:--}")"
       echo "    added p99 ${msg_a99_1000:--} ms over the fake Anthropic upstream, chat's ${added_p99_1000:--} ms over the fake OpenAI upstream"
     fi
+    for rate in $JOURNAL_RATES; do
+      read -r oncpu offcpu <<<"${journal_cpu[$rate]}"
+      echo "  $(verdict "the journal adds <= 15 us p50 and <= 10% CPU per request at $rate requests/s: +${journal_p50[$rate]} us p50, CPU $oncpu vs $offcpu us/request" "${journal_p50[$rate]} <= 15 && $oncpu <= 1.1 * $offcpu")"
+    done
     if [ -n "$RESPONSES_RATES" ]; then
       echo "  Responses at 1,000 requests/s (no floor): CPU translated ${resp_cpu[translated1000]:--}, native ${resp_cpu[native1000]:--}, chat ${chat_cpu[1000]:--} us/request;"
       echo "    added p99 translated ${resp_a99[translated1000]:--} ms, native ${resp_a99[native1000]:--} ms, chat ${added_p99_1000:--} ms"
     fi
+  fi
+  if [ "$kill_mode" = 1 ]; then
+    echo "  $(verdict "kill -9 x$KILL_ROUNDS under load: every answered request has its row (lost $killed_lost, duplicated $killed_dup)" "\"$killed_lost\" == \"0\" && \"$killed_dup\" == \"0\"")"
   fi
   if [ "$SOAK" -gt 0 ]; then
     echo "  $(verdict "steady RSS <= 250 MB during the ${SOAK}s soak (max ${soak_max:--} MB)" "${soak_max:--} <= 250")"

@@ -10,7 +10,7 @@ namespace HelixAgent.LoadGen;
 /// <summary>
 /// <c>helixagent-loadgen --url URL --rate N --duration 10s [--body JSON | --body-file PATH] [--key KEY] [--stream]
 /// [--connections 64] [--warmup 2s] [--timeout 30s] [--header name=value] [--expect-header name=value] [--label TEXT]
-/// [--dump PATH]</c>. <c>--header</c> adds one request header (e.g. <c>anthropic-version=2023-06-01</c>).
+/// [--dump PATH] [--ids PATH]</c>. <c>--header</c> adds one request header (e.g. <c>anthropic-version=2023-06-01</c>).
 /// <para>
 /// Open loop: request <c>i</c> is due at <c>start + i / rate</c> and is sent then, whether or not earlier answers came
 /// back (wrk2's model). Latency is measured from the due time, so a server (or a generator) that falls behind shows up
@@ -26,6 +26,8 @@ namespace HelixAgent.LoadGen;
 /// <para>
 /// <c>--dump PATH</c> also writes every measured request as a tab-separated line (due time from the start of the run,
 /// latency, time from the actual send, status; microseconds), to see whether slow requests come together in time.
+/// <c>--ids PATH</c> writes the <c>x-request-id</c> of every 2xx answer read to its end (the crash parity check of
+/// <c>bench/run.sh --kill</c>). A request still in flight when the server dies counts as an error, not as answered.
 /// </para>
 /// </summary>
 internal static class LoadGenProgram
@@ -66,6 +68,10 @@ internal static class LoadGenProgram
         {
             result.Dump(dump);
         }
+        if (options.IdsPath is { } ids)
+        {
+            result.WriteIds(ids);
+        }
         if (result.FirstError is { } error)
         {
             Console.Error.WriteLine($"loadgen {options.Label}: first error: {error}");
@@ -95,7 +101,7 @@ internal sealed class Options
 {
     public const string Usage =
         "usage: helixagent-loadgen --url URL --rate N --duration 10s [--body JSON | --body-file PATH] [--key KEY] [--stream]\n" +
-        "       [--connections 64] [--warmup 2s] [--timeout 30s] [--expect-header name=value] [--label TEXT] [--dump PATH]";
+        "       [--connections 64] [--warmup 2s] [--timeout 30s] [--expect-header name=value] [--label TEXT] [--dump PATH] [--ids PATH]";
 
     public required Uri Url { get; init; }
     public required byte[] Body { get; init; }
@@ -112,6 +118,7 @@ internal sealed class Options
     public string? HeaderName { get; init; }
     public string? HeaderValue { get; init; }
     public string? DumpPath { get; init; }
+    public string? IdsPath { get; init; }
 
     public static Options Parse(string[] args)
     {
@@ -164,6 +171,7 @@ internal sealed class Options
             ExpectHeaderValue = headerValue,
             Label = values.GetValueOrDefault("label") ?? "run",
             DumpPath = values.GetValueOrDefault("dump"),
+            IdsPath = values.GetValueOrDefault("ids"),
         };
         if (options.Rate <= 0 || options.Duration <= TimeSpan.Zero || options.Connections <= 0)
         {
@@ -193,6 +201,7 @@ internal sealed class RunResult(int count)
     public readonly long[] Done = new long[count];
     public readonly long[] FirstToken = new long[count];
     public readonly bool[] HeaderMatched = new bool[count];
+    public readonly string?[] RequestIds = new string?[count];
     public int Count => Status.Length;
     public string? FirstError;
 
@@ -271,6 +280,10 @@ internal sealed class RunResult(int count)
     }
 
     /// <summary>A comment with the first due time (UTC), then one line per request: due (from the first due time), latency, service time, status; microseconds.</summary>
+    /// <summary><c>--ids PATH</c>: the <c>x-request-id</c> of every 2xx answer read to its end, one a line.</summary>
+    public void WriteIds(string path) =>
+        File.WriteAllLines(path, Enumerable.Range(0, Status.Length).Where(i => Status[i] is >= 200 and < 300 && RequestIds[i] is not null).Select(i => RequestIds[i]!));
+
     public void Dump(string path)
     {
         static long Us(long ticks) => ticks * 1_000_000 / Stopwatch.Frequency;
@@ -391,6 +404,10 @@ internal sealed class Runner(HttpClient client, Options options)
                 }
                 result.Done[i] = Stopwatch.GetTimestamp();
                 result.FirstToken[i] = result.Done[i];
+            }
+            if (options.IdsPath is not null && response.Headers.NonValidated.TryGetValues("x-request-id", out var ids))
+            {
+                result.RequestIds[i] = ids.ToString();
             }
             result.Status[i] = status;
         }
