@@ -23,9 +23,10 @@ try
 {
     // Build the provider registry now: an invalid configuration stops the start with a clear message.
     app.Services.GetRequiredService<ProviderRegistry>();
-    // Open the ledger's journal now: a second process on the same folder stops here, naming the setting.
-    app.Services.GetRequiredService<HelixAgent.Api.Ledger.CompletionLedger>();
     app.Services.StartMetrics();
+    // Open the ledger's journal now (after the metrics listener, which must see its counters' first 0): a second
+    // process on the same folder stops here, naming the setting.
+    app.Services.GetRequiredService<HelixAgent.Api.Ledger.CompletionLedger>();
 }
 catch (GatewayConfigurationException ex)
 {

@@ -266,7 +266,11 @@ loadgen() {
 }
 # field NAME LINE
 field() { echo "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2; exit}'; }
-metric_sum() { curl -s "http://127.0.0.1:$gw_port/metrics" | awk -v pat="$1" '$0 ~ pat {s += $NF} END {printf "%d", s}'; }
+# metric_sum PATTERN: summed over the gateways (the journal-off one writes to the same completions table)
+metric_sum() {
+  { curl -s "http://127.0.0.1:$gw_port/metrics"; [ -z "${nj_pid:-}" ] || curl -s "http://127.0.0.1:$nj_port/metrics"; } |
+    awk -v pat="$1" '$0 ~ pat {s += $NF} END {printf "%d", s}'
+}
 
 if [ "$serve" = 1 ]; then
   cat >&2 <<SERVE
@@ -550,7 +554,7 @@ for _ in $( [ "$kill_mode" = 1 ] || seq 1 100); do
 done
 rows=$(psql -h 127.0.0.1 -p "$pg_port" -U postgres -d helixagent_db -Atc "SELECT count(*) FROM completions")
 answered=$(metric_sum '^helixagent_requests_total')
-lost=$(curl -s "http://127.0.0.1:$gw_port/metrics" | awk '$1=="helixagent_ledger_rows_lost_total" {print $2}')
+lost=$(metric_sum '^helixagent_ledger_rows_lost_total ')
 after_rss=$(rss); peak_rss=$(hwm)
 {
   echo

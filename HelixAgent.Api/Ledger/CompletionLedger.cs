@@ -113,7 +113,6 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         if (_options.Journal.Enabled)
         {
             _journal = new LedgerJournal(JournalFolder(_options.Journal, environment), _options.Journal, logger);
-            Interlocked.Add(ref _pending, _journal.Replaying);
             meter.CreateObservableGauge("helixagent_ledger_journal_bytes", () => _journal.DiskBytes, description: "Bytes of the ledger journal on disk.");
             meter.CreateObservableCounter("helixagent_ledger_torn_records_total", () => _journal.TornRecords, description: "Journal records a crash cut mid-write, skipped at replay.");
         }
@@ -234,10 +233,6 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        if (_journal is { Replaying: > 0 } journal)
-        {
-            LogReplaying(_logger, journal.Replaying, journal.Folder);
-        }
         _writer = Task.Run(() => _journal is null ? WriteLoopAsync(_abort.Token) : ShipLoopAsync(_journal, _abort.Token), CancellationToken.None);
         return Task.CompletedTask;
     }
@@ -280,15 +275,27 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         }
     }
 
-    /// <summary>The journal's shipper: batches from the journal to PostgreSQL, then the checkpoint moves past them.</summary>
+    /// <summary>
+    /// The journal's shipper: first the rows a previous run left (replayed while the gateway serves; counted first, so
+    /// the gauge and the log say how many), then this run's, in batches to PostgreSQL; the checkpoint moves past each.
+    /// </summary>
     private async Task ShipLoopAsync(LedgerJournal journal, CancellationToken abort)
     {
         var batch = new List<CompletionRecord>(_options.BatchSize);
-        var replaying = journal.Replaying;
-        long replayed = 0, replayedNew = 0;
+        long replaying = 0, replayed = 0, replayedNew = 0;
+        if (journal.InReplay)
+        {
+            replaying = journal.CountUnshipped();
+            Interlocked.Add(ref _pending, replaying);
+            if (replaying > 0)
+            {
+                LogReplaying(_logger, replaying, journal.Folder);
+            }
+        }
         while (await journal.WaitToReadAsync(abort))
         {
-            if (replaying == 0 && _options.FlushIntervalMs > 0 && Interlocked.Read(ref _pending) < _options.BatchSize)
+            var wasReplay = journal.InReplay;
+            if (!wasReplay && _options.FlushIntervalMs > 0 && Interlocked.Read(ref _pending) < _options.BatchSize)
             {
                 try
                 {
@@ -299,32 +306,30 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
                 }
             }
             var position = journal.ReadBatch(batch, _options.BatchSize);
+            var inserted = 0;
             if (batch.Count > 0)
             {
                 Interlocked.Exchange(ref _oldestPendingTicks, batch[0].CreatedAt.UtcTicks);
-                var inserted = await WriteWithRetryAsync(batch, abort);
-                if (replaying > 0)
-                {
-                    var fromReplay = (int)Math.Min(replaying - replayed, batch.Count);
-                    replayed += fromReplay;
-                    replayedNew += Math.Min(inserted, fromReplay);
-                    if (replayed >= replaying)
-                    {
-                        LogReplayed(_logger, replayed, replayedNew, replayed - replayedNew, journal.TornRecords);
-                        replaying = 0;
-                    }
-                }
+                inserted = await WriteWithRetryAsync(batch, abort);
             }
             journal.Commit(position);
             Interlocked.Add(ref _pending, -batch.Count);
             Interlocked.Exchange(ref _oldestPendingTicks, 0);
+            if (wasReplay)
+            {
+                replayed += batch.Count;
+                replayedNew += inserted;
+                if (!journal.InReplay)
+                {
+                    // Records counted by their headers whose checksum failed were skipped: they wait no more.
+                    Interlocked.Add(ref _pending, -(replaying - replayed));
+                    if (replaying > 0 || journal.TornRecords > 0)
+                    {
+                        LogReplayed(_logger, replayed, replayedNew, replayed - replayedNew, journal.TornRecords);
+                    }
+                }
+            }
             batch.Clear();
-        }
-        if (replaying > 0)
-        {
-            // Fewer whole records than counted: the last was torn.
-            LogReplayed(_logger, replayed, replayedNew, replayed - replayedNew, journal.TornRecords);
-            Interlocked.Add(ref _pending, -(replaying - replayed));
         }
     }
 

@@ -88,8 +88,11 @@ internal sealed partial class LedgerJournal : IDisposable
     private readonly byte[] _readBuffer = new byte[MaxRecordBytes + HeaderBytes];
     private long _torn;
 
-    /// <summary>Records a previous run left unshipped (counted at open), for the replay's log lines and the gauge.</summary>
-    public long Replaying { get; }
+    /// <summary>The first segment this process writes: the ones before it are a previous run's, to replay.</summary>
+    private readonly long _firstActiveSeq;
+
+    /// <summary>Whether the shipper is still reading a previous run's segments.</summary>
+    public bool InReplay => Volatile.Read(ref _readSeq) < _firstActiveSeq;
 
     public string Folder => _dir;
     public long DiskBytes => Volatile.Read(ref _diskBytes);
@@ -127,13 +130,13 @@ internal sealed partial class LedgerJournal : IDisposable
         }
         _readSeq = _sealed.Count > 0 ? _sealed.Keys.First() : 0;
         _readOffset = _sealed.Count > 0 && _readSeq == checkpointSeq ? Math.Min(checkpointOffset, _sealed[_readSeq]) : 0;
-        Replaying = CountUnshipped();
         _activeSeq = (_sealed.Count > 0 ? _sealed.Keys.Last() : Math.Max(checkpointSeq, 0)) + 1;
         if (_sealed.Count == 0)
         {
             _readSeq = _activeSeq;
             _readOffset = 0;
         }
+        _firstActiveSeq = _activeSeq;
         _active = OpenSegment(_activeSeq);
         _fsyncLoop = _fsyncMs > 0 ? Task.Run(FsyncLoopAsync) : Task.CompletedTask;
     }
@@ -287,8 +290,13 @@ internal sealed partial class LedgerJournal : IDisposable
     /// </summary>
     public (long Seq, long Offset) ReadBatch(List<CompletionRecord> batch, int max)
     {
+        var replaying = InReplay;
         while (batch.Count < max)
         {
+            if (replaying && batch.Count > 0 && !InReplay)
+            {
+                break; // a batch is the previous run's rows or this run's, never both: the replay's count stays exact
+            }
             long limit;
             bool isSealed;
             lock (_gate)
@@ -520,17 +528,28 @@ internal sealed partial class LedgerJournal : IDisposable
         return ~crc;
     }
 
-    /// <summary>The well-formed records from the shipper's position to the end of the previous run's segments.</summary>
-    private long CountUnshipped()
+    /// <summary>
+    /// The records a previous run left after the checkpoint (by their headers: one whose checksum fails is counted here
+    /// and skipped at replay). Sequential buffered reads; run by the shipper, so a large journal never delays the start.
+    /// </summary>
+    public long CountUnshipped()
     {
         long count = 0;
-        foreach (var (seq, length) in _sealed)
+        long[] replay;
+        lock (_gate)
         {
-            using var handle = File.OpenHandle(SegmentPath(seq), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            var offset = seq == _readSeq ? _readOffset : 0;
-            var header = new byte[HeaderBytes];
-            while (offset + HeaderBytes <= length && RandomAccess.Read(handle, header, offset) == HeaderBytes)
+            replay = [.. _sealed.Keys.Where(k => k < _firstActiveSeq && k >= _readSeq)];
+        }
+        var header = new byte[HeaderBytes];
+        foreach (var seq in replay)
+        {
+            using var file = new FileStream(SegmentPath(seq), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1 << 20);
+            var length = file.Length;
+            long offset = seq == _readSeq ? _readOffset : 0;
+            file.Position = offset;
+            while (offset + HeaderBytes <= length)
             {
+                file.ReadExactly(header);
                 var payload = BinaryPrimitives.ReadInt32LittleEndian(header);
                 if (payload <= 0 || payload > MaxRecordBytes || offset + HeaderBytes + payload > length)
                 {
@@ -538,6 +557,7 @@ internal sealed partial class LedgerJournal : IDisposable
                 }
                 count++;
                 offset += HeaderBytes + payload;
+                file.Seek(payload, SeekOrigin.Current);
             }
         }
         return count;
