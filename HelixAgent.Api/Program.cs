@@ -22,7 +22,13 @@ var app = builder.Build();
 try
 {
     // Build the provider registry now: an invalid configuration stops the start with a clear message.
-    app.Services.GetRequiredService<ProviderRegistry>();
+    var registry = app.Services.GetRequiredService<ProviderRegistry>();
+    if (app.Services.GetRequiredService<PriceTable>().Unpriced(registry) is { Count: > 0 } unpriced)
+    {
+        app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("HelixAgent.Api.Pricing").LogWarning(
+            "No price for the routed models {Models}: their requests' cost is NULL and counted in helixagent_unpriced_requests_total; set Pricing:Models:<model>:InputPerMTok and OutputPerMTok",
+            string.Join(", ", unpriced));
+    }
     app.Services.StartMetrics();
     // Open the ledger's journal now (after the metrics listener, which must see its counters' first 0): a second
     // process on the same folder stops here, naming the setting.

@@ -78,6 +78,13 @@ public sealed partial class FakeUpstream
             tool = new FakeToolCall(forced, JsonObjectOrEmpty(reply), $"toolu_forced{NextId():D8}");
         }
         var prompt = AnthropicPromptTokens(body);
+        // Anthropic counts cache reads and writes apart from input_tokens: prompt = input + read + write.
+        var read = Math.Min(CachedPromptTokens, prompt);
+        var write = Math.Min(CacheWritePromptTokens, prompt - read);
+        JsonObject InputUsage(int output) => new()
+        {
+            ["input_tokens"] = prompt - read - write, ["cache_creation_input_tokens"] = write, ["cache_read_input_tokens"] = read, ["output_tokens"] = output,
+        };
         var completion = CompletionTokens(reply, tool);
         var id = $"msg_fake{NextId():D8}";
         var stopReason = tool is null ? "end_turn" : "tool_use";
@@ -106,7 +113,7 @@ public sealed partial class FakeUpstream
                 ["content"] = content,
                 ["stop_reason"] = stopReason,
                 ["stop_sequence"] = null,
-                ["usage"] = new JsonObject { ["input_tokens"] = prompt, ["output_tokens"] = completion },
+                ["usage"] = InputUsage(completion),
             });
         }
 
@@ -124,7 +131,7 @@ public sealed partial class FakeUpstream
                     ["content"] = new JsonArray(),
                     ["stop_reason"] = null,
                     ["stop_sequence"] = null,
-                    ["usage"] = new JsonObject { ["input_tokens"] = prompt, ["output_tokens"] = 1 },
+                    ["usage"] = InputUsage(1),
                 },
             }),
         };

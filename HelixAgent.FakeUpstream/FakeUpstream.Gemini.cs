@@ -83,6 +83,7 @@ public sealed partial class FakeUpstream
                     ["promptTokenCount"] = prompt,
                     ["candidatesTokenCount"] = completionSoFar,
                     ["totalTokenCount"] = prompt + completionSoFar,
+                    ["cachedContentTokenCount"] = Math.Min(CachedPromptTokens, prompt),
                 },
                 ["modelVersion"] = model,
                 ["responseId"] = responseId,

@@ -41,11 +41,13 @@ public sealed partial class FakeUpstream
         var completion = CompletionTokens(reply, tool);
         var id = $"chatcmpl-fake{NextId()}";
         var created = UnixNow;
+        var cached = Math.Min(CachedPromptTokens, prompt);
         JsonObject Usage() => new()
         {
             ["prompt_tokens"] = prompt,
             ["completion_tokens"] = completion,
             ["total_tokens"] = prompt + completion,
+            ["prompt_tokens_details"] = new JsonObject { ["cached_tokens"] = cached },
         };
 
         if (!Bool(body["stream"], false))
@@ -210,7 +212,7 @@ public sealed partial class FakeUpstream
             ["usage"] = status == "completed"
                 ? new JsonObject
                 {
-                    ["input_tokens"] = prompt, ["input_tokens_details"] = new JsonObject { ["cached_tokens"] = 0 },
+                    ["input_tokens"] = prompt, ["input_tokens_details"] = new JsonObject { ["cached_tokens"] = Math.Min(CachedPromptTokens, prompt) },
                     ["output_tokens"] = completion, ["output_tokens_details"] = new JsonObject { ["reasoning_tokens"] = 0 },
                     ["total_tokens"] = prompt + completion,
                 }

@@ -136,6 +136,16 @@ public sealed partial class FakeUpstream : IAsyncDisposable
     /// </summary>
     public Uri BaseUrl { get; private set; } = null!;
 
+    /// <summary>
+    /// Of each answer's prompt tokens, this many were read from the provider's prompt cache, reported as the protocol
+    /// does (OpenAI <c>prompt_tokens_details.cached_tokens</c> and <c>input_tokens_details.cached_tokens</c>, Anthropic
+    /// <c>cache_read_input_tokens</c>, Gemini <c>cachedContentTokenCount</c>). At most the prompt's own count.
+    /// </summary>
+    public int CachedPromptTokens { get; set; }
+
+    /// <summary>Anthropic only: of each prompt, this many were written to the cache (<c>cache_creation_input_tokens</c>).</summary>
+    public int CacheWritePromptTokens { get; set; }
+
     /// <summary>The assistant text every chat answer carries (streamed one word per chunk).</summary>
     public string Reply
     {

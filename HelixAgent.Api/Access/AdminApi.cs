@@ -194,7 +194,8 @@ internal static class AdminApi
 
     /// <summary>
     /// <c>GET /admin/usage?from=2026-11-01&amp;to=2026-11-30&amp;group_by=key|model|provider</c> from the worker's daily
-    /// rollups (<c>usage_daily</c>): requests, errors, tokens and request-weighted latency percentiles per group.
+    /// rollups (<c>usage_daily</c>): requests, errors, tokens, request-weighted latency percentiles, cost (USD) and
+    /// the requests without a price, per group.
     /// </summary>
     private static async Task<IResult> UsageReport(HttpContext ctx, [AsParameters] AdminServices s)
     {
@@ -232,7 +233,8 @@ internal static class AdminApi
         await using var cmd = db.CreateCommand($"""
             SELECT {column}, sum(requests), sum(errors), sum(prompt_tokens), sum(completion_tokens),
                    sum(latency_p50_ms * requests) / nullif(sum(requests), 0),
-                   sum(latency_p95_ms * requests) / nullif(sum(requests), 0)
+                   sum(latency_p95_ms * requests) / nullif(sum(requests), 0),
+                   sum(cost_usd), sum(unpriced_requests)
             FROM usage_daily WHERE day BETWEEN $1 AND $2
             GROUP BY 1 ORDER BY 2 DESC, 1
             """);
@@ -251,6 +253,9 @@ internal static class AdminApi
                 ["completion_tokens"] = r.GetInt64(4),
                 ["latency_p50_ms"] = r.IsDBNull(5) ? null : Math.Round(r.GetDouble(5), 2),
                 ["latency_p95_ms"] = r.IsDBNull(6) ? null : Math.Round(r.GetDouble(6), 2),
+                // Exact decimal USD of the priced requests; the unpriced ones (a model without a price) are counted apart.
+                ["cost_usd"] = r.GetDecimal(7),
+                ["unpriced_requests"] = r.GetInt64(8),
             });
         }
         return data;

@@ -88,6 +88,7 @@ internal static class Extensions
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<ProviderRegistry>>()));
         builder.Services.AddSingleton<GatewayRouter>();
+        builder.Services.AddSingleton<PriceTable>();
         builder.Services.AddOptions<CacheOptions>().BindConfiguration(CacheOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<ResponseCache>();

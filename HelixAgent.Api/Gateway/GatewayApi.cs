@@ -22,6 +22,7 @@ internal sealed record GatewayServices(
     ResponseCache Cache,
     IOptions<EnsembleOptions> Ensemble,
     StoredResponses Stored,
+    PriceTable Prices,
     ILogger<GatewayRouter> Log,
     TimeProvider Time);
 
@@ -132,7 +133,7 @@ internal static partial class GatewayApi
 
     private static async Task EmbedAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace)
     {
-        if (await ServeFromCacheAsync(ctx, s, trace, admitted.Cache))
+        if (await ServeFromCacheAsync(ctx, s, trace, admitted.Cache, admitted.Route))
         {
             return;
         }
@@ -150,6 +151,7 @@ internal static partial class GatewayApi
         using var cancellation = success!.Cancellation;
         trace.Usage = success.Value.Usage;
         SetRouteHeaders(ctx, trace);
+        SetCostHeader(ctx, s, trace);
         await WriteAndCacheAsync(ctx, s, admitted.Cache?.Key, JsonBytes.Of(success.Value.Response), trace.Usage);
     }
 

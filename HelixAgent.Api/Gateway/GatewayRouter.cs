@@ -18,6 +18,17 @@ public sealed class RequestTrace(string requestId, string model, string endpoint
     public int Attempts { get; set; }
     public TokenUsage Usage { get; set; }
 
+    /// <summary>The target that answered (its price prices <see cref="Usage"/>).</summary>
+    public RouteTarget? Served { get; set; }
+
+    /// <summary>What the request cost (USD); null when a target with usage has no price. Set once by <c>Price</c>.</summary>
+    public decimal? CostUsd { get; set; }
+
+    /// <summary>A cache hit: what the answer would have cost from the route's first target.</summary>
+    public decimal? CostSavedUsd { get; set; }
+
+    public bool Priced { get; set; }
+
     /// <summary>The usage is the gateway's estimate (a stream that ended before its provider reported usage).</summary>
     public bool UsageEstimated { get; set; }
     public double? TtftMs { get; set; }
@@ -114,6 +125,7 @@ public sealed partial class GatewayRouter(IOptions<GatewayOptions> options, Time
                     metrics.ProviderAttempt(target.Provider.Name, "success", elapsed);
                     span?.SetStatus(ActivityStatusCode.Ok);
                     trace.Provider = target.Provider.Name;
+                    trace.Served = target;
                     return (new AttemptSuccess<T>(value, target, cts), null);
                 }
                 catch (UpstreamException ex) when (ex.Kind == UpstreamFailure.BadRequest)

@@ -175,7 +175,11 @@ public sealed record EmbeddingCall(JsonObject Request, string UpstreamModel, str
 /// <summary>An OpenAI embeddings <c>list</c> object and its usage.</summary>
 public sealed record EmbeddingResult(JsonObject Response, TokenUsage Usage);
 
-public readonly record struct TokenUsage(int PromptTokens, int CompletionTokens)
+/// <summary>
+/// Tokens of one call. <see cref="PromptTokens"/> is every input token; of them, <see cref="CachedTokens"/> were read
+/// from the provider's prompt cache and <see cref="CacheWriteTokens"/> written to it (priced differently).
+/// </summary>
+public readonly record struct TokenUsage(int PromptTokens, int CompletionTokens, int CachedTokens = 0, int CacheWriteTokens = 0)
 {
     public int TotalTokens => PromptTokens + CompletionTokens;
 }

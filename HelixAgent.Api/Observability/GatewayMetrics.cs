@@ -31,6 +31,8 @@ public sealed class GatewayMetrics
     private readonly Histogram<double> _providerLatency;
     private readonly Counter<long> _fallbacks;
     private readonly Counter<long> _tokens;
+    private readonly Counter<double> _spend;
+    private readonly Counter<long> _unpriced;
     private readonly Histogram<double> _ttft;
     private readonly Histogram<double> _dbQuery;
     private readonly Counter<long> _ensembleMembers;
@@ -55,6 +57,8 @@ public sealed class GatewayMetrics
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
         _fallbacks = meter.CreateCounter<long>("helixagent_fallbacks_total", description: "Requests served after more than one attempt.");
         _tokens = meter.CreateCounter<long>("helixagent_tokens_total", description: "Tokens by direction (prompt, completion).");
+        _spend = meter.CreateCounter<double>("helixagent_spend_usd_total", description: "What the served requests cost, in USD (the ledger's cost_usd holds the exact decimals).");
+        _unpriced = meter.CreateCounter<long>("helixagent_unpriced_requests_total", description: "Requests that spent tokens on a model without a price (their cost_usd is NULL).");
         _ttft = meter.CreateHistogram("helixagent_time_to_first_token_seconds", unit: null,
             description: "Time to the first content token of served streams, in seconds.",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets });
@@ -127,6 +131,14 @@ public sealed class GatewayMetrics
             {
                 _ttft.Record(ttft / 1000, new KeyValuePair<string, object?>("model", trace.Model), new KeyValuePair<string, object?>("provider", provider));
             }
+        }
+        if (trace.CostUsd is { } cost && cost > 0)
+        {
+            _spend.Add((double)cost, new KeyValuePair<string, object?>("model", trace.Model), new KeyValuePair<string, object?>("provider", provider));
+        }
+        else if (trace.CostUsd is null && trace.Priced)
+        {
+            _unpriced.Add(1, new KeyValuePair<string, object?>("model", trace.Model));
         }
         if (trace.Usage.PromptTokens > 0)
         {

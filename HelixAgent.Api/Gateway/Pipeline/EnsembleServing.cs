@@ -24,7 +24,7 @@ internal static partial class GatewayApi
     private static async Task EnsembleChatAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace)
     {
         var (route, plan, cache) = (admitted.Route, admitted.Ensemble!, admitted.Cache);
-        if (await ServeFromCacheAsync(ctx, s, trace, cache))
+        if (await ServeFromCacheAsync(ctx, s, trace, cache, route))
         {
             return;
         }
@@ -36,7 +36,13 @@ internal static partial class GatewayApi
         }
         var ok = answers.Where(a => a.Result is not null).ToList();
         trace.Attempts = answers.Sum(a => a.Attempts);
-        trace.Usage = new TokenUsage(ok.Sum(a => a.Result!.Usage.PromptTokens), ok.Sum(a => a.Result!.Usage.CompletionTokens));
+        trace.Usage = new TokenUsage(ok.Sum(a => a.Result!.Usage.PromptTokens), ok.Sum(a => a.Result!.Usage.CompletionTokens),
+            ok.Sum(a => a.Result!.Usage.CachedTokens), ok.Sum(a => a.Result!.Usage.CacheWriteTokens));
+        // The sum of what each member that answered cost, at its own price (unknown if one that spent tokens has none).
+        trace.Priced = true;
+        trace.CostUsd = ok.Aggregate((decimal?)0m, (sum, a) => sum is null ? null
+            : s.Prices.For(a.Target) is { } price ? sum + price.Cost(a.Result!.Usage)
+            : a.Result!.Usage.TotalTokens == 0 ? sum : null);
         if (ok.Count < plan.MinProviders)
         {
             await FailAsync(ctx, admitted.Dialect, trace, EnsembleFailure(answers, ok.Count, plan));
@@ -64,6 +70,7 @@ internal static partial class GatewayApi
         answer["model"] = trace.Model;
         answer["usage"] = OpenAiShapes.UsageObject(trace.Usage);
         SetRouteHeaders(ctx, trace);
+        SetCostHeader(ctx, s, trace); // every member has answered: the cost is known, even before a stream starts
         if (trace.Stream)
         {
             await StreamChosenAsync(ctx, admitted, answer, block, trace);

@@ -47,6 +47,7 @@ internal static partial class GatewayApi
             {
                 LogRequestFailed(s.Log, trace.Endpoint, trace.Model, trace.Status, trace.ErrorType, trace.Attempts, trace.ErrorMessage);
             }
+            Price(s, trace);
             s.Ledger.Record(ToRecord(trace, s.Time));
             TagRequestSpan(trace);
             s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
@@ -81,7 +82,42 @@ internal static partial class GatewayApi
         t.RequestId, t.KeyId, t.KeyName, t.Model, t.Provider, t.Endpoint, t.Status, t.ErrorType,
         t.Usage.PromptTokens, t.Usage.CompletionTokens,
         time.GetElapsedTime(t.StartTimestamp).TotalMilliseconds, t.TtftMs,
-        t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow(), t.UsageEstimated, t.DroppedHints);
+        t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow(), t.UsageEstimated, t.DroppedHints, t.CostUsd, t.CostSavedUsd);
+
+    /// <summary>
+    /// Prices the request once its usage is final (<see cref="Pricing.cs"/>): the serving target's price applied to the
+    /// usage, 0 for a cache hit (its saving is set where it was served) or a request that spent no tokens, null when a
+    /// target that spent tokens has no price. An ensemble prices itself, member by member.
+    /// </summary>
+    internal static void Price(GatewayServices s, RequestTrace trace)
+    {
+        if (trace.Priced)
+        {
+            return;
+        }
+        trace.Priced = true;
+        if (trace.CacheHit)
+        {
+            trace.CostUsd = 0;
+            return;
+        }
+        var price = trace.Served is { } served ? s.Prices.For(served) : null;
+        trace.CostUsd = price is not null ? price.Cost(trace.Usage) : trace.Usage.TotalTokens == 0 ? 0 : null;
+    }
+
+    /// <summary><c>x-helixagent-cost-usd</c> on an answer whose usage is known before its body (not on a stream's).</summary>
+    private static void SetCostHeader(HttpContext ctx, GatewayServices s, RequestTrace trace)
+    {
+        Price(s, trace);
+        if (trace.CostUsd is { } cost)
+        {
+            ctx.Response.Headers["x-helixagent-cost-usd"] = PriceTable.Format(cost);
+        }
+        if (trace.CostSavedUsd is { } saved)
+        {
+            ctx.Response.Headers["x-helixagent-cost-saved-usd"] = PriceTable.Format(saved);
+        }
+    }
 
     /// <summary>
     /// A request the gateway could not serve (5xx to the client: every provider failed, a stream broke after its first

@@ -16,7 +16,7 @@ internal static partial class GatewayApi
 {
     private static async Task CompleteAsync(HttpContext ctx, GatewayServices s, Admitted admitted, RequestTrace trace)
     {
-        if (await ServeFromCacheAsync(ctx, s, trace, admitted.Cache))
+        if (await ServeFromCacheAsync(ctx, s, trace, admitted.Cache, admitted.Route))
         {
             return;
         }
@@ -39,6 +39,7 @@ internal static partial class GatewayApi
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
         NoteHints(trace, admitted, success.Target);
         SetRouteHeaders(ctx, trace);
+        SetCostHeader(ctx, s, trace);
         var answer = success.Value.IsNative ? success.Value.Utf8Json : admitted.Dialect.Render(success.Value, admitted.Body, trace);
         admitted.OnAnswer?.Invoke(answer);
         await WriteAndCacheAsync(ctx, s, admitted.Cache?.Key, answer, trace.Usage);
@@ -62,7 +63,7 @@ internal static partial class GatewayApi
     }
 
     /// <summary>Answers from the response cache when it has this request (no upstream call, no attempt).</summary>
-    private static async Task<bool> ServeFromCacheAsync(HttpContext ctx, GatewayServices s, RequestTrace trace, CacheLookup? cache)
+    private static async Task<bool> ServeFromCacheAsync(HttpContext ctx, GatewayServices s, RequestTrace trace, CacheLookup? cache, ModelRoute route)
     {
         if (cache is null)
         {
@@ -79,8 +80,11 @@ internal static partial class GatewayApi
         trace.CacheHit = true;
         trace.Usage = cached.Usage;
         trace.TtftMs = s.Time.GetElapsedTime(trace.StartTimestamp).TotalMilliseconds;
+        // Free, and worth what the route's first target would have charged for it.
+        trace.CostSavedUsd = s.Prices.For(route.Targets[0])?.Cost(cached.Usage);
         ctx.Response.Headers["x-helixagent-cache"] = "hit";
         SetRouteHeaders(ctx, trace);
+        SetCostHeader(ctx, s, trace);
         await WriteUtf8JsonAsync(ctx, cached.Body);
         return true;
     }

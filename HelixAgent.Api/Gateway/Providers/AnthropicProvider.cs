@@ -182,10 +182,13 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
             return known;
         }
         static int? Int(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i) ? i : null;
-        var prompt = Int(usage, "input_tokens") is { } input
-            ? input + (Int(usage, "cache_creation_input_tokens") ?? 0) + (Int(usage, "cache_read_input_tokens") ?? 0)
-            : known.PromptTokens;
-        return new TokenUsage(prompt, Int(usage, "output_tokens") ?? known.CompletionTokens);
+        if (Int(usage, "input_tokens") is not { } input)
+        {
+            return known with { CompletionTokens = Int(usage, "output_tokens") ?? known.CompletionTokens };
+        }
+        var write = Int(usage, "cache_creation_input_tokens") ?? 0;
+        var read = Int(usage, "cache_read_input_tokens") ?? 0;
+        return new TokenUsage(input + write + read, Int(usage, "output_tokens") ?? known.CompletionTokens, read, write);
     }
 
     private static int DeltaChars(JsonElement root)
@@ -506,11 +509,14 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
         {
             return new TokenUsage(prompt, completion);
         }
+        int read = 0, write = 0;
         if (IntOf(usage["input_tokens"]) is { } input)
         {
-            prompt = input + (IntOf(usage["cache_creation_input_tokens"]) ?? 0) + (IntOf(usage["cache_read_input_tokens"]) ?? 0);
+            write = IntOf(usage["cache_creation_input_tokens"]) ?? 0;
+            read = IntOf(usage["cache_read_input_tokens"]) ?? 0;
+            prompt = input + write + read;
         }
-        return new TokenUsage(prompt, IntOf(usage["output_tokens"]) ?? completion);
+        return new TokenUsage(prompt, IntOf(usage["output_tokens"]) ?? completion, read, write);
     }
 
     internal static string FinishReason(string? stopReason) => stopReason switch
@@ -589,7 +595,9 @@ public sealed class AnthropicProvider : IChatProvider, IMessagesPassThrough
                     }
                     break;
                 case "message_delta":
-                    _usage = Usage(data["usage"] as JsonObject, _usage.PromptTokens, _usage.CompletionTokens);
+                    var reported = Usage(data["usage"] as JsonObject, _usage.PromptTokens, _usage.CompletionTokens);
+                    // A delta without input_tokens keeps the cache reads and writes message_start reported.
+                    _usage = IntOf(data["usage"]?["input_tokens"]) is null ? reported with { CachedTokens = _usage.CachedTokens, CacheWriteTokens = _usage.CacheWriteTokens } : reported;
                     if (data["delta"] is JsonObject messageDelta && messageDelta["stop_reason"] is not null)
                     {
                         var stop = StringOf(messageDelta["stop_reason"]);

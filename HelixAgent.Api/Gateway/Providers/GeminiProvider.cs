@@ -483,7 +483,8 @@ public sealed class GeminiProvider : IChatProvider
         ? default
         : new TokenUsage(
             IntOf(usage["promptTokenCount"]) ?? 0,
-            (IntOf(usage["candidatesTokenCount"]) ?? 0) + (IntOf(usage["thoughtsTokenCount"]) ?? 0));
+            (IntOf(usage["candidatesTokenCount"]) ?? 0) + (IntOf(usage["thoughtsTokenCount"]) ?? 0),
+            IntOf(usage["cachedContentTokenCount"]) ?? 0);
 
     private static string CompletionId(JsonObject response, string requestId) =>
         "chatcmpl-" + (StringOf(response["responseId"]) is { Length: > 0 } id ? id : requestId);

@@ -122,7 +122,8 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
             return default;
         }
         static int Int(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i) ? i : 0;
-        return new TokenUsage(Int(usage, "prompt_tokens"), Int(usage, "completion_tokens"));
+        var cached = usage.TryGetProperty("prompt_tokens_details", out var details) && details.ValueKind == JsonValueKind.Object ? Int(details, "cached_tokens") : 0;
+        return new TokenUsage(Int(usage, "prompt_tokens"), Int(usage, "completion_tokens"), cached);
     }
 
     internal static TokenUsage UsageOf(JsonObject json)
@@ -132,7 +133,7 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
             return default;
         }
         static int Int(JsonNode? n) => n is JsonValue v && v.TryGetValue<int>(out var i) ? i : 0;
-        return new TokenUsage(Int(usage["prompt_tokens"]), Int(usage["completion_tokens"]));
+        return new TokenUsage(Int(usage["prompt_tokens"]), Int(usage["completion_tokens"]), Int(usage["prompt_tokens_details"]?["cached_tokens"]));
     }
 
     private enum RequestMode { Complete, Stream, Embed }
@@ -214,7 +215,8 @@ public sealed class OpenAiCompatibleProvider(string name, ProviderOptions option
             return default;
         }
         static int Int(JsonElement e, string name) => e.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var i) ? i : 0;
-        return new TokenUsage(Int(usage, "input_tokens"), Int(usage, "output_tokens"));
+        var cached = usage.TryGetProperty("input_tokens_details", out var details) && details.ValueKind == JsonValueKind.Object ? Int(details, "cached_tokens") : 0;
+        return new TokenUsage(Int(usage, "input_tokens"), Int(usage, "output_tokens"), cached);
     }
 
     /// <summary>The client's body with only <c>model</c> replaced.</summary>

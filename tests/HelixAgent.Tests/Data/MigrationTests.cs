@@ -53,6 +53,10 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
 
         // One step down at a time, newest first.
+        Assert.True(await ColumnAsync(cs, "cost_usd"));
+        Assert.Equal(7, await migrator.DownAsync());
+        Assert.False(await ColumnAsync(cs, "cost_usd"));
+        Assert.Equal([6L, 5L, 4L, 3L, 2L, 1L], await RecordedVersionsAsync(cs));
         Assert.True(await PartitionedAsync(cs));
         Assert.Equal(6, await migrator.DownAsync());
         Assert.False(await PartitionedAsync(cs));
@@ -123,7 +127,8 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.True(await ColumnAsync(cs, "dropped_hints"));
         var down = await ApiProcess.RunCliAsync(env, "migrate", "down");
         Assert.Equal((0, $"reverted {SchemaMigrator.ExpectedVersion}"), (down.ExitCode, down.Stdout.Trim()));
-        Assert.False(await PartitionedAsync(cs)); // 0006 reverted: completions is one table again, the others stay
+        Assert.False(await ColumnAsync(cs, "cost_usd")); // 0007 reverted: the cost columns are gone, the rest stays
+        Assert.True(await PartitionedAsync(cs));
         Assert.Contains("responses", await TablesAsync(cs));
         Assert.True(await ColumnAsync(cs, "dropped_hints"));
         Assert.True(await UsageEstimatedColumnAsync(cs));
@@ -158,7 +163,8 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         await using var ds = NpgsqlDataSource.Create(cs);
         var migrator = new SchemaMigrator(ds);
         await migrator.UpAsync();
-        await migrator.DownAsync();
+        Assert.Equal(7, await migrator.DownAsync());
+        Assert.Equal(6, await migrator.DownAsync());
         Assert.False(await PartitionedAsync(cs));
         // Rows of three days long ago, yesterday and today, as the gateway wrote them before 0006.
         await using (var insert = ds.CreateCommand("""
@@ -171,7 +177,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         }
         var before = await SnapshotAsync(ds);
 
-        Assert.Equal(6, Assert.Single(await migrator.UpAsync()));
+        Assert.Equal([6L, 7L], await migrator.UpAsync());
 
         Assert.True(await PartitionedAsync(cs));
         Assert.Equal(before, await SnapshotAsync(ds));
@@ -192,6 +198,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
             """));
         Assert.Equal(before.Rows + 1, await ScalarAsync(ds, "SELECT count(*) FROM completions"));
 
+        Assert.Equal(7, await migrator.DownAsync());
         Assert.Equal(6, await migrator.DownAsync());
         Assert.False(await PartitionedAsync(cs));
         Assert.Equal(before.Rows + 1, await ScalarAsync(ds, "SELECT count(*) FROM completions"));

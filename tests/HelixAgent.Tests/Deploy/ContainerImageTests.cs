@@ -78,6 +78,9 @@ public sealed partial class ContainerImageTests(ContainerImages images, Postgres
             ["Providers__openai__BaseUrl"] = upstream.BaseUrl.ToString(),
             ["Providers__openai__ApiKey"] = "upstream-secret",
             ["Providers__openai__Models__0"] = "gpt-image-test",
+            // Priced, so that the start logs no "no price" warning: the log below must be clean.
+            ["Pricing__Models__gpt-image-test__InputPerMTok"] = "1",
+            ["Pricing__Models__gpt-image-test__OutputPerMTok"] = "2",
         });
         var gateway = new Uri($"http://127.0.0.1:{apiPort}");
         await Until(async () => (await TryStatusAsync(http, new Uri(gateway, "/ready"))) == HttpStatusCode.OK, api, "/ready answering 200");

@@ -330,6 +330,31 @@ public sealed class MaintenanceJobTests(PostgresServer postgres, RedisServer red
     }
 
     [Fact]
+    public async Task The_rollup_sums_each_groups_cost_in_exact_decimals_and_the_usage_report_shows_it_with_the_unpriced_count()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
+        await using (var db = NpgsqlDataSource.Create(gw.DatabaseConnectionString))
+        {
+            // Ten rows of a tenth of a micro-dollar each (a float would not sum them to exactly 0.000001), one unpriced.
+            await using (var insert = db.CreateCommand("""
+                INSERT INTO completions (request_id, model, provider, endpoint, status, latency_ms, prompt_tokens, cost_usd)
+                SELECT 'cost-' || g, 'priced', 'p', 'chat.completions', 200, 1, 1, CASE WHEN g <= 10 THEN 0.0000001 END
+                FROM generate_series(1, 11) g
+                """))
+            {
+                await insert.ExecuteNonQueryAsync();
+            }
+            var runner = Runner(db, new WorkerOptions());
+            Assert.Equal(JobOutcome.Succeeded, (await runner.RunOnceAsync(runner.Jobs["rollup"], CancellationToken.None)).Outcome);
+            Assert.Equal(0.000001m, (decimal)(await db.CreateCommand("SELECT cost_usd FROM usage_daily WHERE model = 'priced'").ExecuteScalarAsync())!);
+        }
+
+        var row = JsonNode.Parse(await gw.WithKey(gw.AdminKey).GetStringAsync("/admin/usage?group_by=model"))!["data"]!.AsArray()
+            .Single(r => r!["model"]!.GetValue<string>() == "priced")!;
+        Assert.Equal((11L, 0.000001m, 1L), (row["requests"]!.GetValue<long>(), row["cost_usd"]!.GetValue<decimal>(), row["unpriced_requests"]!.GetValue<long>()));
+    }
+
+    [Fact]
     public async Task The_admin_usage_report_is_served_from_the_rollups()
     {
         await using var gw = await GatewayHarness.StartAsync(postgres, redis, GatewayHarness.SimulatorSettings());
