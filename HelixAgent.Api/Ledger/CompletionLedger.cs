@@ -287,12 +287,10 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         long replaying = 0, replayed = 0, replayedNew = 0;
         if (journal.InReplay)
         {
+            // A previous run left segments (it did not stop gracefully): say what it left, even when that is nothing.
             replaying = journal.CountUnshipped();
             Interlocked.Add(ref _pending, replaying);
-            if (replaying > 0)
-            {
-                LogReplaying(_logger, replaying, journal.Folder);
-            }
+            LogReplaying(_logger, replaying, journal.Folder);
         }
         while (await journal.WaitToReadAsync(abort))
         {
@@ -325,10 +323,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
                 {
                     // Records counted by their headers whose checksum failed were skipped: they wait no more.
                     Interlocked.Add(ref _pending, -(replaying - replayed));
-                    if (replaying > 0 || journal.TornRecords > 0)
-                    {
-                        LogReplayed(_logger, replayed, replayedNew, replayed - replayedNew, journal.TornRecords);
-                    }
+                    LogReplayed(_logger, replayed, replayedNew, replayed - replayedNew, journal.TornRecords);
                 }
             }
             batch.Clear();

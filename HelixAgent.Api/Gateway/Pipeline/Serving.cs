@@ -191,6 +191,7 @@ internal static partial class GatewayApi
         var frames = new List<SseFrame>(4);
         var usageReported = false;
         long streamedChars = 0;
+        var price = s.Prices.For(success.Target);
 
         ValueTask Emit(StreamPiece piece)
         {
@@ -200,6 +201,11 @@ internal static partial class GatewayApi
                 {
                     trace.Usage = usage;
                     usageReported = true;
+                    // A stream's headers left long ago: its cost rides in the final usage chunk (and the ledger).
+                    if (price is not null)
+                    {
+                        chunk.Chunk["helixagent"] = new JsonObject { ["cost_usd"] = PriceTable.Format(price.Cost(usage)) };
+                    }
                 }
                 if (chunk.HasContent)
                 {

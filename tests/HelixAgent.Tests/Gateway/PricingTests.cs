@@ -73,7 +73,7 @@ public sealed class PricingTests(PostgresServer postgres, RedisServer redis) : I
         }
 
         using var response = await gw.PostJsonAsync("/v1/chat/completions", body);
-        await response.Content.ReadAsStringAsync();
+        var text = await response.Content.ReadAsStringAsync();
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var id = response.Headers.GetValues("x-request-id").Single();
@@ -87,6 +87,13 @@ public sealed class PricingTests(PostgresServer postgres, RedisServer redis) : I
         if (!stream)
         {
             Assert.Equal(PriceTable.Format(expected), response.Headers.GetValues("x-helixagent-cost-usd").Single());
+        }
+        else
+        {
+            // The stream's final usage chunk carries it: {"usage": {...}, "helixagent": {"cost_usd": "..."}}.
+            var usageChunk = text.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal))
+                .Select(l => JsonNode.Parse(l["data: ".Length..])!).Single(c => c["usage"] is JsonObject);
+            Assert.Equal(PriceTable.Format(expected), usageChunk["helixagent"]!["cost_usd"]!.GetValue<string>());
         }
         var spend = (await ScrapedMetrics.ScrapeAsync(gw.Anonymous())).Sum("helixagent_spend_usd_total", ("model", "m"));
         Assert.Equal((double)expected, spend, 12);
