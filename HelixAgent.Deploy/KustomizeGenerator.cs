@@ -31,6 +31,74 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
     /// <summary>Above the file log's most (5 files of 50 MB, the image's defaults): the kubelet evicts a pod past it.</summary>
     public const string LogVolumeSizeLimit = "512Mi";
     public const int DrainDelaySeconds = 5;
+
+    /// <summary>The user of the app images (<c>$APP_UID</c> of Microsoft's images).</summary>
+    public const int AppUser = 1654;
+
+    /// <summary>The user the official postgres and redis images create for themselves.</summary>
+    public const int DataStoreUser = 999;
+
+    private static int RunAsUser(string name, bool isProject) => isProject ? AppUser : DataStoreUser;
+
+    /// <summary>
+    /// The workload's NetworkPolicy: it selects the workload's pods for ingress and egress, so everything not listed
+    /// is denied (default-deny for the app's pods, nothing else in the namespace). Kubelet probes, <c>kubectl exec</c>
+    /// and <c>port-forward</c> are not subject to NetworkPolicy: the runbook's lines keep working.
+    /// </summary>
+    private static YamlMap? NetworkPolicy(string name, YamlMap labels)
+    {
+        static YamlMap Port(int port, string protocol = "TCP") => new() { { "port", port }, { "protocol", protocol } };
+        static YamlMap App(string app) => new() { { "podSelector", new YamlMap { { "matchLabels", new YamlMap { { "app", app } } } } } };
+        static YamlMap To(YamlMap peer, params YamlMap[] ports) => new() { { "to", new YamlSeq(peer) }, { "ports", new YamlSeq(ports.Select(p => (YamlNode)p).ToList()) } };
+        static YamlMap From(YamlSeq peers, params YamlMap[] ports) => new() { { "from", peers }, { "ports", new YamlSeq(ports.Select(p => (YamlNode)p).ToList()) } };
+        var dns = To(new YamlMap
+        {
+            { "namespaceSelector", new YamlMap() },
+            { "podSelector", new YamlMap { { "matchLabels", new YamlMap { { "k8s-app", "kube-dns" } } } } },
+        }, Port(53, "UDP"), Port(53));
+        var anyone = new YamlMap { { "ports", new YamlSeq(Port(AspireManifest.ProjectHttpPort)) } };
+        var (ingress, egress, comment) = name switch
+        {
+            ApiName => (new YamlSeq(anyone), new YamlSeq(To(App("postgres"), Port(5432)), To(App("redis"), Port(6379)), dns,
+                    new YamlMap { { "to", new YamlSeq(new YamlMap { { "ipBlock", new YamlMap { { "cidr", "0.0.0.0/0" } } } }) }, { "ports", new YamlSeq(Port(443)) } }),
+                "clients on 8080 from anywhere; out: PostgreSQL, Redis, DNS, and the upstream providers on 443 anywhere (narrow the\n" +
+                "ipBlock to your providers' CIDRs, or point the providers' BaseUrl at an egress proxy and allow only that; an\n" +
+                "OTLP collector needs its port added here)"),
+            WorkerName => (new YamlSeq(anyone), new YamlSeq(To(App("postgres"), Port(5432)), dns),
+                "/metrics and /health on 8080 (Prometheus); out: PostgreSQL and DNS only"),
+            "postgres" => (new YamlSeq(From(new YamlSeq(App(ApiName), App(WorkerName)), Port(5432))), new YamlSeq(),
+                "only the API and the worker reach PostgreSQL; it reaches nothing"),
+            "redis" => (new YamlSeq(From(new YamlSeq(App(ApiName)), Port(6379))), new YamlSeq(),
+                "only the API reaches Redis; it reaches nothing"),
+            _ => ((YamlSeq?)null, (YamlSeq?)null, ""),
+        };
+        if (ingress is null || egress is null)
+        {
+            return null;
+        }
+        var spec = new YamlMap
+        {
+            { "podSelector", new YamlMap { { "matchLabels", labels } } },
+            { "policyTypes", new YamlSeq("Ingress", "Egress") },
+            { "ingress", ingress },
+        };
+        spec.Add("egress", egress, comment);
+        return new YamlMap
+        {
+            { "apiVersion", "networking.k8s.io/v1" },
+            { "kind", "NetworkPolicy" },
+            { "metadata", new YamlMap { { "name", name }, { "labels", labels } } },
+            { "spec", spec },
+        };
+    }
+
+    private static YamlMap SpreadOver(string topologyKey, YamlMap labels) => new()
+    {
+        { "maxSkew", 1 },
+        { "topologyKey", topologyKey },
+        { "whenUnsatisfiable", "ScheduleAnyway" },
+        { "labelSelector", new YamlMap { { "matchLabels", labels } } },
+    };
     public const int PreStopSleepSeconds = 5;
     public const int TerminationGracePeriodSeconds = 45;
 
@@ -213,6 +281,11 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
                 },
             });
         }
+        container.Add("securityContext", new YamlMap
+        {
+            { "allowPrivilegeEscalation", false },
+            { "capabilities", new YamlMap { { "drop", new YamlSeq("ALL") } } },
+        });
         var mounts = new YamlSeq();
         foreach (var (target, i) in volumes.Select((t, i) => (t, i)))
         {
@@ -231,6 +304,23 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
 
         var podSpec = new YamlMap();
         podSpec.Add("terminationGracePeriodSeconds", isProject ? TerminationGracePeriodSeconds : 30);
+        // Pod Security "restricted": none of these pods calls the Kubernetes API, none runs as root.
+        podSpec.Add("automountServiceAccountToken", false);
+        var uid = RunAsUser(name, isProject);
+        podSpec.Add("securityContext", new YamlMap
+        {
+            { "runAsNonRoot", true },
+            { "runAsUser", uid },
+            { "runAsGroup", uid },
+            { "fsGroup", uid },
+            { "seccompProfile", new YamlMap { { "type", "RuntimeDefault" } } },
+        }, isProject ? "the image's app user ($APP_UID)" : $"the {name} image's own user; fsGroup makes its volume writable");
+        if (isApi)
+        {
+            // Replicas on different nodes and zones where the cluster has them, so a drain leaves the PDB's two standing.
+            podSpec.Add("topologySpreadConstraints", new YamlSeq(
+                SpreadOver("kubernetes.io/hostname", labels), SpreadOver("topology.kubernetes.io/zone", labels)));
+        }
         podSpec.Add("containers", new YamlSeq(container));
         if (isApi)
         {
@@ -344,6 +434,11 @@ public sealed class KustomizeGenerator(AspireManifest manifest, string version)
             files[$"{name}/pdb.yaml"] = YamlWriter.Write(Pdb(name, labels), Header);
             resources.Add("hpa.yaml");
             resources.Add("pdb.yaml");
+        }
+        if (NetworkPolicy(name, labels) is { } policy)
+        {
+            files[$"{name}/networkpolicy.yaml"] = YamlWriter.Write(policy, Header);
+            resources.Add("networkpolicy.yaml");
         }
         var kustomization = new YamlMap
         {

@@ -21,7 +21,7 @@ public sealed partial class KubernetesOutputTests
         [
             "ConfigMap/helixagent-env", "ConfigMap/helixagent-worker-env", "ConfigMap/postgres-env", "ConfigMap/redis-env",
             "Deployment/helixagent", "Deployment/helixagent-worker", "Deployment/redis",
-            "HorizontalPodAutoscaler/helixagent", "PodDisruptionBudget/helixagent",
+            "HorizontalPodAutoscaler/helixagent", "NetworkPolicy/helixagent", "NetworkPolicy/helixagent-worker", "NetworkPolicy/postgres", "NetworkPolicy/redis", "PodDisruptionBudget/helixagent",
             "Secret/helixagent-secrets", "Secret/helixagent-worker-secrets", "Secret/postgres-secrets", "Secret/redis-secrets",
             "Service/helixagent", "Service/helixagent-worker", "Service/postgres", "Service/redis",
             "StatefulSet/postgres",
