@@ -61,7 +61,9 @@ public sealed class ReadReplicaTests(OwnPostgresServer postgres, RedisServer red
             {
                 await using var r = new NpgsqlConnection(replica.ConnectionString(database) + ";Pooling=false");
                 await r.OpenAsync();
-                return await new NpgsqlCommand("SELECT to_regclass('usage_daily') IS NOT NULL", r).ExecuteScalarAsync() is true;
+                // Every migration, the newest included (its columns are what the usage report reads).
+                return await new NpgsqlCommand("SELECT to_regclass('schema_migrations') IS NOT NULL AND (SELECT max(version) FROM schema_migrations) = "
+                    + HelixAgent.Data.SchemaMigrator.ExpectedVersion, r).ExecuteScalarAsync() is true;
             }
             catch (PostgresException)
             {
