@@ -17,7 +17,10 @@ public sealed record ApiKeyInfo(
     Guid? RotatedFrom,
     int? RpmLimit,
     int? TpmLimit,
-    string[]? AllowedModels)
+    string[]? AllowedModels,
+    Budget? Budget = null,
+    string? Team = null,
+    Budget? TeamBudget = null)
 {
     /// <summary><c>active</c>, <c>expiring</c> (rotated, in its grace period), <c>expired</c> or <c>revoked</c>.</summary>
     public string StatusAt(DateTimeOffset now) =>
@@ -52,16 +55,16 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
     /// <summary>Shape check before any lookup: <c>hxa_</c> plus base64url characters, bounded length.</summary>
     public static bool LooksLikeKey(string? presented) => presented is not null && KeyShape().IsMatch(presented);
 
-    public static void ValidateName(string name)
+    public static void ValidateName(string name, string what = "key")
     {
         if (!NameShape().IsMatch(name))
         {
-            throw new ApiKeyException($"invalid key name '{Echo.Clip(name)}': use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+            throw new ApiKeyException($"invalid {what} name '{Echo.Clip(name)}': use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
         }
     }
 
     public async Task<IssuedKey> CreateAsync(string name, string scope, int? rpm, int? tpm, string[]? models, DateTimeOffset? expiresAt,
-        DateTimeOffset now, CancellationToken ct = default)
+        DateTimeOffset now, CancellationToken ct = default, string? team = null, Budget? budget = null)
     {
         ValidateName(name);
         if (!Scopes.Contains(scope))
@@ -73,7 +76,80 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
             throw new ApiKeyException("limits must be positive numbers");
         }
         await using var conn = await db.OpenConnectionAsync(ct);
-        return await InsertAsync(conn, null, name, scope, rpm, tpm, models, expiresAt, null, now, ct);
+        var teamId = team is null ? null : await TeamIdAsync(conn, null, team, ct);
+        var issued = await InsertAsync(conn, null, name, scope, rpm, tpm, models, expiresAt, null, now, ct, teamId, budget);
+        return teamId is { } tid ? issued with { Info = issued.Info with { Team = team, TeamBudget = await TeamBudgetAsync(conn, tid, ct) } } : issued;
+    }
+
+    /// <summary>What <see cref="UpdateAsync"/> changes; a null field stays as it is.</summary>
+    public sealed record KeyChanges(string? Team = null, bool LeaveTeam = false, Budget? Budget = null, bool ClearBudget = false, int? Rpm = null, int? Tpm = null);
+
+    /// <summary>
+    /// Changes the team, budget or limits of every unrevoked key of that name (all versions of a rotated key share them).
+    /// Returns the keys as they are now, with their hashes: every replica's key cache must drop them, as on a revocation.
+    /// </summary>
+    public async Task<IReadOnlyList<(ApiKeyInfo Key, byte[] Hash)>> UpdateAsync(string name, KeyChanges changes, CancellationToken ct = default)
+    {
+        ValidateName(name);
+        if (changes.Rpm is <= 0 || changes.Tpm is <= 0)
+        {
+            throw new ApiKeyException("limits must be positive numbers");
+        }
+        await using var conn = await db.OpenConnectionAsync(ct);
+        await using var tx = await conn.BeginTransactionAsync(ct);
+        var teamId = changes.Team is { } team ? await TeamIdAsync(conn, tx, team, ct) : null;
+        await using (var cmd = new NpgsqlCommand("""
+            UPDATE api_keys SET
+                team_id = CASE WHEN $2 THEN NULL WHEN $3::uuid IS NOT NULL THEN $3 ELSE team_id END,
+                budget_usd = CASE WHEN $4 THEN NULL WHEN $5::numeric IS NOT NULL THEN $5 ELSE budget_usd END,
+                budget_period = CASE WHEN $4 THEN NULL WHEN $5::numeric IS NOT NULL THEN $6 ELSE budget_period END,
+                rpm_limit = coalesce($7, rpm_limit),
+                tpm_limit = coalesce($8, tpm_limit)
+            WHERE name = $1 AND revoked_at IS NULL
+            """, conn, tx))
+        {
+            cmd.Parameters.AddWithValue(name);
+            cmd.Parameters.AddWithValue(changes.LeaveTeam);
+            cmd.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = teamId, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
+            cmd.Parameters.AddWithValue(changes.ClearBudget);
+            cmd.Parameters.Add(new NpgsqlParameter<decimal?> { TypedValue = changes.Budget?.Usd, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Numeric });
+            cmd.Parameters.Add(new NpgsqlParameter<string?> { TypedValue = changes.Budget?.Period, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
+            cmd.Parameters.Add(new NpgsqlParameter<int?> { TypedValue = changes.Rpm, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Integer });
+            cmd.Parameters.Add(new NpgsqlParameter<int?> { TypedValue = changes.Tpm, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Integer });
+            if (await cmd.ExecuteNonQueryAsync(ct) == 0)
+            {
+                throw new ApiKeyException($"no unrevoked key named '{name}' (create one with: helixagent keys create --name {name})");
+            }
+        }
+        var updated = new List<(ApiKeyInfo, byte[])>();
+        await using (var cmd = new NpgsqlCommand($"SELECT {Columns}, k.key_hash FROM {Joined} WHERE k.name = $1 AND k.revoked_at IS NULL ORDER BY k.created_at", conn, tx))
+        {
+            cmd.Parameters.AddWithValue(name);
+            await using var r = await cmd.ExecuteReaderAsync(ct);
+            while (await r.ReadAsync(ct))
+            {
+                updated.Add((Read(r), r.GetFieldValue<byte[]>(HashColumn)));
+            }
+        }
+        await tx.CommitAsync(ct);
+        return updated;
+    }
+
+    private static async Task<Guid?> TeamIdAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, string team, CancellationToken ct)
+    {
+        ValidateName(team, "team");
+        await using var cmd = new NpgsqlCommand("SELECT id FROM teams WHERE name = $1", conn, tx);
+        cmd.Parameters.AddWithValue(team);
+        return await cmd.ExecuteScalarAsync(ct) is Guid id ? id
+            : throw new ApiKeyException($"no team named '{Echo.Clip(team)}' (create it with: helixagent teams create --name {Echo.Clip(team)})");
+    }
+
+    private static async Task<Budget?> TeamBudgetAsync(NpgsqlConnection conn, Guid teamId, CancellationToken ct)
+    {
+        await using var cmd = new NpgsqlCommand("SELECT budget_usd, budget_period FROM teams WHERE id = $1", conn);
+        cmd.Parameters.AddWithValue(teamId);
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        return await r.ReadAsync(ct) && !r.IsDBNull(0) ? new Budget(r.GetDecimal(0), r.GetString(1)) : null;
     }
 
     /// <summary>
@@ -92,15 +168,17 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var tx = await conn.BeginTransactionAsync(ct);
         var usable = new List<(ApiKeyInfo Key, byte[] Hash)>();
+        Guid? teamId = null;
         await using (var cmd = new NpgsqlCommand(
-            $"SELECT {Columns}, key_hash FROM api_keys WHERE name = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC FOR UPDATE", conn, tx))
+            $"SELECT {Columns}, k.key_hash, k.team_id FROM {Joined} WHERE k.name = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2) ORDER BY k.created_at DESC FOR UPDATE OF k", conn, tx))
         {
             cmd.Parameters.AddWithValue(name);
             cmd.Parameters.AddWithValue(now);
             await using var r = await cmd.ExecuteReaderAsync(ct);
             while (await r.ReadAsync(ct))
             {
-                usable.Add((Read(r), r.GetFieldValue<byte[]>(11)));
+                usable.Add((Read(r), r.GetFieldValue<byte[]>(HashColumn)));
+                teamId ??= r.IsDBNull(HashColumn + 1) ? null : r.GetGuid(HashColumn + 1);
             }
         }
         if (usable.Count == 0)
@@ -116,7 +194,9 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
             cmd.Parameters.AddWithValue(until);
             await cmd.ExecuteNonQueryAsync(ct);
         }
-        var issued = await InsertAsync(conn, tx, name, newest.Scope, newest.RpmLimit, newest.TpmLimit, newest.AllowedModels, null, newest.Id, now, ct);
+        var issued = await InsertAsync(conn, tx, name, newest.Scope, newest.RpmLimit, newest.TpmLimit, newest.AllowedModels, null, newest.Id, now, ct,
+            teamId, newest.Budget);
+        issued = issued with { Info = issued.Info with { Team = newest.Team, TeamBudget = newest.TeamBudget } };
         await tx.CommitAsync(ct);
         var retiring = usable.Select(k => (k.Key with { ExpiresAt = k.Key.ExpiresAt is { } e && e < until ? e : until }, k.Hash)).ToList();
         return (issued, retiring);
@@ -132,7 +212,7 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
         }
         await using var conn = await db.OpenConnectionAsync(ct);
         await using var cmd = new NpgsqlCommand(
-            $"UPDATE api_keys SET revoked_at = $2 WHERE {(byId ? "id = $1" : "name = $1")} AND revoked_at IS NULL RETURNING {Columns}, key_hash", conn);
+            $"WITH k AS (UPDATE api_keys SET revoked_at = $2 WHERE {(byId ? "id = $1" : "name = $1")} AND revoked_at IS NULL RETURNING *) SELECT {Columns}, k.key_hash FROM k LEFT JOIN teams t ON t.id = k.team_id", conn);
         if (byId)
         {
             cmd.Parameters.AddWithValue(id);
@@ -146,7 +226,7 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
         await using var r = await cmd.ExecuteReaderAsync(ct);
         while (await r.ReadAsync(ct))
         {
-            list.Add((Read(r), r.GetFieldValue<byte[]>(11)));
+            list.Add((Read(r), r.GetFieldValue<byte[]>(HashColumn)));
         }
         if (list.Count == 0)
         {
@@ -158,7 +238,7 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
     public async Task<IReadOnlyList<ApiKeyInfo>> ListAsync(CancellationToken ct = default)
     {
         await using var conn = await db.OpenConnectionAsync(ct);
-        await using var cmd = new NpgsqlCommand($"SELECT {Columns} FROM api_keys ORDER BY name, created_at", conn);
+        await using var cmd = new NpgsqlCommand($"SELECT {Columns} FROM {Joined} ORDER BY k.name, k.created_at", conn);
         var list = new List<ApiKeyInfo>();
         await using var r = await cmd.ExecuteReaderAsync(ct);
         while (await r.ReadAsync(ct))
@@ -170,23 +250,31 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
 
     public async Task<ApiKeyInfo?> FindByHashAsync(byte[] hash, CancellationToken ct = default)
     {
-        await using var cmd = db.CreateCommand($"SELECT {Columns} FROM api_keys WHERE key_hash = $1");
+        await using var cmd = db.CreateCommand($"SELECT {Columns} FROM {Joined} WHERE k.key_hash = $1");
         cmd.Parameters.AddWithValue(hash);
         await using var r = await cmd.ExecuteReaderAsync(ct);
         return await r.ReadAsync(ct) ? Read(r) : null;
     }
 
-    private const string Columns = "id, name, key_prefix, scope, created_at, expires_at, revoked_at, rotated_from, rpm_limit, tpm_limit, allowed_models";
+    private const string Columns = "k.id, k.name, k.key_prefix, k.scope, k.created_at, k.expires_at, k.revoked_at, k.rotated_from, k.rpm_limit, k.tpm_limit, "
+        + "k.allowed_models, k.budget_usd, k.budget_period, t.name, t.budget_usd, t.budget_period";
+
+    /// <summary>Where <see cref="Columns"/> come from: the key and its team.</summary>
+    private const string Joined = "api_keys k LEFT JOIN teams t ON t.id = k.team_id";
+
+    /// <summary>The column after <see cref="Columns"/>, where a query that needs it puts <c>key_hash</c>.</summary>
+    private const int HashColumn = 16;
 
     private static async Task<IssuedKey> InsertAsync(NpgsqlConnection conn, NpgsqlTransaction? tx, string name, string scope, int? rpm, int? tpm,
-        string[]? models, DateTimeOffset? expiresAt, Guid? rotatedFrom, DateTimeOffset now, CancellationToken ct)
+        string[]? models, DateTimeOffset? expiresAt, Guid? rotatedFrom, DateTimeOffset now, CancellationToken ct, Guid? teamId = null, Budget? budget = null)
     {
         var secret = NewSecret();
         var info = new ApiKeyInfo(Guid.CreateVersion7(), name, secret[..12], scope, now, expiresAt, null, rotatedFrom, rpm, tpm,
-            models is { Length: > 0 } ? models : null);
+            models is { Length: > 0 } ? models : null, budget);
         await using var cmd = new NpgsqlCommand("""
-            INSERT INTO api_keys (id, name, key_prefix, key_hash, scope, created_at, expires_at, rotated_from, rpm_limit, tpm_limit, allowed_models)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            INSERT INTO api_keys (id, name, key_prefix, key_hash, scope, created_at, expires_at, rotated_from, rpm_limit, tpm_limit, allowed_models,
+                                  team_id, budget_usd, budget_period)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             """, conn, tx);
         cmd.Parameters.AddWithValue(info.Id);
         cmd.Parameters.AddWithValue(info.Name);
@@ -199,6 +287,9 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
         cmd.Parameters.Add(new NpgsqlParameter<int?> { TypedValue = rpm, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Integer });
         cmd.Parameters.Add(new NpgsqlParameter<int?> { TypedValue = tpm, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Integer });
         cmd.Parameters.Add(new NpgsqlParameter<string[]?> { TypedValue = info.AllowedModels, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Array | NpgsqlTypes.NpgsqlDbType.Text });
+        cmd.Parameters.Add(new NpgsqlParameter<Guid?> { TypedValue = teamId, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
+        cmd.Parameters.Add(new NpgsqlParameter<decimal?> { TypedValue = budget?.Usd, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Numeric });
+        cmd.Parameters.Add(new NpgsqlParameter<string?> { TypedValue = budget?.Period, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
         await cmd.ExecuteNonQueryAsync(ct);
         return new IssuedKey(secret, info);
     }
@@ -211,7 +302,10 @@ public sealed partial class ApiKeyStore(NpgsqlDataSource db)
         r.IsDBNull(7) ? null : r.GetGuid(7),
         r.IsDBNull(8) ? null : r.GetInt32(8),
         r.IsDBNull(9) ? null : r.GetInt32(9),
-        r.IsDBNull(10) ? null : r.GetFieldValue<string[]>(10));
+        r.IsDBNull(10) ? null : r.GetFieldValue<string[]>(10),
+        r.IsDBNull(11) ? null : new Budget(r.GetDecimal(11), r.GetString(12)),
+        r.IsDBNull(13) ? null : r.GetString(13),
+        r.IsDBNull(14) ? null : new Budget(r.GetDecimal(14), r.GetString(15)));
 
     [GeneratedRegex("^hxa_[A-Za-z0-9_-]{20,100}$")]
     private static partial Regex KeyShape();

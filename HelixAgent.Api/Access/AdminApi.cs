@@ -21,6 +21,10 @@ internal static class AdminApi
         var admin = app.MapGroup("/admin");
         admin.MapGet("/keys", ListKeys);
         admin.MapPost("/keys", CreateKey);
+        admin.MapMethods("/keys/{name}", ["PATCH"], UpdateKey);
+        admin.MapGet("/teams", ListTeams);
+        admin.MapPost("/teams", CreateTeam);
+        admin.MapMethods("/teams/{name}", ["PATCH"], UpdateTeam);
         admin.MapPost("/keys/{name}/rotate", RotateKey);
         admin.MapPost("/keys/{nameOrId}/revoke", RevokeKey);
         admin.MapGet("/usage", UsageReport);
@@ -56,11 +60,202 @@ internal static class AdminApi
     {
         var now = s.Time.GetUtcNow();
         var keys = await s.Reads.ReadAsync(db => new ApiKeyStore(db).ListAsync(ct));
-        return GatewayApi.Json(new JsonObject
+        var data = new JsonArray();
+        foreach (var k in keys)
         {
-            ["object"] = "list",
-            ["data"] = new JsonArray([.. keys.Select(k => (JsonNode)Describe(k, now))]),
-        });
+            data.Add(await DescribeWithSpendAsync(s, k, now, ct));
+        }
+        return GatewayApi.Json(new JsonObject { ["object"] = "list", ["data"] = data });
+    }
+
+    /// <summary>A key with what its budgets (its own, its team's) spent this period, from the ledger.</summary>
+    private static async Task<JsonObject> DescribeWithSpendAsync(AdminServices s, ApiKeyInfo k, DateTimeOffset now, CancellationToken ct)
+    {
+        var json = Describe(k, now);
+        if (k.Budget is { } own && k.StatusAt(now) is "active" or "expiring")
+        {
+            json["budget"] = await BudgetJsonAsync(s, BudgetScope.Key, k.Name, own, now, ct);
+        }
+        if (k.TeamBudget is { } shared && k.Team is { } team)
+        {
+            json["team_budget"] = await BudgetJsonAsync(s, BudgetScope.Team, team, shared, now, ct);
+        }
+        return json;
+    }
+
+    private static async Task<JsonObject> BudgetJsonAsync(AdminServices s, BudgetScope scope, string name, Budget b, DateTimeOffset now, CancellationToken ct)
+    {
+        var spent = await s.Reads.ReadAsync(db => BudgetLedger.SpentAsync(db, scope, name, b, now, ct));
+        return new JsonObject
+        {
+            ["budget_usd"] = b.Usd,
+            ["period"] = b.Period,
+            ["spent_usd"] = spent,
+            ["remaining_usd"] = Math.Max(0, b.Usd - spent),
+            ["resets_at"] = b.ResetsAt(now)?.ToString("o"),
+        };
+    }
+
+    /// <summary>
+    /// <c>budget_usd</c> (a number; with <paramref name="allowNull"/>, null clears it) and <c>budget_period</c>
+    /// (monthly by default): Given false when the body sets neither.
+    /// </summary>
+    private static (Budget? Budget, bool Given, IResult? Error) BudgetOf(JsonObject body, bool allowNull)
+    {
+        if (!body.ContainsKey("budget_usd"))
+        {
+            return body.ContainsKey("budget_period") ? (null, false, Invalid("'budget_period' needs 'budget_usd'.", "budget_period")) : (null, false, null);
+        }
+        if (body["budget_usd"] is null)
+        {
+            return allowNull ? (null, true, null) : (null, false, Invalid("Invalid value for 'budget_usd': expected an amount in USD.", "budget_usd"));
+        }
+        if (body["budget_usd"] is not JsonValue v || !v.TryGetValue<decimal>(out var usd))
+        {
+            return (null, false, Invalid("Invalid type for 'budget_usd': expected a number (USD).", "budget_usd"));
+        }
+        if (body["budget_period"] is { } p && (p is not JsonValue pv || !pv.TryGetValue<string>(out _)))
+        {
+            return (null, false, Invalid("Invalid type for 'budget_period': expected daily, monthly or total.", "budget_period"));
+        }
+        try
+        {
+            return (Budget.Create(usd, body["budget_period"]?.GetValue<string>()), true, null);
+        }
+        catch (ApiKeyException ex)
+        {
+            return (null, false, Invalid(ex.Message, ex.Message.Contains("period", StringComparison.Ordinal) ? "budget_period" : "budget_usd"));
+        }
+    }
+
+    /// <summary>An optional string field: its value, or the 400 naming it (a JSON null counts as absent).</summary>
+    private static (string? Value, IResult? Error) Str(JsonObject body, string name) =>
+        body[name] is not JsonNode n ? (null, null)
+        : n is JsonValue v && v.TryGetValue<string>(out var text) ? (text, null)
+        : (null, Invalid($"Invalid type for '{name}': expected a string.", name));
+
+    /// <summary>
+    /// <c>PATCH /admin/keys/{name}</c>: <c>team</c> (a name, or null to leave the team), <c>budget_usd</c> (null clears)
+    /// with <c>budget_period</c>, <c>rpm_limit</c>, <c>tpm_limit</c>, for every unrevoked version of the key.
+    /// </summary>
+    private static async Task<IResult> UpdateKey(string name, HttpContext ctx, [AsParameters] AdminServices s)
+    {
+        var (body, error) = await ReadObjectAsync(ctx, required: true);
+        if (error is not null)
+        {
+            return error;
+        }
+        var (team, teamError) = Str(body!, "team");
+        var (budget, budgetGiven, budgetError) = BudgetOf(body!, allowNull: true);
+        var (rpm, rpmError) = Int(body!, "rpm_limit", 1, int.MaxValue);
+        var (tpm, tpmError) = Int(body!, "tpm_limit", 1, int.MaxValue);
+        if ((teamError ?? budgetError ?? rpmError ?? tpmError) is { } invalid)
+        {
+            return invalid;
+        }
+        var leave = body!.ContainsKey("team") && body["team"] is null;
+        if (team is null && !leave && !budgetGiven && rpm is null && tpm is null)
+        {
+            return Invalid("Nothing to change: set 'team', 'budget_usd', 'rpm_limit' or 'tpm_limit'.", null);
+        }
+        try
+        {
+            var updated = await s.Store.UpdateAsync(name, new ApiKeyStore.KeyChanges(team, leave, budget, budgetGiven && budget is null, rpm, tpm), ctx.RequestAborted);
+            var json = await DescribeWithSpendAsync(s, updated[^1].Key, s.Time.GetUtcNow(), ctx.RequestAborted);
+            json["all_replicas_notified"] = await ForgetEverywhereAsync(s, updated.Select(u => u.Hash));
+            return GatewayApi.Json(json);
+        }
+        catch (ApiKeyException ex)
+        {
+            return ex.Message.StartsWith("no unrevoked key", StringComparison.Ordinal)
+                ? OpenAiErrors.Result(404, ex.Message, "invalid_request_error", "key_not_found", "name")
+                : Invalid(ex.Message, ex.Message.Contains("team", StringComparison.Ordinal) ? "team" : null);
+        }
+    }
+
+    private static async Task<IResult> ListTeams([AsParameters] AdminServices s, CancellationToken ct)
+    {
+        var now = s.Time.GetUtcNow();
+        var teams = await s.Reads.ReadAsync(db => new TeamStore(db).ListAsync(ct));
+        var data = new JsonArray();
+        foreach (var t in teams)
+        {
+            data.Add(await DescribeTeamAsync(s, t, now, ct));
+        }
+        return GatewayApi.Json(new JsonObject { ["object"] = "list", ["data"] = data });
+    }
+
+    private static async Task<JsonObject> DescribeTeamAsync(AdminServices s, TeamInfo t, DateTimeOffset now, CancellationToken ct) => new()
+    {
+        ["id"] = t.Id.ToString(),
+        ["name"] = t.Name,
+        ["keys"] = t.Keys,
+        ["created_at"] = t.CreatedAt.ToString("o"),
+        ["budget"] = t.Budget is { } b ? await BudgetJsonAsync(s, BudgetScope.Team, t.Name, b, now, ct) : null,
+    };
+
+    /// <summary><c>POST /admin/teams</c>: <c>name</c>, optional <c>budget_usd</c> and <c>budget_period</c>.</summary>
+    private static async Task<IResult> CreateTeam(HttpContext ctx, [AsParameters] AdminServices s)
+    {
+        var (body, error) = await ReadObjectAsync(ctx, required: true);
+        if (error is not null)
+        {
+            return error;
+        }
+        var (name, nameError) = Str(body!, "name");
+        var (budget, _, budgetError) = BudgetOf(body!, allowNull: false);
+        if ((nameError ?? budgetError) is { } invalid)
+        {
+            return invalid;
+        }
+        if (name is null)
+        {
+            return Invalid("Missing required parameter: 'name'.", "name");
+        }
+        try
+        {
+            var now = s.Time.GetUtcNow();
+            var team = await new TeamStore(s.Services.GetRequiredService<Npgsql.NpgsqlDataSource>()).CreateAsync(name, budget, now, ctx.RequestAborted);
+            return GatewayApi.Json(await DescribeTeamAsync(s, team, now, ctx.RequestAborted), 201);
+        }
+        catch (ApiKeyException ex)
+        {
+            return ex.Message.Contains("exists already", StringComparison.Ordinal)
+                ? OpenAiErrors.Result(409, ex.Message, "invalid_request_error", "team_exists", "name")
+                : Invalid(ex.Message, "name");
+        }
+    }
+
+    /// <summary><c>PATCH /admin/teams/{name}</c>: <c>budget_usd</c> (null clears it) and <c>budget_period</c>.</summary>
+    private static async Task<IResult> UpdateTeam(string name, HttpContext ctx, [AsParameters] AdminServices s)
+    {
+        var (body, error) = await ReadObjectAsync(ctx, required: true);
+        if (error is not null)
+        {
+            return error;
+        }
+        var (budget, given, budgetError) = BudgetOf(body!, allowNull: true);
+        if (budgetError is not null)
+        {
+            return budgetError;
+        }
+        if (!given)
+        {
+            return Invalid("Nothing to change: set 'budget_usd' (null clears it) and optionally 'budget_period'.", "budget_usd");
+        }
+        try
+        {
+            var (team, hashes) = await new TeamStore(s.Services.GetRequiredService<Npgsql.NpgsqlDataSource>()).UpdateBudgetAsync(name, budget, ctx.RequestAborted);
+            var json = await DescribeTeamAsync(s, team, s.Time.GetUtcNow(), ctx.RequestAborted);
+            json["all_replicas_notified"] = await ForgetEverywhereAsync(s, hashes);
+            return GatewayApi.Json(json);
+        }
+        catch (ApiKeyException ex)
+        {
+            return ex.Message.StartsWith("no team", StringComparison.Ordinal)
+                ? OpenAiErrors.Result(404, ex.Message, "invalid_request_error", "team_not_found", "name")
+                : Invalid(ex.Message, "name");
+        }
     }
 
     private static async Task<IResult> CreateKey(HttpContext ctx, [AsParameters] AdminServices s)
@@ -85,7 +280,9 @@ internal static class AdminApi
         var (expiresDays, expiresError) = Int(body, "expires_in_days", 1, 36_500);
         var (rpm, rpmError) = Int(body, "rpm_limit", 1, int.MaxValue);
         var (tpm, tpmError) = Int(body, "tpm_limit", 1, int.MaxValue);
-        if ((expiresError ?? rpmError ?? tpmError) is { } invalid)
+        var (team, teamError) = Str(body, "team");
+        var (budget, _, budgetError) = BudgetOf(body, allowNull: false);
+        if ((expiresError ?? rpmError ?? tpmError ?? teamError ?? budgetError) is { } invalid)
         {
             return invalid;
         }
@@ -94,8 +291,8 @@ internal static class AdminApi
         {
             var issued = await s.Store.CreateAsync(name, body["scope"]?.GetValue<string>() ?? "client", rpm, tpm,
                 body["allowed_models"] is JsonArray list ? [.. list.Select(m => m!.GetValue<string>())] : null,
-                expiresDays is { } d ? now.AddDays(d) : null, now, ctx.RequestAborted);
-            var json = Describe(issued.Info, now);
+                expiresDays is { } d ? now.AddDays(d) : null, now, ctx.RequestAborted, team, budget);
+            var json = await DescribeWithSpendAsync(s, issued.Info, now, ctx.RequestAborted);
             json["key"] = issued.Secret;
             return GatewayApi.Json(json, 201);
         }
@@ -193,7 +390,7 @@ internal static class AdminApi
     }
 
     /// <summary>
-    /// <c>GET /admin/usage?from=2026-11-01&amp;to=2026-11-30&amp;group_by=key|model|provider</c> from the worker's daily
+    /// <c>GET /admin/usage?from=2026-11-01&amp;to=2026-11-30&amp;group_by=key|team|model|provider</c> from the worker's daily
     /// rollups (<c>usage_daily</c>): requests, errors, tokens, request-weighted latency percentiles, cost (USD) and
     /// the requests without a price, per group.
     /// </summary>
@@ -206,11 +403,12 @@ internal static class AdminApi
             "key" => "key_name",
             "model" => "model",
             "provider" => "provider",
+            "team" => "team",
             _ => null,
         };
         if (column is null)
         {
-            return OpenAiErrors.Result(400, "Invalid value for 'group_by': expected key, model or provider.", "invalid_request_error", "invalid_request_error", "group_by");
+            return OpenAiErrors.Result(400, "Invalid value for 'group_by': expected key, team, model or provider.", "invalid_request_error", "invalid_request_error", "group_by");
         }
         var today = DateOnly.FromDateTime(s.Time.GetUtcNow().UtcDateTime);
         if (!TryDate(q["from"], today.AddDays(-30), out var from) || !TryDate(q["to"], today, out var to) || to < from)
@@ -246,7 +444,8 @@ internal static class AdminApi
         {
             data.Add(new JsonObject
             {
-                [groupBy] = r.GetString(0),
+                // A key without a team is rolled up under '' and reported as null.
+                [groupBy] = r.GetString(0) is { Length: > 0 } group ? group : null,
                 ["requests"] = r.GetInt64(1),
                 ["errors"] = r.GetInt64(2),
                 ["prompt_tokens"] = r.GetInt64(3),
@@ -285,6 +484,9 @@ internal static class AdminApi
         ["rpm_limit"] = k.RpmLimit,
         ["tpm_limit"] = k.TpmLimit,
         ["allowed_models"] = k.AllowedModels is { } m ? new JsonArray([.. m.Select(x => (JsonNode)JsonValue.Create(x))]) : null,
+        ["team"] = k.Team,
+        ["budget_usd"] = k.Budget?.Usd,
+        ["budget_period"] = k.Budget?.Period,
     };
 
     /// <summary>Drops keys from this replica's key cache and tells every other replica to (false when Redis is unreachable).</summary>

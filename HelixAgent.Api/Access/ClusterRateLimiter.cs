@@ -1,3 +1,4 @@
+using HelixAgent.Data;
 using System.Collections.Concurrent;
 using StackExchange.Redis;
 
@@ -42,6 +43,8 @@ public sealed partial class ClusterRateLimiter : IDisposable
     private long _rejected;
     private long _degradedDecisions;
 
+    private readonly BudgetBook _budgets = new();
+
     public ClusterRateLimiter(IServiceProvider services, TimeProvider time, ILogger<ClusterRateLimiter> logger)
     {
         _services = services;
@@ -49,6 +52,18 @@ public sealed partial class ClusterRateLimiter : IDisposable
         _logger = logger;
         _local = new LocalRateLimiter(time);
     }
+
+    /// <summary>What this replica last knew of each budget (the gauges read it; the fallback admits from it).</summary>
+    public BudgetBook Budgets => _budgets;
+
+    private long _budgetRejectedKey;
+    private long _budgetRejectedTeam;
+    private long _budgetRebuilt;
+
+    public long BudgetRejected(BudgetScope scope) => Interlocked.Read(ref scope == BudgetScope.Key ? ref _budgetRejectedKey : ref _budgetRejectedTeam);
+
+    /// <summary>Budget counters this replica rebuilt from the ledger (Redis had none: a restart, a flush, a new period).</summary>
+    public long BudgetCountersRebuilt => Interlocked.Read(ref _budgetRebuilt);
 
     /// <summary>True when the last attempt to use Redis failed: decisions are being made per replica.</summary>
     public bool IsDegraded => Volatile.Read(ref _degraded) == 1;
@@ -59,14 +74,19 @@ public sealed partial class ClusterRateLimiter : IDisposable
 
     /// <summary>
     /// Atomically admits one request reserving <paramref name="reserveTokens"/> (prompt estimate + max tokens) against
-    /// the key's limits. Throws only for invalid arguments or when <paramref name="ct"/> is cancelled.
+    /// the key's limits and, with <paramref name="budget"/>, reserving its worst-case cost against the key's and its
+    /// team's budgets in the same script. Throws only for invalid arguments or when <paramref name="ct"/> is cancelled.
     /// </summary>
-    public async ValueTask<RateLimitDecision> AdmitAsync(string keyId, RateLimitPolicy policy, int reserveTokens, CancellationToken ct)
+    public async ValueTask<RateLimitDecision> AdmitAsync(string keyId, RateLimitPolicy policy, int reserveTokens, CancellationToken ct, BudgetCheck? budget = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(keyId);
         ArgumentNullException.ThrowIfNull(policy);
         ArgumentOutOfRangeException.ThrowIfNegative(reserveTokens);
 
+        if (budget is not null)
+        {
+            return Count(await AdmitWithBudgetAsync(keyId, policy, reserveTokens, budget, ct).ConfigureAwait(false));
+        }
         if (policy.IsUnlimited)
         {
             Interlocked.Increment(ref _admitted);
@@ -89,7 +109,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
                         [RateLimitScripts.Prefix(keyId)],
                         [policy.RequestsPerMinute ?? -1, policy.TokensPerMinute ?? -1, reserveTokens])
                     .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false);
-                var decision = FromScript(result, keyId, policy, reserveTokens);
+                var decision = FromScript((RedisResult[])result!, keyId, policy, reserveTokens);
                 Interlocked.Exchange(ref _consecutiveTimeouts, 0);
                 MarkHealthy();
                 // Refused while this replica's slice (granted meanwhile) still holds admissions: those are what fills
@@ -125,8 +145,12 @@ public sealed partial class ClusterRateLimiter : IDisposable
     /// command is queued on the multiplexer before this returns, and commands keep their order on the connection: the
     /// key's next admission is evaluated after this settlement.
     /// </summary>
-    public void Settle(RateLimitTicket ticket, int actualTokens)
+    public void Settle(RateLimitTicket ticket, int actualTokens, decimal? costUsd = null)
     {
+        if (ticket.Budget is { } hold)
+        {
+            SettleBudget(hold, costUsd);
+        }
         var pending = SettleAsync(ticket, actualTokens);
         if (!pending.IsCompleted)
         {
@@ -168,7 +192,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
         try
         {
             await EvaluateAsync(db, RateLimitScripts.SettleSha1, RateLimitScripts.Settle,
-                    [RateLimitScripts.Prefix(ticket.KeyId)], [delta, ticket.Window])
+                    [ticket.Prefix], [delta, ticket.Window])
                 .WaitAsync(RedisTimeout, _time).ConfigureAwait(false);
             MarkHealthy();
         }
@@ -180,6 +204,206 @@ public sealed partial class ClusterRateLimiter : IDisposable
     }
 
     public void Dispose() => _local.Dispose();
+
+    /// <summary>
+    /// A key held to budgets: always one round trip to Redis (no slices; the key's buckets and its budget counters in
+    /// one hash slot, one script). A counter Redis lacks is rebuilt from <c>completions</c> (<see cref="BudgetLedger"/>)
+    /// with SET NX and the script runs again. Redis unreachable: this replica decides the rate limit alone and spends
+    /// its share of what each budget had left when it last heard from Redis (<see cref="BudgetBook.AdmitLocal"/>).
+    /// </summary>
+    private async Task<RateLimitDecision> AdmitWithBudgetAsync(string keyId, RateLimitPolicy policy, int reserveTokens, BudgetCheck budget, CancellationToken ct)
+    {
+        var prefix = RateLimitScripts.Prefix(keyId, budget.Tag);
+        var lines = budget.Lines.ToArray();
+        var db = Database();
+        if (db is not null)
+        {
+            try
+            {
+                for (var rebuilt = 0; ; rebuilt++)
+                {
+                    var pending = lines.Select(_budgets.Pending).ToArray();
+                    var keys = new RedisKey[1 + lines.Length];
+                    keys[0] = prefix;
+                    var args = new RedisValue[5 + 3 * lines.Length];
+                    args[0] = policy.RequestsPerMinute ?? -1;
+                    args[1] = policy.TokensPerMinute ?? -1;
+                    args[2] = reserveTokens;
+                    args[3] = lines.Length;
+                    args[4] = budget.ReserveNano;
+                    for (var i = 0; i < lines.Length; i++)
+                    {
+                        keys[1 + i] = lines[i].Counter;
+                        args[5 + 3 * i] = lines[i].LimitNano;
+                        args[6 + 3 * i] = lines[i].TtlMs;
+                        args[7 + 3 * i] = pending[i];
+                    }
+                    var values = (RedisResult[])(await EvaluateAsync(db, RateLimitScripts.AdmitSha1, RateLimitScripts.Admit, keys, args)
+                        .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false))!;
+                    Interlocked.Exchange(ref _consecutiveTimeouts, 0);
+                    MarkHealthy();
+                    if ((long)values[0] == -2)
+                    {
+                        var missing = lines[(int)(long)values[1] - 1];
+                        if (rebuilt >= 3 || !await RebuildAsync(db, missing, ct).ConfigureAwait(false))
+                        {
+                            return Refused(keyId, policy, reserveTokens, RateLimitRejection.BudgetUnknown, null, degraded: false);
+                        }
+                        continue;
+                    }
+                    var spent = new long[lines.Length];
+                    for (var i = 0; i < lines.Length; i++)
+                    {
+                        spent[i] = (long)values[9 + i];
+                        _budgets.Observe(lines[i], spent[i], pending[i]);
+                    }
+                    var over = (int)(long)values[8] - 1;
+                    var outcome = new BudgetOutcome(budget, spent, over);
+                    var decision = FromScript(values, keyId, policy, reserveTokens) with { Budget = outcome };
+                    if (over >= 0 && (long)values[1] == 0 && (long)values[2] == 0)
+                    {
+                        Interlocked.Increment(ref lines[over].Scope == BudgetScope.Key ? ref _budgetRejectedKey : ref _budgetRejectedTeam);
+                        return decision with { Rejection = RateLimitRejection.BudgetExceeded, RetryAfter = RetryAtReset(lines[over]) };
+                    }
+                    return decision.Allowed
+                        ? decision with { Ticket = decision.Ticket with { Budget = new BudgetHold(prefix, lines, budget.ReserveNano, Local: false) } }
+                        : decision;
+                }
+            }
+            catch (TimeoutException ex) when (!ct.IsCancellationRequested)
+            {
+                Interlocked.Increment(ref _timeouts);
+                if (Interlocked.Increment(ref _consecutiveTimeouts) >= ConsecutiveTimeoutsBeforeBackoff)
+                {
+                    MarkFailed(ex);
+                }
+            }
+            catch (Exception ex) when (!ct.IsCancellationRequested)
+            {
+                MarkFailed(ex);
+            }
+        }
+
+        ct.ThrowIfCancellationRequested();
+        // Alone: what a budget had left is known from Redis's last answer, else from the ledger.
+        foreach (var line in lines.Where(l => !_budgets.Knows(l)))
+        {
+            if (await SpentFromLedgerAsync(line, ct).ConfigureAwait(false) is not { } nano)
+            {
+                return Refused(keyId, policy, reserveTokens, RateLimitRejection.BudgetUnknown, null, degraded: true);
+            }
+            _budgets.Rebuilt(line, nano);
+        }
+        var local = _local.Admit(keyId, policy, reserveTokens);
+        if (!local.Allowed)
+        {
+            return local;
+        }
+        var spentLocal = new long[lines.Length];
+        var replicas = (_services.GetService(typeof(ReplicaHeartbeat)) as ReplicaHeartbeat)?.LiveReplicas ?? 1;
+        var refusedBy = _budgets.AdmitLocal(budget, replicas, spentLocal);
+        if (refusedBy >= 0)
+        {
+            _local.Settle(keyId, local.Ticket.Window, -local.Ticket.ReservedTokens);
+            Interlocked.Increment(ref lines[refusedBy].Scope == BudgetScope.Key ? ref _budgetRejectedKey : ref _budgetRejectedTeam);
+            return local with
+            {
+                Allowed = false, Rejection = RateLimitRejection.BudgetExceeded, RetryAfter = RetryAtReset(lines[refusedBy]),
+                Budget = new BudgetOutcome(budget, spentLocal, refusedBy), Ticket = local.Ticket with { Window = -1 },
+            };
+        }
+        return local with { Ticket = local.Ticket with { Budget = new BudgetHold(prefix, lines, budget.ReserveNano, Local: true) } };
+    }
+
+    private RateLimitDecision Refused(string keyId, RateLimitPolicy policy, int reserveTokens, RateLimitRejection why, BudgetOutcome? outcome, bool degraded) =>
+        new(false, policy.RequestsPerMinute, null, policy.TokensPerMinute, null, TimeSpan.Zero, TimeSpan.Zero, TimeSpan.FromSeconds(5), degraded,
+            new RateLimitTicket(keyId, -1, reserveTokens, Local: degraded), why, outcome);
+
+    /// <summary>Until the budget's period ends (none for a total budget: retrying never helps).</summary>
+    private TimeSpan RetryAtReset(BudgetLine line) =>
+        line.ResetsAt is { } r ? TimeSpan.FromSeconds(Math.Max(1, Math.Ceiling((r - _time.GetUtcNow()).TotalSeconds))) : TimeSpan.Zero;
+
+    /// <summary>
+    /// Redis has no counter for <paramref name="line"/>: it is set, if still absent, to the period's spend in
+    /// <c>completions</c>. False when the ledger cannot be read.
+    /// </summary>
+    private async Task<bool> RebuildAsync(IDatabase db, BudgetLine line, CancellationToken ct)
+    {
+        if (await SpentFromLedgerAsync(line, ct).ConfigureAwait(false) is not { } nano)
+        {
+            return false;
+        }
+        await db.StringSetAsync(line.Counter, nano, line.TtlMs > 0 ? TimeSpan.FromMilliseconds(line.TtlMs) : null, When.NotExists)
+            .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false);
+        _budgets.Rebuilt(line, nano);
+        Interlocked.Increment(ref _budgetRebuilt);
+        LogBudgetRebuilt(line.ScopeName, line.Name, Budget.FormatUsd(Nano.ToUsd(nano)));
+        return true;
+    }
+
+    private async Task<long?> SpentFromLedgerAsync(BudgetLine line, CancellationToken ct)
+    {
+        try
+        {
+            var db = (Npgsql.NpgsqlDataSource?)_services.GetService(typeof(Npgsql.NpgsqlDataSource));
+            if (db is null)
+            {
+                return null;
+            }
+            var spent = await BudgetLedger.SpentAsync(db, line.Scope, line.Name, line.Budget, _time.GetUtcNow(), ct)
+                .WaitAsync(TimeSpan.FromSeconds(5), _time, ct).ConfigureAwait(false);
+            return Nano.FromUsd(spent);
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested)
+        {
+            LogBudgetLedgerFailed(ex, line.ScopeName, line.Name);
+            return null;
+        }
+    }
+
+    /// <summary>Settles a budget reservation with the request's actual cost (unpriced: 0), without waiting for Redis.</summary>
+    private void SettleBudget(BudgetHold hold, decimal? costUsd)
+    {
+        var delta = Nano.FromUsd(costUsd ?? 0) - hold.ReservedNano;
+        if (delta == 0)
+        {
+            return;
+        }
+        if (hold.Local)
+        {
+            _budgets.SettleLocal(hold.Lines, delta);
+            return;
+        }
+        if (Database() is not { } db)
+        {
+            // Redis went away after the admission: the counter is corrected when it is rebuilt from the ledger.
+            return;
+        }
+        _ = SettleBudgetAsync(db, hold, delta);
+    }
+
+    private async Task SettleBudgetAsync(IDatabase db, BudgetHold hold, long delta)
+    {
+        try
+        {
+            await EvaluateAsync(db, RateLimitScripts.SettleBudgetSha1, RateLimitScripts.SettleBudget,
+                    [.. hold.Lines.Select(l => (RedisKey)l.Counter)], [delta])
+                .WaitAsync(RedisTimeout, _time).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            LogBudgetSettlementFailed(ex, delta);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Budget counter of {Scope} {Name} rebuilt from the ledger: {SpentUsd} USD spent this period")]
+    private partial void LogBudgetRebuilt(string scope, string name, string spentUsd);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The spend of {Scope} {Name} could not be read from the ledger; its requests are refused until it can")]
+    private partial void LogBudgetLedgerFailed(Exception ex, string scope, string name);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Budget settlement of {Delta} nano-USD failed")]
+    private partial void LogBudgetSettlementFailed(Exception ex, long delta);
 
     /// <summary>A requests-per-minute limit this high (or none) lets a key be admitted from slices.</summary>
     public const int SliceMinimumLimit = 10_000;
@@ -394,9 +618,8 @@ public sealed partial class ClusterRateLimiter : IDisposable
         return decision;
     }
 
-    private static RateLimitDecision FromScript(RedisResult result, string keyId, RateLimitPolicy policy, int reserveTokens)
+    private static RateLimitDecision FromScript(RedisResult[] values, string keyId, RateLimitPolicy policy, int reserveTokens)
     {
-        var values = (RedisResult[])result!;
         var allowed = (long)values[0] == 1;
         var requestWait = (long)values[1];
         var tokenWait = (long)values[2];

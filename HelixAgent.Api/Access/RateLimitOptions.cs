@@ -28,10 +28,17 @@ public sealed class RateLimitOptions
     /// <summary>Tokens to reserve: the prompt estimated at 4 characters a token, plus the completion allowance.</summary>
     public int Reserve(JsonObject body, bool embeddings = false)
     {
+        var (prompt, completion) = ReserveParts(body, embeddings);
+        return (int)Math.Min(int.MaxValue, (long)prompt + completion);
+    }
+
+    /// <summary>The two halves of <see cref="Reserve"/>: the prompt estimate, and the completion allowance (priced at the output price).</summary>
+    public (int Prompt, int Completion) ReserveParts(JsonObject body, bool embeddings = false)
+    {
         var completion = body["max_completion_tokens"] is JsonValue a && a.TryGetValue<int>(out var x) ? x
             : body["max_tokens"] is JsonValue b && b.TryGetValue<int>(out var y) ? y
             : body["max_output_tokens"] is JsonValue c && c.TryGetValue<int>(out var z) ? z
             : embeddings ? 0 : DefaultCompletionReserve;
-        return (int)Math.Min(int.MaxValue, (long)HelixAgent.Api.Gateway.TokenEstimate.Prompt(body) + completion);
+        return (HelixAgent.Api.Gateway.TokenEstimate.Prompt(body), Math.Max(0, completion));
     }
 }

@@ -22,6 +22,12 @@ internal static class RateLimitScripts
     public static string Prefix(string keyId) => string.Concat(KeyPrefix, "{", keyId, "}");
 
     /// <summary>
+    /// The prefix of a key held to budgets: <c>helixagent:rl:{tag}:keyId</c>, in the hash slot of its budget counters
+    /// (<see cref="BudgetCheck.Tag"/>), so one script may read and count both.
+    /// </summary>
+    public static string Prefix(string keyId, string tag) => string.Concat(KeyPrefix, "{", tag, "}:", keyId);
+
+    /// <summary>
     /// The start both admission scripts share: the server's minute (<c>window</c>), how far into it (<c>elapsed</c>),
     /// the previous minute's weight, and the request and token buckets of this minute and the previous one.
     /// </summary>
@@ -46,6 +52,14 @@ internal static class RateLimitScripts
     /// Returns { allowed (0/1), request wait ms, token wait ms (0 = fits, -1 = never), remaining requests, remaining tokens
     /// (-1 when unlimited), request reset ms, token reset ms, window }. Requests and tokens are counted even for an
     /// unlimited dimension, so settlement and a later policy change see real usage.
+    /// <para>
+    /// Budgets, in the same call: ARGV[4] = how many (n, 0 when none), ARGV[5] = nano-dollars to reserve, then for each
+    /// budget i its limit, its counter's TTL ms (0 = none) and what this replica admitted alone meanwhile (added first);
+    /// KEYS[1 + i] = its counter. A counter Redis does not have (a restart, a flush, a new period) answers { -2, i } before
+    /// anything is counted: the gateway rebuilds it from the ledger and asks again. A request is admitted only when the
+    /// rate limits allow it and every counter + the reservation stays within its limit (a spent budget, 0 included, admits nothing, not even a free request); then each counter grows by the
+    /// reservation. The answer goes on with { budget that refused (0 = none), each counter's value }.
+    /// </para>
     /// </summary>
     public const string Admit = """
         local prefix = KEYS[1]
@@ -69,8 +83,39 @@ internal static class RateLimitScripts
 
         local rwait = wait(rpm, rp, rc, 1)
         local twait = wait(tpm, tp, tc, cost)
+        local nb = tonumber(ARGV[4] or '0')
+        local spent = {}
+        local over = 0
+        if nb > 0 then
+          local reserve = tonumber(ARGV[5])
+          for i = 1, nb do
+            local v = redis.call('GET', KEYS[i + 1])
+            if not v then return { -2, i } end
+            spent[i] = tonumber(v)
+          end
+          for i = 1, nb do
+            local pending = tonumber(ARGV[5 + 3 * i])
+            if pending ~= 0 then
+              spent[i] = redis.call('INCRBY', KEYS[i + 1], pending)
+              if spent[i] < 0 then
+                redis.call('SET', KEYS[i + 1], 0, 'KEEPTTL')
+                spent[i] = 0
+              end
+            end
+            local limit = tonumber(ARGV[3 + 3 * i])
+            if over == 0 and (spent[i] + reserve > limit or spent[i] >= limit) then over = i end
+          end
+          if rwait == 0 and twait == 0 and over == 0 and reserve > 0 then
+            for i = 1, nb do
+              spent[i] = redis.call('INCRBY', KEYS[i + 1], reserve)
+              local bttl = tonumber(ARGV[4 + 3 * i])
+              if bttl > 0 then redis.call('PEXPIRE', KEYS[i + 1], bttl) end
+            end
+          end
+        end
+
         local allowed = 0
-        if rwait == 0 and twait == 0 then
+        if rwait == 0 and twait == 0 and over == 0 then
           allowed = 1
           local ttl = (window + 2) * 60000 - now + 5000
           rc = redis.call('INCR', rcur)
@@ -93,7 +138,25 @@ internal static class RateLimitScripts
           return 0
         end
 
-        return { allowed, rwait, twait, remaining(rpm, rp, rc), remaining(tpm, tp, tc), reset(rp, rc), reset(tp, tc), window }
+        local out = { allowed, rwait, twait, remaining(rpm, rp, rc), remaining(tpm, tp, tc), reset(rp, rc), reset(tp, tc), window, over }
+        for i = 1, nb do out[9 + i] = spent[i] end
+        return out
+        """;
+
+    /// <summary>
+    /// KEYS = budget counters; ARGV[1] = nano-dollars (actual cost - reserved; negative gives back). Corrects each
+    /// counter that exists (never below zero); one that is gone is rebuilt from the ledger, where this request's row
+    /// is. Returns 0.
+    /// </summary>
+    public const string SettleBudget = """
+        local delta = tonumber(ARGV[1])
+        for i = 1, #KEYS do
+          if redis.call('EXISTS', KEYS[i]) == 1 then
+            local v = redis.call('INCRBY', KEYS[i], delta)
+            if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+          end
+        end
+        return 0
         """;
 
     /// <summary>
@@ -173,4 +236,5 @@ internal static class RateLimitScripts
     public static readonly byte[] AdmitSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Admit));
     public static readonly byte[] GrantSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Grant));
     public static readonly byte[] SettleSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Settle));
+    public static readonly byte[] SettleBudgetSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(SettleBudget));
 }

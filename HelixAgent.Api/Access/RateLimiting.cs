@@ -28,6 +28,10 @@ public enum RateLimitRejection
     TokensPerMinute = 2,
     /// <summary>The request alone reserves more tokens than the key may use in a minute: retrying never helps.</summary>
     RequestExceedsTokenLimit = 3,
+    /// <summary>The key's or its team's budget has no room for the request's worst-case cost (<see cref="RateLimitDecision.Budget"/> says which).</summary>
+    BudgetExceeded = 4,
+    /// <summary>Redis has no counter for a budget and the ledger (PostgreSQL) cannot say what was spent: refused, never a fresh budget.</summary>
+    BudgetUnknown = 5,
 }
 
 /// <summary>
@@ -45,7 +49,8 @@ public readonly record struct RateLimitDecision(
     TimeSpan RetryAfter,
     bool Degraded,
     RateLimitTicket Ticket,
-    RateLimitRejection Rejection = RateLimitRejection.None)
+    RateLimitRejection Rejection = RateLimitRejection.None,
+    BudgetOutcome? Budget = null)
 {
     /// <summary>A sentence for the error body when the request was rejected; null when admitted.</summary>
     public string? Reason => Rejection switch
@@ -57,6 +62,8 @@ public readonly record struct RateLimitDecision(
             $"rate limit reached: {LimitTokens} tokens per minute for this key, the request reserves {Ticket.ReservedTokens}; retry after {RateLimitHeaders.FormatDuration(RetryAfter)}",
         RateLimitRejection.RequestExceedsTokenLimit =>
             $"the request reserves {Ticket.ReservedTokens} tokens (prompt estimate + max tokens), more than this key's limit of {LimitTokens} tokens per minute; lower max_tokens or shorten the prompt",
+        RateLimitRejection.BudgetExceeded => Budget!.Reason(),
+        RateLimitRejection.BudgetUnknown => "The spend of this key's budget cannot be read right now (Redis has no count and the ledger database is unreachable); retry shortly.",
         _ => "rate limited",
     };
 }
@@ -66,7 +73,10 @@ public readonly record struct RateLimitDecision(
 /// <see cref="Window"/> is the minute (Unix ms / 60 000, server clock for Redis, local clock when <see cref="Local"/>)
 /// the tokens were reserved in; it is -1 when nothing was reserved (rejected or unlimited), which makes settling a no-op.
 /// </summary>
-public readonly record struct RateLimitTicket(string KeyId, long Window, int ReservedTokens, bool Local)
+public readonly record struct RateLimitTicket(string KeyId, long Window, int ReservedTokens, bool Local, BudgetHold? Budget = null)
 {
+    /// <summary>The prefix of the key's rate-limit buckets in Redis (in its budgets' hash slot when it has any).</summary>
+    public string Prefix => Budget?.Prefix ?? RateLimitScripts.Prefix(KeyId);
+
     public bool HoldsReservation => Window >= 0 && KeyId is not null;
 }

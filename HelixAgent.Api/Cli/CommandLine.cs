@@ -11,7 +11,7 @@ namespace HelixAgent.Api.Cli;
 /// </summary>
 internal static class CommandLine
 {
-    private static readonly HashSet<string> Verbs = ["migrate", "keys", "maintenance", "env", "help", "--help", "-h", "version", "--version"];
+    private static readonly HashSet<string> Verbs = ["migrate", "keys", "teams", "maintenance", "env", "help", "--help", "-h", "version", "--version"];
 
     public static bool IsCommand(string[] args) => args.Length > 0 && Verbs.Contains(args[0]);
 
@@ -25,6 +25,7 @@ internal static class CommandLine
             {
                 "migrate" => await MigrateAsync(args[1..], @out, err),
                 "keys" => await AccessCommands.KeysAsync(args[1..], @out, err, TimeProvider.System),
+                "teams" => await AccessCommands.TeamsAsync(args[1..], @out, err, TimeProvider.System),
                 "maintenance" => await AccessCommands.MaintenanceAsync(args[1..], @out),
                 "env" => await EnvAsync(@out),
                 "version" or "--version" => Print(@out, Health.HealthReporter.Version),
@@ -55,10 +56,13 @@ internal static class CommandLine
           migrate up              apply every pending schema migration
           migrate down            revert the newest applied migration (one step)
           migrate status          list migrations and when they were applied
-          keys create --name N    issue a key (--scope client|admin, --rpm, --tpm, --models a,b, --expires 30d)
+          keys create --name N    issue a key (--scope client|admin, --rpm, --tpm, --models a,b, --expires 30d,
+                                  --team T, --budget USD, --budget-period daily|monthly|total)
+          keys update --name N    change a key's team, budget, rpm or tpm (--team none, --budget none clear them)
           keys rotate --name N    issue a new key; the old one works for --grace (24h), then gets 401
           keys revoke --name N    revoke every key of that name now (or --id ID)
-          keys list               list keys (never their secrets)
+          keys list               list keys (never their secrets) and what each budget spent
+          teams create|update|list  teams and their budgets (list: spent, remaining, resets at)
           maintenance on|off      client routes answer 503 on every replica (status: show it)
           env                     print the local database and Redis settings the AppHost wrote, as shell
                                   exports: (eval "$(./helixagent env)"; psql -c "SELECT 1")

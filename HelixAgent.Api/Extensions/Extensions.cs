@@ -95,6 +95,8 @@ internal static class Extensions
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ResponseCache>());
         // Per-key RPM/TPM limits shared by all replicas through Redis, per replica while Redis is unreachable.
         builder.Services.AddSingleton<ClusterRateLimiter>();
+        builder.Services.AddSingleton<ReplicaHeartbeat>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ReplicaHeartbeat>());
         builder.Services.AddOptions<RateLimitOptions>().BindConfiguration(RateLimitOptions.Section)
             .ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<CompletionLedger>();

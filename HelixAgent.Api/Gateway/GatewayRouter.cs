@@ -15,6 +15,9 @@ public sealed class RequestTrace(string requestId, string model, string endpoint
     public string? Provider { get; set; }
     public Guid? KeyId { get; set; }
     public string? KeyName { get; set; }
+
+    /// <summary>The team of the key (its row says which team it was served for).</summary>
+    public string? Team { get; set; }
     public int Attempts { get; set; }
     public TokenUsage Usage { get; set; }
 

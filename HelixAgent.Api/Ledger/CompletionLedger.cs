@@ -32,7 +32,8 @@ public sealed record CompletionRecord(
     bool UsageEstimated = false,
     string? DroppedHints = null,
     decimal? CostUsd = null,
-    decimal? CostSavedUsd = null);
+    decimal? CostSavedUsd = null,
+    string? Team = null);
 
 public sealed class LedgerOptions
 {
@@ -412,10 +413,10 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         await using var cmd = _db.CreateCommand("""
             INSERT INTO completions (request_id, key_id, key_name, model, provider, endpoint, status, error_type,
                 prompt_tokens, completion_tokens, latency_ms, ttft_ms, cache_hit, stream, attempts, created_at, usage_estimated,
-                dropped_hints, cost_usd, cost_saved_usd)
+                dropped_hints, cost_usd, cost_saved_usd, team)
             SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::smallint[],
                 $8::text[], $9::int[], $10::int[], $11::float8[], $12::float8[], $13::bool[], $14::bool[], $15::smallint[],
-                $16::timestamptz[], $17::bool[], $18::text[], $19::numeric[], $20::numeric[])
+                $16::timestamptz[], $17::bool[], $18::text[], $19::numeric[], $20::numeric[], $21::text[])
             ON CONFLICT DO NOTHING
             """);
         Add(cmd, rows.Select(r => Text(r.RequestId)).ToArray(), NpgsqlDbType.Text);
@@ -438,6 +439,7 @@ public sealed partial class CompletionLedger : IHostedService, IAsyncDisposable
         Add(cmd, rows.Select(r => Text(r.DroppedHints)).ToArray(), NpgsqlDbType.Text);
         Add(cmd, rows.Select(r => r.CostUsd).ToArray(), NpgsqlDbType.Numeric);
         Add(cmd, rows.Select(r => r.CostSavedUsd).ToArray(), NpgsqlDbType.Numeric);
+        Add(cmd, rows.Select(r => Text(r.Team)).ToArray(), NpgsqlDbType.Text);
         return await cmd.ExecuteNonQueryAsync(ct);
     }
 

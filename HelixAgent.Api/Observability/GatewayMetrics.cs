@@ -3,6 +3,7 @@ using System.Diagnostics.Metrics;
 using HelixAgent.Api.Access;
 using HelixAgent.Api.Gateway;
 using HelixAgent.Api.Health;
+using HelixAgent.Data;
 
 namespace HelixAgent.Api.Observability;
 
@@ -89,6 +90,14 @@ public sealed class GatewayMetrics
 
         meter.CreateObservableCounter("helixagent_rate_limit_admitted_total", () => limiter.Admitted, description: "Requests admitted by the per-key rate limiter.");
         meter.CreateObservableCounter("helixagent_rate_limit_rejected_total", () => limiter.Rejected, description: "Requests rejected by the per-key rate limiter.");
+        meter.CreateObservableCounter("helixagent_budget_rejected_total", () => (IEnumerable<Measurement<long>>)[
+                new(limiter.BudgetRejected(BudgetScope.Key), new KeyValuePair<string, object?>("scope", "key")),
+                new(limiter.BudgetRejected(BudgetScope.Team), new KeyValuePair<string, object?>("scope", "team"))],
+            description: "Requests refused because a key's or a team's budget had no room for their worst-case cost.");
+        meter.CreateObservableGauge("helixagent_budget_remaining_usd", limiter.Budgets.Remaining,
+            description: $"What is left of a budget (USD), as this replica last knew it, for the {BudgetBook.GaugeLimit} budgets nearest their limit.");
+        meter.CreateObservableGauge("helixagent_budget_limit_usd", limiter.Budgets.Limits,
+            description: "The budget (USD) of each budget helixagent_budget_remaining_usd reports.");
         meter.CreateObservableGauge("helixagent_rate_limit_degraded", () => limiter.IsDegraded ? 1 : 0,
             description: "1 while Redis is unreachable and limits are enforced per replica.");
 

@@ -217,7 +217,7 @@ public sealed class RollupJob(WorkerOptions options, TimeProvider time) : IMaint
         }
         await using var cmd = new NpgsqlCommand("""
             INSERT INTO usage_daily AS u (day, key_id, key_name, model, provider, requests, errors, prompt_tokens, completion_tokens,
-                                          latency_p50_ms, latency_p95_ms, latency_p99_ms, cost_usd, unpriced_requests, updated_at)
+                                          latency_p50_ms, latency_p95_ms, latency_p99_ms, cost_usd, unpriced_requests, team, updated_at)
             SELECT (created_at AT TIME ZONE 'UTC')::date,
                    coalesce(key_id, '00000000-0000-0000-0000-000000000000'),
                    coalesce(max(key_name), ''),
@@ -232,6 +232,7 @@ public sealed class RollupJob(WorkerOptions options, TimeProvider time) : IMaint
                    percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),
                    coalesce(sum(cost_usd), 0),
                    count(*) FILTER (WHERE cost_usd IS NULL),
+                   coalesce(max(team), ''),
                    now()
             FROM completions
             WHERE created_at >= $1
@@ -241,7 +242,7 @@ public sealed class RollupJob(WorkerOptions options, TimeProvider time) : IMaint
                 prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
                 latency_p50_ms = EXCLUDED.latency_p50_ms, latency_p95_ms = EXCLUDED.latency_p95_ms,
                 latency_p99_ms = EXCLUDED.latency_p99_ms, cost_usd = EXCLUDED.cost_usd,
-                unpriced_requests = EXCLUDED.unpriced_requests, updated_at = EXCLUDED.updated_at
+                unpriced_requests = EXCLUDED.unpriced_requests, team = EXCLUDED.team, updated_at = EXCLUDED.updated_at
             """, connection);
         cmd.Parameters.AddWithValue(new DateTimeOffset(DateTime.SpecifyKind(from, DateTimeKind.Utc)));
         return await cmd.ExecuteNonQueryAsync(cancellationToken);

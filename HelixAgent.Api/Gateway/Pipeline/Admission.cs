@@ -132,7 +132,7 @@ internal static partial class GatewayApi
         var cache = !rateLimited || dialect.IsStream(body) || !dialect.Cacheable(body) ? null : s.Cache.Begin(ctx.Request, endpoint, route, body, key?.Id, ctx.RequestAborted);
         body.Remove("ensemble_config"); // the gateway's own field (part of the cache key above); never sent upstream
         // An ensemble asks every member: it reserves what all of them may spend.
-        RateLimitTicket? ticket = rateLimited ? await AdmitAsync(ctx, s, dialect, key, body, ensemble is null ? 1 : route.Targets.Count, embeddings) : default(RateLimitTicket);
+        RateLimitTicket? ticket = rateLimited ? await AdmitAsync(ctx, s, dialect, key, body, route, ensemble is not null, embeddings) : default(RateLimitTicket);
         return ticket is null ? null : new Admitted(dialect, body, model, route, key, ticket.Value, cache, ensemble, requests, ForwardedHeaders(ctx.Request));
     }
 
@@ -153,20 +153,46 @@ internal static partial class GatewayApi
 
     /// <summary>
     /// Admits the request against the key's requests- and tokens-per-minute (cluster-wide through Redis), reserving the
-    /// prompt estimate plus max tokens for each of the <paramref name="calls"/> upstream calls it makes. Answers 429 itself (returning null) when over the limit.
+    /// prompt estimate plus max tokens for each upstream call it makes (every member of an ensemble), and against the
+    /// key's and its team's budgets its worst-case cost (<see cref="BudgetReserve"/>), in the same Redis round trip.
+    /// Answers 429 itself (returning null) when over a limit or a budget.
     /// </summary>
-    private static async Task<RateLimitTicket?> AdmitAsync(HttpContext ctx, GatewayServices s, IDialect dialect, ApiKeyInfo? key, JsonObject body, int calls, bool embeddings)
+    private static async Task<RateLimitTicket?> AdmitAsync(HttpContext ctx, GatewayServices s, IDialect dialect, ApiKeyInfo? key, JsonObject body,
+        ModelRoute route, bool ensemble, bool embeddings)
     {
         if (key is null)
         {
             return default(RateLimitTicket);
         }
         var limits = s.Limits.Value;
-        var decision = await s.Limiter.AdmitAsync(key.Id.ToString(), limits.PolicyFor(key), (int)Math.Min(int.MaxValue, (long)limits.Reserve(body, embeddings) * calls), ctx.RequestAborted);
+        var calls = ensemble ? route.Targets.Count : 1;
+        var (prompt, completion) = limits.ReserveParts(body, embeddings);
+        var budget = key.Budget is null && key.TeamBudget is null ? null
+            : BudgetCheck.For(key, BudgetReserve.Usd(s.Prices, route, ensemble, prompt, completion), s.Time.GetUtcNow());
+        var decision = await s.Limiter.AdmitAsync(key.Id.ToString(), limits.PolicyFor(key), (int)Math.Min(int.MaxValue, ((long)prompt + completion) * calls),
+            ctx.RequestAborted, budget);
         RateLimitHeaders.Apply(ctx.Response, decision);
         if (decision.Allowed)
         {
             return decision.Ticket;
+        }
+        if (decision.Rejection == RateLimitRejection.BudgetExceeded)
+        {
+            // What OpenAI's SDKs know as "out of quota": no retry (x-should-retry), and Retry-After only as far as the reset.
+            ctx.Response.Headers.Remove("Retry-After");
+            if (decision.RetryAfter > TimeSpan.Zero)
+            {
+                ctx.Response.Headers.RetryAfter = ((long)decision.RetryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+            ctx.Response.Headers["x-should-retry"] = "false";
+            await dialect.WriteErrorAsync(ctx, 429, decision.Reason!, "insufficient_quota", "budget_exceeded", null);
+            return null;
+        }
+        if (decision.Rejection == RateLimitRejection.BudgetUnknown)
+        {
+            ctx.Response.Headers.RetryAfter = "5";
+            await dialect.WriteErrorAsync(ctx, 503, decision.Reason!, "service_unavailable", "budget_unavailable", null);
+            return null;
         }
         if (decision.Rejection == RateLimitRejection.RequestExceedsTokenLimit)
         {

@@ -15,6 +15,7 @@ internal static partial class GatewayApi
     {
         trace.KeyId = admitted.Key?.Id;
         trace.KeyName = admitted.Key?.Name;
+        trace.Team = admitted.Key?.Team;
         ctx.Response.Headers["x-request-id"] = trace.RequestId;
         if (admitted.Dialect.RequestIdHeader is { } requestIdHeader)
         {
@@ -51,7 +52,7 @@ internal static partial class GatewayApi
             s.Ledger.Record(ToRecord(trace, s.Time));
             TagRequestSpan(trace);
             s.Metrics.RequestCompleted(trace, s.Time.GetElapsedTime(trace.StartTimestamp).TotalSeconds);
-            s.Limiter.Settle(admitted.Ticket, trace.Usage.TotalTokens);
+            s.Limiter.Settle(admitted.Ticket, trace.Usage.TotalTokens, trace.CostUsd);
         }
     }
 
@@ -82,7 +83,7 @@ internal static partial class GatewayApi
         t.RequestId, t.KeyId, t.KeyName, t.Model, t.Provider, t.Endpoint, t.Status, t.ErrorType,
         t.Usage.PromptTokens, t.Usage.CompletionTokens,
         time.GetElapsedTime(t.StartTimestamp).TotalMilliseconds, t.TtftMs,
-        t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow(), t.UsageEstimated, t.DroppedHints, t.CostUsd, t.CostSavedUsd);
+        t.CacheHit, t.Stream, t.Attempts, time.GetUtcNow(), t.UsageEstimated, t.DroppedHints, t.CostUsd, t.CostSavedUsd, t.Team);
 
     /// <summary>
     /// Prices the request once its usage is final (<see cref="Pricing.cs"/>): the serving target's price applied to the

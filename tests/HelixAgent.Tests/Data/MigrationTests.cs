@@ -49,10 +49,15 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
 
         string[] all = ["api_keys", "completions", "schema_migrations", "usage_daily", "worker_jobs"];
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version), await migrator.UpAsync());
-        Assert.Equal([.. all.Take(2), "responses", .. all.Skip(2)], await TablesAsync(cs));
+        Assert.Equal([.. all.Take(2), "responses", .. all.Skip(2).Take(1), "teams", .. all.Skip(3)], await TablesAsync(cs));
         Assert.Equal(SchemaMigrator.All.Select(m => m.Version).Reverse(), await RecordedVersionsAsync(cs));
 
         // One step down at a time, newest first.
+        Assert.True(await ColumnAsync(cs, "team"));
+        Assert.Equal(8, await migrator.DownAsync());
+        Assert.False(await ColumnAsync(cs, "team"));
+        Assert.Equal([.. all.Take(2), "responses", .. all.Skip(2)], await TablesAsync(cs));
+        Assert.Equal([7L, 6L, 5L, 4L, 3L, 2L, 1L], await RecordedVersionsAsync(cs));
         Assert.True(await ColumnAsync(cs, "cost_usd"));
         Assert.Equal(7, await migrator.DownAsync());
         Assert.False(await ColumnAsync(cs, "cost_usd"));
@@ -84,7 +89,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.Null(await migrator.DownAsync());
 
         await migrator.UpAsync();
-        Assert.Equal([.. all.Take(2), "responses", .. all.Skip(2)], await TablesAsync(cs));
+        Assert.Equal([.. all.Take(2), "responses", .. all.Skip(2).Take(1), "teams", .. all.Skip(3)], await TablesAsync(cs));
         Assert.Empty(await migrator.UpAsync());
     }
 
@@ -127,7 +132,10 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         Assert.True(await ColumnAsync(cs, "dropped_hints"));
         var down = await ApiProcess.RunCliAsync(env, "migrate", "down");
         Assert.Equal((0, $"reverted {SchemaMigrator.ExpectedVersion}"), (down.ExitCode, down.Stdout.Trim()));
-        Assert.False(await ColumnAsync(cs, "cost_usd")); // 0007 reverted: the cost columns are gone, the rest stays
+        // 0008 reverted: teams and the budget columns are gone, the rest (0007's cost columns included) stays.
+        Assert.False(await ColumnAsync(cs, "team"));
+        Assert.DoesNotContain("teams", await TablesAsync(cs));
+        Assert.True(await ColumnAsync(cs, "cost_usd"));
         Assert.True(await PartitionedAsync(cs));
         Assert.Contains("responses", await TablesAsync(cs));
         Assert.True(await ColumnAsync(cs, "dropped_hints"));
