@@ -28,7 +28,7 @@ public sealed class PrometheusRulesTests
     {
         var rules = await File.ReadAllTextAsync(Path.Combine(RulesDir, "helixagent-rules.yml"));
         var tests = await File.ReadAllTextAsync(Path.Combine(RulesDir, "helixagent-rules.test.yml"));
-        foreach (var alert in new[] { "HighErrorRate", "HighLatency", "ProviderUnhealthy", "LowCacheHitRate", "DbPoolContention", "WorkerJobFailing", "LedgerBacklog" })
+        foreach (var alert in new[] { "HighErrorRate", "HighLatency", "ProviderUnhealthy", "LowCacheHitRate", "DbPoolContention", "WorkerJobFailing", "LedgerBacklog", "BudgetNearlySpent" })
         {
             Assert.Contains($"- alert: {alert}", rules);
             Assert.Contains($"alertname: {alert}", tests);
