@@ -240,13 +240,14 @@ public sealed partial class ReplicaHeartbeat(IServiceProvider services, ILogger<
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(10);
     private readonly string _id = Guid.NewGuid().ToString("N");
     private int _live = 1;
+    private StackExchange.Redis.IConnectionMultiplexer? _redis;
 
     /// <summary>Replicas heard from in the last 30 s (this one included), as last counted; 1 before the first count.</summary>
     public int LiveReplicas => Volatile.Read(ref _live);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var redis = services.GetService(typeof(StackExchange.Redis.IConnectionMultiplexer)) as StackExchange.Redis.IConnectionMultiplexer;
+        var redis = _redis = services.GetService(typeof(StackExchange.Redis.IConnectionMultiplexer)) as StackExchange.Redis.IConnectionMultiplexer;
         if (redis is null)
         {
             return;
@@ -272,6 +273,23 @@ public sealed partial class ReplicaHeartbeat(IServiceProvider services, ILogger<
             }
         }
         while (await timer.WaitForNextTickAsync(stoppingToken));
+    }
+
+    /// <summary>A replica that stops leaves the count at once (a rolling restart does not leave others with a smaller share for 30 s).</summary>
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        if (_redis is { IsConnected: true } redis)
+        {
+            try
+            {
+                await redis.GetDatabase().SortedSetRemoveAsync(Key, _id).WaitAsync(TimeSpan.FromSeconds(1), cancellationToken);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                LogHeartbeatFailed(ex.Message);
+            }
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Replica heartbeat failed: {Reason}")]

@@ -105,11 +105,10 @@ public sealed partial class ClusterRateLimiter : IDisposable
         {
             try
             {
-                var result = await EvaluateAsync(db, RateLimitScripts.AdmitSha1, RateLimitScripts.Admit,
-                        [RateLimitScripts.Prefix(keyId)],
-                        [policy.RequestsPerMinute ?? -1, policy.TokensPerMinute ?? -1, reserveTokens])
-                    .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false);
-                var decision = FromScript((RedisResult[])result!, keyId, policy, reserveTokens);
+                var result = await AdmitScriptAsync(db, keyId, [RateLimitScripts.Prefix(keyId)],
+                        [policy.RequestsPerMinute ?? -1, policy.TokensPerMinute ?? -1, reserveTokens], ct).ConfigureAwait(false);
+                var decision = FromScript(result, keyId, policy, reserveTokens);
+                Remember(keyId, decision);
                 Interlocked.Exchange(ref _consecutiveTimeouts, 0);
                 MarkHealthy();
                 // Refused while this replica's slice (granted meanwhile) still holds admissions: those are what fills
@@ -137,8 +136,104 @@ public sealed partial class ClusterRateLimiter : IDisposable
         }
 
         ct.ThrowIfCancellationRequested();
-        return Count(_local.Admit(keyId, policy, reserveTokens));
+        return Count(AdmitLocally(keyId, policy, reserveTokens));
     }
+
+    /// <summary>What Redis last said of a key's window: the fallback starts from it rather than from zero.</summary>
+    private readonly record struct LastKnown(long At, int? RemainingRequests, int? RemainingTokens);
+
+    private readonly ConcurrentDictionary<string, LastKnown> _lastKnown = new(StringComparer.Ordinal);
+
+    private void Remember(string keyId, RateLimitDecision decision)
+    {
+        if (decision.LimitRequests is not null || decision.LimitTokens is not null)
+        {
+            _lastKnown[keyId] = new LastKnown(_time.GetTimestamp(), decision.RemainingRequests, decision.RemainingTokens);
+        }
+    }
+
+    /// <summary>
+    /// This replica alone (Redis unreachable) enforces its share of the key's limits: 1/N of each with N live replicas
+    /// (<see cref="ReplicaHeartbeat"/>), starting from what Redis last said was used of the rolling minute (within the
+    /// last minute), so an outage does not hand out a fresh minute.
+    /// </summary>
+    private RateLimitDecision AdmitLocally(string keyId, RateLimitPolicy policy, int reserveTokens)
+    {
+        var replicas = Math.Max(1, (_services.GetService(typeof(ReplicaHeartbeat)) as ReplicaHeartbeat)?.LiveReplicas ?? 1);
+        var share = replicas == 1 ? policy : new RateLimitPolicy(
+            policy.RequestsPerMinute is int rpm ? Math.Max(1, rpm / replicas) : null,
+            policy.TokensPerMinute is int tpm ? Math.Max(1, tpm / replicas) : null);
+        if (_lastKnown.TryRemove(keyId, out var known) && _time.GetElapsedTime(known.At) < TimeSpan.FromMinutes(1))
+        {
+            _local.Seed(keyId, share,
+                policy.RequestsPerMinute is int r && known.RemainingRequests is int rr ? (r - rr) / replicas : 0,
+                policy.TokensPerMinute is int t && known.RemainingTokens is int tr ? ((long)t - tr) / replicas : 0);
+        }
+        return _local.Admit(keyId, share, reserveTokens);
+    }
+
+    /// <summary>
+    /// The admission script; when Redis answers that it has not seen the key lately (-3: a restart, a flush, or 3 idle
+    /// minutes), the key's buckets of this minute and the last are rebuilt from the ledger first and it runs again.
+    /// </summary>
+    private async Task<RedisResult[]> AdmitScriptAsync(IDatabase db, string keyId, RedisKey[] keys, RedisValue[] args, CancellationToken ct)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var values = (RedisResult[])(await EvaluateAsync(db, RateLimitScripts.AdmitSha1, RateLimitScripts.Admit, keys, args)
+                .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false))!;
+            if ((long)values[0] != -3 || attempt == 2)
+            {
+                return (long)values[0] == -3 ? throw new RedisException("the rate-limit buckets could not be rebuilt") : values;
+            }
+            var window = (long)values[1];
+            var (rc, tc, rp, tp) = await WindowFromLedgerAsync(keyId, window, ct).ConfigureAwait(false);
+            await EvaluateAsync(db, RateLimitScripts.SeedSha1, RateLimitScripts.Seed, [keys[0]], [window, rc, tc, rp, tp])
+                .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false);
+            Interlocked.Increment(ref _windowsRebuilt);
+        }
+    }
+
+    private long _windowsRebuilt;
+
+    /// <summary>Keys whose rate-limit buckets this replica rebuilt from the ledger (Redis had not seen them lately).</summary>
+    public long WindowsRebuilt => Interlocked.Read(ref _windowsRebuilt);
+
+    /// <summary>
+    /// The key's requests and tokens in the ledger in minute <paramref name="window"/> and the one before (rows are
+    /// stamped when the request ends, so a request still in flight is not there yet). Zeros when the ledger cannot say.
+    /// </summary>
+    private async Task<(long Rc, long Tc, long Rp, long Tp)> WindowFromLedgerAsync(string keyId, long window, CancellationToken ct)
+    {
+        if (!Guid.TryParse(keyId, out var id) || _services.GetService(typeof(Npgsql.NpgsqlDataSource)) is not Npgsql.NpgsqlDataSource db)
+        {
+            return default;
+        }
+        try
+        {
+            await using var cmd = db.CreateCommand("""
+                SELECT count(*) FILTER (WHERE created_at >= $2),
+                       coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE created_at >= $2), 0),
+                       count(*) FILTER (WHERE created_at < $2),
+                       coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE created_at < $2), 0)
+                FROM completions WHERE key_id = $1 AND created_at >= $3
+                """);
+            cmd.Parameters.AddWithValue(id);
+            cmd.Parameters.AddWithValue(DateTimeOffset.FromUnixTimeMilliseconds(window * SlidingWindow.WindowMs));
+            cmd.Parameters.AddWithValue(DateTimeOffset.FromUnixTimeMilliseconds((window - 1) * SlidingWindow.WindowMs));
+            await using var r = await cmd.ExecuteReaderAsync(ct).WaitAsync(TimeSpan.FromSeconds(2), _time, ct).ConfigureAwait(false);
+            await r.ReadAsync(ct).ConfigureAwait(false);
+            return (r.GetInt64(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3));
+        }
+        catch (Exception ex) when (!ct.IsCancellationRequested)
+        {
+            LogWindowLedgerFailed(ex, keyId);
+            return default;
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Rebuilding the rate-limit window of key {KeyId} from the ledger failed; it starts from zero")]
+    private partial void LogWindowLedgerFailed(Exception ex, string keyId);
 
     /// <summary>
     /// <see cref="SettleAsync"/> without waiting for Redis's answer, so the client's response never waits for it. The
@@ -238,8 +333,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
                         args[6 + 3 * i] = lines[i].TtlMs;
                         args[7 + 3 * i] = pending[i];
                     }
-                    var values = (RedisResult[])(await EvaluateAsync(db, RateLimitScripts.AdmitSha1, RateLimitScripts.Admit, keys, args)
-                        .WaitAsync(RedisTimeout, _time, ct).ConfigureAwait(false))!;
+                    var values = await AdmitScriptAsync(db, keyId, keys, args, ct).ConfigureAwait(false);
                     Interlocked.Exchange(ref _consecutiveTimeouts, 0);
                     MarkHealthy();
                     if ((long)values[0] == -2)
@@ -260,6 +354,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
                     var over = (int)(long)values[8] - 1;
                     var outcome = new BudgetOutcome(budget, spent, over);
                     var decision = FromScript(values, keyId, policy, reserveTokens) with { Budget = outcome };
+                    Remember(keyId, decision);
                     if (over >= 0 && (long)values[1] == 0 && (long)values[2] == 0)
                     {
                         Interlocked.Increment(ref lines[over].Scope == BudgetScope.Key ? ref _budgetRejectedKey : ref _budgetRejectedTeam);
@@ -294,7 +389,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
             }
             _budgets.Rebuilt(line, nano);
         }
-        var local = _local.Admit(keyId, policy, reserveTokens);
+        var local = AdmitLocally(keyId, policy, reserveTokens);
         if (!local.Allowed)
         {
             return local;

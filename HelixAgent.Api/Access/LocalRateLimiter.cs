@@ -120,6 +120,36 @@ internal sealed class LocalRateLimiter : IDisposable
             rejection);
     }
 
+    /// <summary>
+    /// Starts the key's local window with what was used already (as Redis last said): that many request permits are
+    /// taken (they come back as the window slides), and the token bucket of this minute holds at least that many.
+    /// </summary>
+    public void Seed(string keyId, RateLimitPolicy policy, int usedRequests, long usedTokens)
+    {
+        if (policy.RequestsPerMinute is int rpm && usedRequests > 0)
+        {
+            var partition = new RequestPartition(keyId, rpm);
+            var available = _requests.GetStatistics(partition)?.CurrentAvailablePermits ?? rpm;
+            if (Math.Min(usedRequests, available) is var take and > 0)
+            {
+                _requests.AttemptAcquire(partition, (int)take).Dispose();
+            }
+        }
+        if (policy.TokensPerMinute is not null && usedTokens > 0)
+        {
+            var window = _time.GetUtcNow().ToUnixTimeMilliseconds() / SlidingWindow.WindowMs;
+            var buckets = _tokens.GetOrAdd(keyId, static _ => new TokenBuckets());
+            lock (buckets)
+            {
+                if (!buckets.Evicted)
+                {
+                    buckets.Roll(window);
+                    buckets.Current = Math.Max(buckets.Current, usedTokens);
+                }
+            }
+        }
+    }
+
     /// <summary>Corrects the local token count of the ticket's minute by <paramref name="delta"/>.</summary>
     public void Settle(string keyId, long window, int delta)
     {

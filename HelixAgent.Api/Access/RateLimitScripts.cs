@@ -8,6 +8,8 @@ namespace HelixAgent.Api.Access;
 /// <list type="bullet">
 /// <item><c>helixagent:rl:{keyId}:r:{window}</c>: requests admitted in that minute (integer)</item>
 /// <item><c>helixagent:rl:{keyId}:t:{window}</c>: tokens reserved, then corrected by settlement, in that minute</item>
+/// <item><c>helixagent:rl:{keyId}:seen</c>: the key's buckets are Redis's own (3 minutes, refreshed by each admission);
+/// absent, the buckets are rebuilt from the ledger before the next decision (<see cref="Seed"/>)</item>
 /// </list>
 /// <c>{keyId}</c> is written with its braces, a Redis Cluster hash tag: every bucket of one key is in one slot, so the
 /// scripts may build the bucket names from the server's clock. <c>window</c> = Unix milliseconds / 60 000 from
@@ -51,7 +53,8 @@ internal static class RateLimitScripts
     /// KEYS[1] = prefix; ARGV = requests per minute (-1 = unlimited), tokens per minute (-1 = unlimited), tokens to reserve.
     /// Returns { allowed (0/1), request wait ms, token wait ms (0 = fits, -1 = never), remaining requests, remaining tokens
     /// (-1 when unlimited), request reset ms, token reset ms, window }. Requests and tokens are counted even for an
-    /// unlimited dimension, so settlement and a later policy change see real usage.
+    /// unlimited dimension, so settlement and a later policy change see real usage. A limited key without its
+    /// <c>:seen</c> mark answers { -3, window } before anything is counted (<see cref="Seed"/>).
     /// <para>
     /// Budgets, in the same call: ARGV[4] = how many (n, 0 when none), ARGV[5] = nano-dollars to reserve, then for each
     /// budget i its limit, its counter's TTL ms (0 = none) and what this replica admitted alone meanwhile (added first);
@@ -67,6 +70,11 @@ internal static class RateLimitScripts
         local tpm = tonumber(ARGV[2])
         local cost = tonumber(ARGV[3])
         """ + "\n" + ReadBuckets + "\n" + """
+        -- A limited key Redis has not seen for 3 minutes (or ever: a restart, a flush) may have used some of this
+        -- window already: the gateway rebuilds its buckets from the ledger first (Seed), then asks again.
+        if (rpm >= 0 or tpm >= 0) and redis.call('PEXPIRE', prefix .. ':seen', 180000) == 0 then
+          return { -3, window }
+        end
 
         local function wait(limit, prev, curr, c)
           if limit < 0 or prev * weight + curr + c <= limit then return 0 end
@@ -160,6 +168,27 @@ internal static class RateLimitScripts
         """;
 
     /// <summary>
+    /// KEYS[1] = prefix; ARGV = window, requests and tokens the ledger has for the key in that minute and in the one
+    /// before. Sets each bucket that is still absent (another replica may have seeded it, or admissions counted it,
+    /// meanwhile) and marks the key seen for 3 minutes (refreshed by each admission). Returns 0.
+    /// </summary>
+    public const string Seed = """
+        local prefix = KEYS[1]
+        local window = tonumber(ARGV[1])
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local function seed(kind, w, v, ttl)
+          if v > 0 and ttl > 0 then redis.call('SET', prefix .. ':' .. kind .. ':' .. string.format('%d', w), v, 'PX', ttl, 'NX') end
+        end
+        seed('r', window, tonumber(ARGV[2]), (window + 2) * 60000 - now + 5000)
+        seed('t', window, tonumber(ARGV[3]), (window + 2) * 60000 - now + 5000)
+        seed('r', window - 1, tonumber(ARGV[4]), (window + 1) * 60000 - now + 5000)
+        seed('t', window - 1, tonumber(ARGV[5]), (window + 1) * 60000 - now + 5000)
+        redis.call('SET', prefix .. ':seen', 1, 'PX', 180000)
+        return 0
+        """;
+
+    /// <summary>
     /// KEYS[1] = prefix; ARGV = token delta (actual - reserved), window of the reservation.
     /// Corrects that minute's token bucket (never below zero). If that minute no longer counts (a very long response),
     /// an overrun is charged to the current minute instead and a refund is dropped. Returns the bucket's new value.
@@ -236,5 +265,6 @@ internal static class RateLimitScripts
     public static readonly byte[] AdmitSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Admit));
     public static readonly byte[] GrantSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Grant));
     public static readonly byte[] SettleSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Settle));
+    public static readonly byte[] SeedSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(Seed));
     public static readonly byte[] SettleBudgetSha1 = SHA1.HashData(Encoding.UTF8.GetBytes(SettleBudget));
 }

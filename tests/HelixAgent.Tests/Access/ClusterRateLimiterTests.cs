@@ -329,12 +329,12 @@ public sealed class ClusterRateLimiterTests(OwnRedisServer redis, ITestOutputHel
         }
         var keys = found.Order().ToArray();
         Assert.Equal(
-            [$"helixagent:rl:{{{key}}}:r:{decision.Ticket.Window}", $"helixagent:rl:{{{key}}}:t:{decision.Ticket.Window}"],
+            [$"helixagent:rl:{{{key}}}:r:{decision.Ticket.Window}", $"helixagent:rl:{{{key}}}:seen", $"helixagent:rl:{{{key}}}:t:{decision.Ticket.Window}"],
             keys);
 
         var db = replica.Redis.GetDatabase();
         Assert.Equal(1, (long)await db.StringGetAsync(keys[0]));
-        Assert.Equal(42, (long)await db.StringGetAsync(keys[1]));
+        Assert.Equal(42, (long)await db.StringGetAsync(keys[2]));
         var ttl = await db.KeyTimeToLiveAsync(keys[0]);
         Assert.NotNull(ttl);
         Assert.InRange(ttl.Value, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(126));
@@ -350,7 +350,9 @@ public sealed class ClusterRateLimiterTests(OwnRedisServer redis, ITestOutputHel
     {
         await using var replica = await Replica.ConnectAsync(redis);
         var policy = new RateLimitPolicy(100, null);
-        await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 0, CancellationToken.None);
+        var key = RateLimitTestKeys.NewKeyId();
+        // The key's first admission also rebuilds its window (Redis has not seen it): Admit, Seed, Admit.
+        await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
         await using var admin = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString + ",allowAdmin=true");
         var server = admin.GetServer(admin.GetEndPoints()[0]);
         Assert.True(await server.ScriptExistsAsync(RateLimitScripts.AdmitSha1));
@@ -358,7 +360,7 @@ public sealed class ClusterRateLimiterTests(OwnRedisServer redis, ITestOutputHel
         var before = EvalCounts(await server.InfoAsync("commandstats"));
         for (var i = 0; i < 20; i++)
         {
-            await replica.Limiter.AdmitAsync(RateLimitTestKeys.NewKeyId(), policy, 0, CancellationToken.None);
+            await replica.Limiter.AdmitAsync(key, policy, 0, CancellationToken.None);
         }
         var after = EvalCounts(await server.InfoAsync("commandstats"));
         Assert.Equal(20, after.EvalSha - before.EvalSha);

@@ -171,6 +171,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         await using var ds = NpgsqlDataSource.Create(cs);
         var migrator = new SchemaMigrator(ds);
         await migrator.UpAsync();
+        Assert.Equal(8, await migrator.DownAsync());
         Assert.Equal(7, await migrator.DownAsync());
         Assert.Equal(6, await migrator.DownAsync());
         Assert.False(await PartitionedAsync(cs));
@@ -185,7 +186,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
         }
         var before = await SnapshotAsync(ds);
 
-        Assert.Equal([6L, 7L], await migrator.UpAsync());
+        Assert.Equal([6L, 7L, 8L], await migrator.UpAsync());
 
         Assert.True(await PartitionedAsync(cs));
         Assert.Equal(before, await SnapshotAsync(ds));
@@ -206,6 +207,7 @@ public sealed class MigrationTests(PostgresServer postgres) : IClassFixture<Post
             """));
         Assert.Equal(before.Rows + 1, await ScalarAsync(ds, "SELECT count(*) FROM completions"));
 
+        Assert.Equal(8, await migrator.DownAsync());
         Assert.Equal(7, await migrator.DownAsync());
         Assert.Equal(6, await migrator.DownAsync());
         Assert.False(await PartitionedAsync(cs));
