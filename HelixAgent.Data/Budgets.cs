@@ -29,7 +29,7 @@ public sealed record Budget(decimal Usd, string Period)
         return new Budget(usd, period);
     }
 
-    /// <summary>When the period holding <paramref name="now"/> began (<see cref="DateTimeOffset.MinValue"/> for <c>total</c>).</summary>
+    /// <summary>When the period holding <paramref name="now"/> began (the Unix epoch for <c>total</c>: every row counts).</summary>
     public DateTimeOffset PeriodStart(DateTimeOffset now)
     {
         var utc = now.ToUniversalTime();
@@ -37,7 +37,7 @@ public sealed record Budget(decimal Usd, string Period)
         {
             "daily" => new DateTimeOffset(utc.Year, utc.Month, utc.Day, 0, 0, 0, TimeSpan.Zero),
             "monthly" => new DateTimeOffset(utc.Year, utc.Month, 1, 0, 0, 0, TimeSpan.Zero),
-            _ => DateTimeOffset.MinValue,
+            _ => DateTimeOffset.UnixEpoch,
         };
     }
 
@@ -82,7 +82,7 @@ public static class BudgetLedger
             ? "SELECT coalesce(sum(cost_usd), 0) FROM completions WHERE key_name = $1 AND created_at >= $2 AND cost_usd IS NOT NULL"
             : "SELECT coalesce(sum(cost_usd), 0) FROM completions WHERE team = $1 AND created_at >= $2 AND cost_usd IS NOT NULL");
         cmd.Parameters.AddWithValue(name);
-        cmd.Parameters.AddWithValue(budget.PeriodStart(now) is { } start && start == DateTimeOffset.MinValue ? DateTimeOffset.UnixEpoch : budget.PeriodStart(now));
+        cmd.Parameters.AddWithValue(budget.PeriodStart(now));
         return (decimal)(await cmd.ExecuteScalarAsync(ct))!;
     }
 }

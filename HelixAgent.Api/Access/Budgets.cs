@@ -32,7 +32,7 @@ public sealed record BudgetLine(BudgetScope Scope, string Name, Budget Budget, s
 /// key of one check (the key's rate-limit buckets and the counters) shares one hash tag, <see cref="Tag"/> (its team,
 /// else its key name), so one script reads and counts them all atomically on a Redis Cluster too.
 /// </summary>
-public sealed record BudgetCheck(string Tag, IReadOnlyList<BudgetLine> Lines, long ReserveNano, DateTimeOffset Now)
+public sealed record BudgetCheck(string Tag, IReadOnlyList<BudgetLine> Lines, long ReserveNano)
 {
     public const string CounterPrefix = "helixagent:budget:";
 
@@ -53,7 +53,7 @@ public sealed record BudgetCheck(string Tag, IReadOnlyList<BudgetLine> Lines, lo
         {
             lines.Add(Line(BudgetScope.Team, teamName, shared, $"{CounterPrefix}{{{tag}}}:t:{shared.PeriodId(now)}", now));
         }
-        return new BudgetCheck(tag, lines, Nano.FromUsd(reserveUsd), now);
+        return new BudgetCheck(tag, lines, Nano.FromUsd(reserveUsd));
     }
 
     private static BudgetLine Line(BudgetScope scope, string name, Budget budget, string counter, DateTimeOffset now)
@@ -110,6 +110,9 @@ public sealed class BudgetBook
 
     private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.Ordinal);
 
+    /// <summary>One lock for every entry's amounts: a local admission reads and reserves on all its lines at once.</summary>
+    private readonly Lock _gate = new();
+
     private Entry Of(BudgetLine line)
     {
         var entry = _entries.GetOrAdd(line.Counter, static (_, l) => new Entry(l), line);
@@ -121,7 +124,7 @@ public sealed class BudgetBook
     public void Observe(BudgetLine line, long spentNano, long applied = 0)
     {
         var e = Of(line);
-        lock (e)
+        lock (_gate)
         {
             e.KnownNano = spentNano;
             e.Known = true;
@@ -133,7 +136,7 @@ public sealed class BudgetBook
     public void Rebuilt(BudgetLine line, long spentNano)
     {
         var e = Of(line);
-        lock (e)
+        lock (_gate)
         {
             e.KnownNano = spentNano;
             e.Known = true;
@@ -141,7 +144,17 @@ public sealed class BudgetBook
         }
     }
 
-    public long Pending(BudgetLine line) => _entries.TryGetValue(line.Counter, out var e) ? Interlocked.Read(ref e.PendingNano) : 0;
+    public long Pending(BudgetLine line)
+    {
+        if (!_entries.TryGetValue(line.Counter, out var e))
+        {
+            return 0;
+        }
+        lock (_gate)
+        {
+            return e.PendingNano;
+        }
+    }
 
     public bool Knows(BudgetLine line) => _entries.TryGetValue(line.Counter, out var e) && e.Known;
 
@@ -152,7 +165,7 @@ public sealed class BudgetBook
     public int AdmitLocal(BudgetCheck check, int replicas, long[] spent)
     {
         var entries = check.Lines.Select(Of).ToArray();
-        lock (this)
+        lock (_gate)
         {
             for (var i = 0; i < entries.Length; i++)
             {
@@ -175,7 +188,7 @@ public sealed class BudgetBook
     /// <summary>A locally admitted request ended: its pending amount becomes its actual cost.</summary>
     public void SettleLocal(BudgetLine[] lines, long delta)
     {
-        lock (this)
+        lock (_gate)
         {
             foreach (var line in lines)
             {

@@ -119,19 +119,9 @@ public sealed partial class ClusterRateLimiter : IDisposable
                 }
                 return Count(decision);
             }
-            catch (TimeoutException ex) when (!ct.IsCancellationRequested)
-            {
-                // One slow answer under load is not an outage: decide this call locally and keep asking Redis. Only
-                // several in a row (Redis stalled) make the replica stop waiting for it for a while.
-                Interlocked.Increment(ref _timeouts);
-                if (Interlocked.Increment(ref _consecutiveTimeouts) >= ConsecutiveTimeoutsBeforeBackoff)
-                {
-                    MarkFailed(ex);
-                }
-            }
             catch (Exception ex) when (!ct.IsCancellationRequested)
             {
-                MarkFailed(ex);
+                OnRedisFailure(ex);
             }
         }
 
@@ -139,8 +129,35 @@ public sealed partial class ClusterRateLimiter : IDisposable
         return Count(AdmitLocally(keyId, policy, reserveTokens));
     }
 
-    /// <summary>What Redis last said of a key's window: the fallback starts from it rather than from zero.</summary>
-    private readonly record struct LastKnown(long At, int? RemainingRequests, int? RemainingTokens);
+    /// <summary>
+    /// A call to Redis that failed. One slow answer under load is not an outage: that call is decided locally and Redis
+    /// is asked again next time. Only several timeouts in a row (Redis stalled), or any other failure, make the replica
+    /// stop waiting for it for a while.
+    /// </summary>
+    private void OnRedisFailure(Exception ex)
+    {
+        if (ex is TimeoutException)
+        {
+            Interlocked.Increment(ref _timeouts);
+            if (Interlocked.Increment(ref _consecutiveTimeouts) < ConsecutiveTimeoutsBeforeBackoff)
+            {
+                return;
+            }
+        }
+        MarkFailed(ex);
+    }
+
+    /// <summary>
+    /// What Redis last said of a key's window: the fallback starts from it rather than from zero. One holder per key,
+    /// updated in place on every decision (no allocation on the hot path); a torn read between its fields costs at most
+    /// one request's worth of accuracy in a fallback that is approximate anyway.
+    /// </summary>
+    private sealed class LastKnown
+    {
+        public long At;
+        public int? RemainingRequests;
+        public int? RemainingTokens;
+    }
 
     private readonly ConcurrentDictionary<string, LastKnown> _lastKnown = new(StringComparer.Ordinal);
 
@@ -148,7 +165,10 @@ public sealed partial class ClusterRateLimiter : IDisposable
     {
         if (decision.LimitRequests is not null || decision.LimitTokens is not null)
         {
-            _lastKnown[keyId] = new LastKnown(_time.GetTimestamp(), decision.RemainingRequests, decision.RemainingTokens);
+            var known = _lastKnown.GetOrAdd(keyId, static _ => new LastKnown());
+            known.RemainingRequests = decision.RemainingRequests;
+            known.RemainingTokens = decision.RemainingTokens;
+            Volatile.Write(ref known.At, _time.GetTimestamp());
         }
     }
 
@@ -163,7 +183,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
         var share = replicas == 1 ? policy : new RateLimitPolicy(
             policy.RequestsPerMinute is int rpm ? Math.Max(1, rpm / replicas) : null,
             policy.TokensPerMinute is int tpm ? Math.Max(1, tpm / replicas) : null);
-        if (_lastKnown.TryRemove(keyId, out var known) && _time.GetElapsedTime(known.At) < TimeSpan.FromMinutes(1))
+        if (_lastKnown.TryRemove(keyId, out var known) && _time.GetElapsedTime(Volatile.Read(ref known.At)) < TimeSpan.FromMinutes(1))
         {
             _local.Seed(keyId, share,
                 policy.RequestsPerMinute is int r && known.RemainingRequests is int rr ? (r - rr) / replicas : 0,
@@ -341,7 +361,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
                         var missing = lines[(int)(long)values[1] - 1];
                         if (rebuilt >= 3 || !await RebuildAsync(db, missing, ct).ConfigureAwait(false))
                         {
-                            return Refused(keyId, policy, reserveTokens, RateLimitRejection.BudgetUnknown, null, degraded: false);
+                            return Refused(keyId, policy, reserveTokens, RateLimitRejection.BudgetUnknown, degraded: false);
                         }
                         continue;
                     }
@@ -365,17 +385,9 @@ public sealed partial class ClusterRateLimiter : IDisposable
                         : decision;
                 }
             }
-            catch (TimeoutException ex) when (!ct.IsCancellationRequested)
-            {
-                Interlocked.Increment(ref _timeouts);
-                if (Interlocked.Increment(ref _consecutiveTimeouts) >= ConsecutiveTimeoutsBeforeBackoff)
-                {
-                    MarkFailed(ex);
-                }
-            }
             catch (Exception ex) when (!ct.IsCancellationRequested)
             {
-                MarkFailed(ex);
+                OnRedisFailure(ex);
             }
         }
 
@@ -385,7 +397,7 @@ public sealed partial class ClusterRateLimiter : IDisposable
         {
             if (await SpentFromLedgerAsync(line, ct).ConfigureAwait(false) is not { } nano)
             {
-                return Refused(keyId, policy, reserveTokens, RateLimitRejection.BudgetUnknown, null, degraded: true);
+                return Refused(keyId, policy, reserveTokens, RateLimitRejection.BudgetUnknown, degraded: true);
             }
             _budgets.Rebuilt(line, nano);
         }
@@ -410,9 +422,9 @@ public sealed partial class ClusterRateLimiter : IDisposable
         return local with { Ticket = local.Ticket with { Budget = new BudgetHold(prefix, lines, budget.ReserveNano, Local: true) } };
     }
 
-    private RateLimitDecision Refused(string keyId, RateLimitPolicy policy, int reserveTokens, RateLimitRejection why, BudgetOutcome? outcome, bool degraded) =>
+    private static RateLimitDecision Refused(string keyId, RateLimitPolicy policy, int reserveTokens, RateLimitRejection why, bool degraded) =>
         new(false, policy.RequestsPerMinute, null, policy.TokensPerMinute, null, TimeSpan.Zero, TimeSpan.Zero, TimeSpan.FromSeconds(5), degraded,
-            new RateLimitTicket(keyId, -1, reserveTokens, Local: degraded), why, outcome);
+            new RateLimitTicket(keyId, -1, reserveTokens, Local: degraded), why, null);
 
     /// <summary>Until the budget's period ends (none for a total budget: retrying never helps).</summary>
     private TimeSpan RetryAtReset(BudgetLine line) =>

@@ -15,7 +15,8 @@ public static class RateLimitHeaders
     /// <summary>
     /// Writes the limit, remaining and reset headers of each limited dimension, and <c>Retry-After</c> (whole seconds,
     /// at least 1) on a rejection that a retry can cure. A request that alone exceeds the token limit gets no
-    /// <c>Retry-After</c>: retrying it never succeeds.
+    /// <c>Retry-After</c>: retrying it never succeeds. A spent budget is what OpenAI's SDKs know as "out of quota":
+    /// <c>x-should-retry: false</c>, and <c>Retry-After</c> only when the budget resets (daily, monthly), as far as the reset.
     /// </summary>
     /// <remarks>
     /// A reset header is the time until its dimension is replenished: fully, while requests are admitted; on a 429 that
@@ -28,7 +29,12 @@ public static class RateLimitHeaders
     public static void Apply(HttpResponse response, RateLimitDecision d)
     {
         var headers = response.Headers;
-        var retryable = !d.Allowed && d.Rejection != RateLimitRejection.RequestExceedsTokenLimit;
+        var retryable = !d.Allowed && d.Rejection != RateLimitRejection.RequestExceedsTokenLimit
+            && !(d.Rejection == RateLimitRejection.BudgetExceeded && d.RetryAfter <= TimeSpan.Zero);
+        if (d.Rejection == RateLimitRejection.BudgetExceeded)
+        {
+            headers["x-should-retry"] = "false";
+        }
         if (d.LimitRequests is int requests)
         {
             headers[LimitRequests] = requests.ToString(CultureInfo.InvariantCulture);

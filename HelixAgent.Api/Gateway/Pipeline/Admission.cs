@@ -178,13 +178,6 @@ internal static partial class GatewayApi
         }
         if (decision.Rejection == RateLimitRejection.BudgetExceeded)
         {
-            // What OpenAI's SDKs know as "out of quota": no retry (x-should-retry), and Retry-After only as far as the reset.
-            ctx.Response.Headers.Remove("Retry-After");
-            if (decision.RetryAfter > TimeSpan.Zero)
-            {
-                ctx.Response.Headers.RetryAfter = ((long)decision.RetryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
-            }
-            ctx.Response.Headers["x-should-retry"] = "false";
             await dialect.WriteErrorAsync(ctx, 429, decision.Reason!, "insufficient_quota", "budget_exceeded", null);
             return null;
         }

@@ -169,6 +169,11 @@ public sealed partial class LedgerJournalTests(PostgresServer postgres, RedisSer
             }
             gw.Api.Signal("KILL");
             await gw.Api.WaitForExitAsync(TimeSpan.FromSeconds(10));
+            // The killed process's server sessions outlive it: one may be waiting on the lock with an INSERT it sent before
+            // the crash, and PostgreSQL only notices the dead socket after running it. End them, as a crashed host's would.
+            await new NpgsqlCommand(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                tx.Connection, tx).ExecuteNonQueryAsync();
             await tx.RollbackAsync();
             await tx.Connection!.DisposeAsync();
         }
