@@ -4,6 +4,7 @@ namespace HelixAgent.AppHost;
 /// Demo mode (<c>Demo:FakeUpstreams=true</c>, never in publish mode): a fake Anthropic server (the test suite's, which
 /// speaks the real Messages API and SSE events) runs as resource <c>fake-anthropic</c>, and the API gets provider
 /// <c>claude-demo</c> pointing at it, so a chat completion goes client → gateway → Anthropic protocol over HTTP → back.
+/// It is priced as Claude Sonnet is (3 and 15 USD per million input and output tokens), so costs and budgets show.
 /// </summary>
 public static class DemoUpstreams
 {
@@ -25,6 +26,9 @@ public static class DemoUpstreams
             .WithEnvironment($"Providers__{Model}__BaseUrl", fake.GetEndpoint("http"))
             .WithEnvironment($"Providers__{Model}__ApiKey", "not-a-real-key")
             .WithEnvironment($"Providers__{Model}__Models__0", Model)
+            // Priced as Claude Sonnet (USD per million tokens), so costs and budgets can be tried on the demo.
+            .WithEnvironment($"Providers__{Model}__Pricing__{Model}__InputPerMTok", "3")
+            .WithEnvironment($"Providers__{Model}__Pricing__{Model}__OutputPerMTok", "15")
             .WaitFor(fake);
     }
 }

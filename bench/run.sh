@@ -27,6 +27,9 @@
 # answering directly; and passed through to a provider with Responses: native, against its /v1/responses directly.
 # The journal rows: the same chat load through a second gateway with the ledger's journal off (rows in memory only),
 # beside the gateway with it on: what the write-ahead journal costs in latency and CPU per request.
+# The budget rows: the same gateway and chat load (a priced model) for a key with a rate limit alone and for a key
+# with the same limit and a budget, interleaved; both are below the slice threshold (9,999 requests/min), so each
+# request asks Redis, and the budget rides in the rate limit's script: the same p50, and the Redis calls per request.
 #
 # Settings (environment):
 #   DURATION=5s                    wrk run length, per concurrency and target
@@ -35,6 +38,7 @@
 #   MESSAGES_RATES=RATES           fixed rates of the Messages rows (MESSAGES_RATES="" skips them)
 #   RESPONSES_RATES="1000 2000"    fixed rates of the Responses rows, translated and native (RESPONSES_RATES="" skips them)
 #   JOURNAL_RATES="1000 5000"      fixed rates of the journal on/off rows (JOURNAL_RATES="" skips them)
+#   BUDGET_RATES="100 150"         fixed rates of the budget rows (at most 166/s: the keys' limit is 9,999/min; "" skips them)
 #   KILL_ROUNDS=3 KILL_RATE=1000 KILL_AFTER=5   --kill: kills, the load's rate, seconds of load before each kill
 #   RATE_DURATION=10s WARMUP=1s    each fixed-rate run measures RATE_DURATION after WARMUP at the same rate
 #   CONNECTIONS=64                 load generator connection pool (pre-opened)
@@ -73,6 +77,7 @@ RATES=${RATES-"500 1000 2000 3000 4000 5000"}
 MESSAGES_RATES=${MESSAGES_RATES-$RATES}
 RESPONSES_RATES=${RESPONSES_RATES-"1000 2000"}
 JOURNAL_RATES=${JOURNAL_RATES-"1000 5000"}
+BUDGET_RATES=${BUDGET_RATES-"100 150"}
 KILL_ROUNDS=${KILL_ROUNDS:-3}
 KILL_RATE=${KILL_RATE:-1000}
 KILL_AFTER=${KILL_AFTER:-5}
@@ -152,6 +157,11 @@ psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE helixagent_db" 
 db="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=helixagent_db"
 env "ConnectionStrings__helixagent-db=$db" dotnet "$api" migrate up >/dev/null
 key=$(env "ConnectionStrings__helixagent-db=$db" dotnet "$api" keys create --name bench --rpm 1000000000 --tpm 2000000000 --quiet | tail -1)
+if [ "$main" = 1 ] && [ -n "$BUDGET_RATES" ]; then
+  exact_key=$(env "ConnectionStrings__helixagent-db=$db" dotnet "$api" keys create --name bench-limit --rpm 9999 --quiet | tail -1)
+  budget_key=$(env "ConnectionStrings__helixagent-db=$db" dotnet "$api" keys create --name bench-budget --rpm 9999 \
+    --budget 1000000 --budget-period total --quiet | tail -1)
+fi
 
 dotnet "$fake" --protocol openai --port "$up_port" --reply "The quick brown fox jumps over the lazy dog" \
   --latency-ms "$UPSTREAM_LATENCY_MS" --chunk-delay-ms "$STREAM_CHUNK_DELAY_MS" >"$work/fake.log" 2>&1 &
@@ -182,6 +192,7 @@ start_gateway() {
   ( cd "$(dirname "$api")" && exec env ASPNETCORE_ENVIRONMENT=Production ASPNETCORE_URLS="http://127.0.0.1:$port" \
     "ConnectionStrings__helixagent-db=$db" "ConnectionStrings__redis=127.0.0.1:$redis_port" \
     Providers__bench__Type=openai Providers__bench__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__bench__Models__0=bench-model \
+    Providers__bench__Pricing__bench-model__InputPerMTok=0.15 Providers__bench__Pricing__bench-model__OutputPerMTok=0.6 \
     Providers__claude__Type=anthropic Providers__claude__BaseUrl="http://127.0.0.1:$anth_port" Providers__claude__ApiKey=bench \
     Providers__claude__Models__0=bench-claude \
     Providers__native__Type=openai Providers__native__BaseUrl="http://127.0.0.1:$up_port/v1" Providers__native__Models__0=bench-native \
@@ -374,6 +385,41 @@ if [ "$main" = 1 ]; then
       journal_p50[$rate]=$d50; journal_cpu[$rate]="$oncpu $offcpu"
       printf "%-6s | %10s %10s | %10s %10s | %14s %14s | %s/%s\n" "$rate" "$(ms "$(field p50_us "$on")")" "$(ms "$(field p99_us "$on")")" \
         "$(ms "$(field p50_us "$off")")" "$(ms "$(field p99_us "$off")")" "$d50" "$d99" "$oncpu" "$offcpu" >>"$report"
+    done
+  fi
+
+  declare -A budget_p50 budget_cpu budget_calls
+  if [ -n "$BUDGET_RATES" ]; then
+    echo "bench: budgets against a rate limit alone at fixed rates..." >&2
+    # redis_calls: every command Redis has served so far (INFO commandstats), to count calls per request
+    redis_calls() { redis-cli -p "$redis_port" info commandstats | awk -F'[:=,]' '/^cmdstat_/ {s += $3} END {printf "%d", s}'; }
+    {
+      echo
+      echo "Budgets, open loop: chat through the gateway for a key with a 9,999/min rate limit alone, and for one with the same limit and a budget (ms; two interleaved runs each, the mean shown)"
+      printf "%-6s | %10s %10s | %10s %10s | %14s | %s | %s\n" "rate/s" "limit p50" "limit p99" "budget p50" "budget p99" "budget p50 us" "CPU us/request limit/budget" "Redis calls/request limit/budget"
+    } >>"$report"
+    for rate in $BUDGET_RATES; do
+      declare -A sum=()
+      for round in 1 2; do
+        for which in limit budget; do
+          k=$exact_key; [ "$which" = budget ] && k=$budget_key
+          c0=$(redis_calls)
+          out=$(cpu_us "$gw_pid" "$rate" loadgen --url "$gw_url" --key "$k" --body "$body" --rate "$rate" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "$which@$rate#$round")
+          calls=$(( $(redis_calls) - c0 ))
+          cpu=${out##*$'\n'}; out=${out%$'\n'*}
+          # the requests of the warm-up and the measured run (RATE_DURATION and WARMUP in seconds)
+          n=$(awk -v r="$rate" -v d="${RATE_DURATION%s}" -v w="${WARMUP%s}" 'BEGIN {printf "%d", r * (d + w)}')
+          [ "$(field non2xx "$out")" = 0 ] || echo "bench: $which@$rate: $(field non2xx "$out") non-2xx answers" >&2
+          sum[${which}50]=$(( ${sum[${which}50]:-0} + $(field p50_us "$out") )); sum[${which}99]=$(( ${sum[${which}99]:-0} + $(field p99_us "$out") ))
+          sum[${which}cpu]=$(( ${sum[${which}cpu]:-0} + cpu ))
+          sum[${which}calls]=$(awk -v a="${sum[${which}calls]:-0}" -v c="$calls" -v n="$n" 'BEGIN {printf "%.2f", a + (n > 0 ? c / n : 0)}')
+        done
+      done
+      l50=$(( sum[limit50] / 2 )); l99=$(( sum[limit99] / 2 )); b50=$(( sum[budget50] / 2 )); b99=$(( sum[budget99] / 2 ))
+      budget_p50[$rate]=$(( b50 - l50 )); budget_cpu[$rate]="$(( sum[limitcpu] / 2 )) $(( sum[budgetcpu] / 2 ))"
+      budget_calls[$rate]="$(awk -v a="${sum[limitcalls]}" 'BEGIN {printf "%.2f", a / 2}') $(awk -v a="${sum[budgetcalls]}" 'BEGIN {printf "%.2f", a / 2}')"
+      printf "%-6s | %10s %10s | %10s %10s | %14s | %s/%s | %s/%s\n" "$rate" "$(ms "$l50")" "$(ms "$l99")" "$(ms "$b50")" "$(ms "$b99")" "${budget_p50[$rate]}" \
+        ${budget_cpu[$rate]} ${budget_calls[$rate]} >>"$report"
     done
   fi
 
@@ -585,6 +631,10 @@ after_rss=$(rss); peak_rss=$(hwm)
     for rate in $JOURNAL_RATES; do
       read -r oncpu offcpu <<<"${journal_cpu[$rate]}"
       echo "  $(verdict "the journal adds <= 15 us p50 and <= 10% CPU per request at $rate requests/s: +${journal_p50[$rate]} us p50, CPU $oncpu vs $offcpu us/request" "${journal_p50[$rate]} <= 15 && $oncpu <= 1.1 * $offcpu")"
+    done
+    for rate in $BUDGET_RATES; do
+      read -r lcalls bcalls <<<"${budget_calls[$rate]}"
+      echo "  $(verdict "a budget adds no round trip at $rate requests/s: p50 +${budget_p50[$rate]} us against the rate limit alone (50 us allowed for noise), Redis calls per request $lcalls vs $bcalls, CPU ${budget_cpu[$rate]% *} vs ${budget_cpu[$rate]#* } us/request" "${budget_p50[$rate]} <= 50")"
     done
     if [ -n "$RESPONSES_RATES" ]; then
       echo "  Responses at 1,000 requests/s (no floor): CPU translated ${resp_cpu[translated1000]:--}, native ${resp_cpu[native1000]:--}, chat ${chat_cpu[1000]:--} us/request;"

@@ -148,6 +148,47 @@ public sealed class LocalModeEndToEndTests(LocalAppHostFixture fixture)
     }
 
     [Fact]
+    public async Task In_demo_mode_the_readmes_team_budget_prices_each_answer_and_refuses_with_insufficient_quota_once_spent()
+    {
+        // The README's steps: a team with a daily budget of 0.001 USD, a key in it, requests to the priced claude-demo.
+        var team = "demo-" + Guid.NewGuid().ToString("N")[..8];
+        var (teamExit, teamOut) = await RunCliAsync("teams", "create", "--name", team, "--budget", "0.001", "--budget-period", "daily");
+        Assert.Equal(0, teamExit);
+        Assert.Contains("budget 0.001 USD daily", teamOut);
+        var (exit, key) = await RunCliAsync("keys", "create", "--name", team + "-app", "--team", team, "--quiet");
+        Assert.Equal(0, exit);
+        using var client = fixture.App.CreateHttpClient(KnownResourceNames.Api);
+        client.DefaultRequestHeaders.Add("X-API-Key", key.Trim().Split('\n')[^1]);
+
+        var costs = new List<decimal>();
+        HttpResponseMessage? refused = null;
+        for (var i = 0; i < 20 && refused is null; i++)
+        {
+            var response = await client.PostAsync("/v1/chat/completions", new StringContent(
+                """{"model":"claude-demo","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}""", System.Text.Encoding.UTF8, "application/json"));
+            if (response.StatusCode == HttpStatusCode.OK)
+            {
+                costs.Add(decimal.Parse(response.Headers.GetValues("x-helixagent-cost-usd").Single(), System.Globalization.CultureInfo.InvariantCulture));
+            }
+            else
+            {
+                refused = response;
+            }
+        }
+
+        Assert.NotNull(refused);
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.InRange(costs.Count, 1, 19);
+        Assert.All(costs, c => Assert.True(c > 0, $"a priced answer cost {c}"));
+        Assert.True(costs.Sum() <= 0.001m, $"{costs.Count} answers spent {costs.Sum()} of a 0.001 USD budget");
+        using var error = JsonDocument.Parse(await refused.Content.ReadAsStringAsync());
+        Assert.Equal("insufficient_quota", error.RootElement.GetProperty("error").GetProperty("type").GetString());
+        Assert.Equal("budget_exceeded", error.RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Contains($"team '{team}'", error.RootElement.GetProperty("error").GetProperty("message").GetString());
+        Assert.Equal("false", refused.Headers.GetValues("x-should-retry").Single());
+    }
+
+    [Fact]
     public async Task A_failover_through_the_apphost_is_found_by_the_runbooks_provider_error_grep_of_the_log_file()
     {
         // The fixture's own log file (LogFile=...): the runbook's /var/log/helixagent/app.log is a developer's AppHost's.

@@ -87,7 +87,9 @@ public sealed class BudgetTests(PostgresServer postgres, OwnRedisServer redis) :
         var name = Name("par");
         var client = gw.WithKey(await KeyAsync(gw, name, Budget.Create(0.2m, "monthly")));
 
+        var sent = DateTimeOffset.UtcNow;
         var responses = await Task.WhenAll(Enumerable.Range(0, 64).Select(_ => client.PostAsync("/v1/chat/completions", Chat())));
+        var answered = DateTimeOffset.UtcNow;
 
         var ok = responses.Count(r => r.StatusCode == HttpStatusCode.OK);
         var refused = responses.Where(r => r.StatusCode == HttpStatusCode.TooManyRequests).ToList();
@@ -104,8 +106,9 @@ public sealed class BudgetTests(PostgresServer postgres, OwnRedisServer redis) :
         Assert.Contains($"key '{name}'", error["message"]!.GetValue<string>());
         Assert.Contains("0.2 USD monthly", error["message"]!.GetValue<string>());
         Assert.Equal("false", refused[0].Headers.GetValues("x-should-retry").Single());
-        var reset = new DateTimeOffset(DateTime.UtcNow.Year, DateTime.UtcNow.Month, 1, 0, 0, 0, TimeSpan.Zero).AddMonths(1);
-        Assert.InRange(refused[0].Headers.RetryAfter!.Delta!.Value.TotalSeconds, (reset - DateTimeOffset.UtcNow).TotalSeconds - 60, (reset - DateTimeOffset.UtcNow).TotalSeconds + 1);
+        // Until the month's end, in whole seconds rounded up, counted from when the gateway refused (between sent and answered).
+        var reset = new DateTimeOffset(sent.Year, sent.Month, 1, 0, 0, 0, TimeSpan.Zero).AddMonths(1);
+        Assert.InRange(refused[0].Headers.RetryAfter!.Delta!.Value.TotalSeconds, Math.Floor((reset - answered).TotalSeconds), Math.Ceiling((reset - sent).TotalSeconds));
 
         var metrics = await ScrapedMetrics.ScrapeAsync(gw.Anonymous());
         Assert.Equal(refused.Count, metrics.Sum("helixagent_budget_rejected_total", ("scope", "key")));
