@@ -264,7 +264,8 @@ public sealed partial class ClusterRateLimiter : IDisposable
     {
         if (ticket.Budget is { } hold)
         {
-            SettleBudget(hold, costUsd);
+            SettleBudget(ticket, hold, actualTokens, costUsd);
+            return;
         }
         var pending = SettleAsync(ticket, actualTokens);
         if (!pending.IsCompleted)
@@ -468,17 +469,26 @@ public sealed partial class ClusterRateLimiter : IDisposable
         }
     }
 
-    /// <summary>Settles a budget reservation with the request's actual cost (unpriced: 0), without waiting for Redis.</summary>
-    private void SettleBudget(BudgetHold hold, decimal? costUsd)
+    /// <summary>
+    /// Settles a budget key's request, without waiting for Redis: its cost reservation with the actual cost (unpriced:
+    /// 0) and its token reservation with the actual usage, in one script (the admission was one script too). Admitted
+    /// alone (Redis unreachable), both are settled in this replica.
+    /// </summary>
+    private void SettleBudget(RateLimitTicket ticket, BudgetHold hold, int actualTokens, decimal? costUsd)
     {
         var delta = Nano.FromUsd(costUsd ?? 0) - hold.ReservedNano;
-        if (delta == 0)
-        {
-            return;
-        }
         if (hold.Local)
         {
-            _budgets.SettleLocal(hold.Lines, delta);
+            if (delta != 0)
+            {
+                _budgets.SettleLocal(hold.Lines, delta);
+            }
+            _ = SettleAsync(ticket, actualTokens).AsTask();
+            return;
+        }
+        var tokens = ticket.HoldsReservation ? (long)Math.Max(0, actualTokens) - ticket.ReservedTokens : 0;
+        if (delta == 0 && tokens == 0)
+        {
             return;
         }
         if (Database() is not { } db)
@@ -486,20 +496,30 @@ public sealed partial class ClusterRateLimiter : IDisposable
             // Redis went away after the admission: the counter is corrected when it is rebuilt from the ledger.
             return;
         }
-        _ = SettleBudgetAsync(db, hold, delta);
+        var keys = new RedisKey[hold.Lines.Length + (tokens == 0 ? 0 : 1)];
+        for (var i = 0; i < hold.Lines.Length; i++)
+        {
+            keys[i] = hold.Lines[i].Counter;
+        }
+        if (tokens != 0)
+        {
+            keys[^1] = hold.Prefix;
+        }
+        _ = SettleBudgetAsync(db, keys, delta, tokens, ticket.Window);
     }
 
-    private async Task SettleBudgetAsync(IDatabase db, BudgetHold hold, long delta)
+    private async Task SettleBudgetAsync(IDatabase db, RedisKey[] keys, long delta, long tokens, long window)
     {
         try
         {
-            await EvaluateAsync(db, RateLimitScripts.SettleBudgetSha1, RateLimitScripts.SettleBudget,
-                    [.. hold.Lines.Select(l => (RedisKey)l.Counter)], [delta])
+            await EvaluateAsync(db, RateLimitScripts.SettleBudgetSha1, RateLimitScripts.SettleBudget, keys, [delta, tokens, window])
                 .WaitAsync(RedisTimeout, _time).ConfigureAwait(false);
+            MarkHealthy();
         }
         catch (Exception ex)
         {
-            LogBudgetSettlementFailed(ex, delta);
+            LogBudgetSettlementFailed(ex, delta, tokens);
+            MarkFailed(ex);
         }
     }
 
@@ -509,8 +529,8 @@ public sealed partial class ClusterRateLimiter : IDisposable
     [LoggerMessage(Level = LogLevel.Warning, Message = "The spend of {Scope} {Name} could not be read from the ledger; its requests are refused until it can")]
     private partial void LogBudgetLedgerFailed(Exception ex, string scope, string name);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Budget settlement of {Delta} nano-USD failed")]
-    private partial void LogBudgetSettlementFailed(Exception ex, long delta);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Budget settlement of {Delta} nano-USD and {Tokens} tokens failed")]
+    private partial void LogBudgetSettlementFailed(Exception ex, long delta, long tokens);
 
     /// <summary>A requests-per-minute limit this high (or none) lets a key be admitted from slices.</summary>
     public const int SliceMinimumLimit = 10_000;

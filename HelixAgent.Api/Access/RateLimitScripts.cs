@@ -152,18 +152,40 @@ internal static class RateLimitScripts
         """;
 
     /// <summary>
-    /// KEYS = budget counters; ARGV[1] = nano-dollars (actual cost - reserved; negative gives back). Corrects each
-    /// counter that exists (never below zero); one that is gone is rebuilt from the ledger, where this request's row
-    /// is. Returns 0.
+    /// A budget key's whole settlement in one round trip. KEYS = budget counters, then (when ARGV[2] is not 0) the
+    /// key's rate-limit prefix; ARGV[1] = nano-dollars (actual cost - reserved; negative gives back), ARGV[2] = tokens
+    /// (actual - reserved), ARGV[3] = the window the tokens were reserved in. Corrects each counter that exists (never
+    /// below zero; one that is gone is rebuilt from the ledger, where this request's row is), then the tokens as
+    /// <see cref="Settle"/> does. Returns 0.
     /// </summary>
     public const string SettleBudget = """
         local delta = tonumber(ARGV[1])
-        for i = 1, #KEYS do
-          if redis.call('EXISTS', KEYS[i]) == 1 then
-            local v = redis.call('INCRBY', KEYS[i], delta)
-            if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+        local tokens = tonumber(ARGV[2])
+        local counters = #KEYS
+        if tokens ~= 0 then counters = counters - 1 end
+        if delta ~= 0 then
+          for i = 1, counters do
+            if redis.call('EXISTS', KEYS[i]) == 1 then
+              local v = redis.call('INCRBY', KEYS[i], delta)
+              if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+            end
           end
         end
+        if tokens == 0 then return 0 end
+        local window = tonumber(ARGV[3])
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local current = math.floor(now / 60000)
+        if current - window >= 2 then
+          if tokens <= 0 then return 0 end
+          window = current
+        end
+        local key = KEYS[#KEYS] .. ':t:' .. string.format('%d', window)
+        local v = redis.call('INCRBY', key, tokens)
+        if v < 0 then
+          redis.call('SET', key, 0, 'KEEPTTL')
+        end
+        redis.call('PEXPIRE', key, (window + 2) * 60000 - now + 5000)
         return 0
         """;
 

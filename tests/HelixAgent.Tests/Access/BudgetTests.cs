@@ -60,7 +60,6 @@ public sealed class BudgetTests(PostgresServer postgres, OwnRedisServer redis) :
     private static async Task<JsonObject> ErrorOf(HttpResponseMessage response) =>
         (JsonObject)JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;
 
-    /// <summary>Redis's counter of the budget, once every settlement has arrived (it equals the ledger's sum in nano-USD).</summary>
     /// <summary>Waits until the one Redis counter matching <paramref name="pattern"/> holds <paramref name="expected"/> nano-USD.</summary>
     private async Task CounterSettlesAtAsync(string pattern, long expected)
     {
@@ -114,6 +113,30 @@ public sealed class BudgetTests(PostgresServer postgres, OwnRedisServer redis) :
         Assert.Equal(refused.Count, metrics.Sum("helixagent_budget_rejected_total", ("scope", "key")));
         Assert.InRange(metrics.Sum("helixagent_budget_remaining_usd", ("scope", "key"), ("name", name)), 0, 0.2 - (double)spent + 1e-9);
         Assert.Equal(0.2, metrics.Sum("helixagent_budget_limit_usd", ("scope", "key"), ("name", name)), 9);
+    }
+
+    [Fact]
+    public async Task A_budget_keys_single_settlement_corrects_both_its_token_reservation_and_its_cost_reservation()
+    {
+        await using var gw = await GatewayHarness.StartAsync(postgres, redis, Priced());
+        var name = Name("settle");
+        string secret;
+        await using (var ds = NpgsqlDataSource.Create(gw.DatabaseConnectionString))
+        {
+            secret = (await new ApiKeyStore(ds).CreateAsync(name, "client", null, 100_000, null, null, DateTimeOffset.UtcNow,
+                budget: Budget.Create(5m, "daily"))).Secret;
+        }
+        var client = gw.WithKey(secret);
+
+        // 200 tokens reserved for the answer; the simulator uses a few, and the rest comes back with the cost's rest.
+        var response = await client.PostAsync("/v1/chat/completions", Chat(maxTokens: 200));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var row = (await gw.LedgerRowsAsync(1)).Single(r => r.KeyName == name);
+        var used = row.PromptTokens + row.CompletionTokens;
+        Assert.True(row.CompletionTokens < 200, $"the simulator answered {row.CompletionTokens} tokens");
+
+        await CounterSettlesAtAsync($"helixagent:budget:{{k:{name}}}:k:*", used * 1_000_000L);
+        await CounterSettlesAtAsync($"helixagent:rl:{{k:{name}}}:*:t:*", used);
     }
 
     [Fact]
