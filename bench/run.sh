@@ -32,6 +32,13 @@
 # request asks Redis, and the budget rides in the rate limit's script: the same p50, and the Redis scripts per request
 # (the admission, then the settlements after the answer: tokens, and the budget's actual cost).
 #
+# The closed-loop rows (issue 21) drive, at each concurrency, the upstream directly, the null .NET proxy, nginx
+# (Debian's nginx-light: proxy_pass with keepalive to the upstream, a config the bench writes) and the gateway, and
+# count each proxy's CPU time per request (user + system of the process and its children, over the requests
+# answered). PIN=1 pins each proxy alone on core 1 (nginx with one worker) and everything else on core 0. The floors
+# print the issue's ratios: CPU per request against the null proxy's, throughput against the null proxy's and
+# nginx's at 64 connections, added p50 at one connection against the null proxy's, and streaming TTFT likewise.
+#
 # Settings (environment):
 #   DURATION=5s                    wrk run length, per concurrency and target
 #   CONCURRENCY="1 16 64 256"      wrk connections (CONCURRENCY="" or RATES="" skips that part)
@@ -51,6 +58,7 @@
 #   TRACES_SAMPLER=parentbased_always_on TRACES_SAMPLER_ARG=   OTEL_TRACES_SAMPLER(_ARG) for the gateway
 #   SOAK=0 SOAK_RATE=1000 SOAK_EVERY=10        soak seconds (0: none; --soak sets 300), rate, RSS sample interval
 #   GATEWAY_ENV="NAME=value ..."   extra environment for the gateway only (e.g. DOTNET_gcServer=0), to try a setting
+#   PIN=0                          1: proxies alone on core 1, load generators, upstreams, PostgreSQL, Redis on core 0
 #   KEEP_LOGS=DIR                  copy the gateway's, upstream's, PostgreSQL's, Redis's and load generator's logs there
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,12 +102,14 @@ TRACES_SAMPLER=${TRACES_SAMPLER:-parentbased_always_on}
 TRACES_SAMPLER_ARG=${TRACES_SAMPLER_ARG:-}
 SOAK_RATE=${SOAK_RATE:-1000}
 SOAK_EVERY=${SOAK_EVERY:-10}
+PIN=${PIN:-0}
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 started=$(date +%s)
 
-for tool in wrk redis-server python3 curl; do
-  command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install -y wrk redis-server python3 curl)" >&2; exit 1; }
+for tool in wrk redis-server python3 curl nginx; do
+  command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install -y wrk redis-server python3 curl nginx-light)" >&2; exit 1; }
 done
+[ "$PIN" = 0 ] || { command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; } || { echo "bench: PIN=1 needs taskset and 2 cores" >&2; exit 2; }
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || { echo "bench: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 1; }
 case "$TRACING" in export|sdk|off) ;; *) echo "bench: TRACING is export, sdk or off" >&2; exit 2 ;; esac
@@ -172,6 +182,28 @@ dotnet "$fake" --protocol anthropic --port "$anth_port" --reply "The quick brown
 pids+=($!)
 dotnet "$fake" --proxy-to "http://127.0.0.1:$up_port" --port "$np_port" >"$work/nullproxy.log" 2>&1 &
 np_pid=$!; pids+=($np_pid)
+# nginx, the native reference proxy: one worker when pinned (one core), else one per core; keepalive to the upstream.
+ng_port=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes $([ "$PIN" = 1 ] && echo 1 || echo auto);
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+$([ "$(id -u)" = 0 ] && echo "user root;")
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
+  upstream fake { server 127.0.0.1:$up_port; keepalive 256; }
+  server {
+    listen 127.0.0.1:$ng_port;
+    location / { proxy_pass http://fake; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' >"$work/nginx.log" 2>&1 &
+ng_pid=$!; pids+=($ng_pid)
 otel=(OTEL_TRACES_SAMPLER="$TRACES_SAMPLER")
 [ -n "$TRACES_SAMPLER_ARG" ] && otel+=(OTEL_TRACES_SAMPLER_ARG="$TRACES_SAMPLER_ARG")
 case "$TRACING" in
@@ -220,7 +252,20 @@ if [ "$main" = 1 ] && [ -n "$JOURNAL_RATES" ]; then
   wait_ready "$nj_port" "$work/gateway-nojournal.log"
 fi
 
+wait_port "$ng_port"
+# on_load: the load generators' (and everything but the proxies') core when pinned
+on_load=(); [ "$PIN" = 1 ] && on_load=(taskset -c 0)
+if [ "$PIN" = 1 ]; then
+  # every thread of every process: the proxies on core 1, the rest (PostgreSQL's backends too) on core 0
+  for p in "${pids[@]}"; do taskset -a -p -c 0 "$p" >/dev/null 2>&1 || true; done
+  postmaster=$(head -1 "$work/pg/data/postmaster.pid")
+  for p in "$postmaster" $(pgrep -P "$postmaster" || true); do taskset -a -p -c 0 "$p" >/dev/null 2>&1 || true; done
+  for p in "$gw_pid" "${nj_pid:-}" "$np_pid" "$ng_pid" $(pgrep -P "$ng_pid" || true); do
+    [ -n "$p" ] && taskset -a -p -c 1 "$p" >/dev/null 2>&1
+  done
+fi
 up_url="http://127.0.0.1:$up_port/v1/chat/completions"
+ng_url="http://127.0.0.1:$ng_port/v1/chat/completions"
 nj_url="http://127.0.0.1:$nj_port/v1/chat/completions"
 gw_url="http://127.0.0.1:$gw_port/v1/chat/completions"
 np_url="http://127.0.0.1:$np_port/v1/chat/completions"
@@ -241,7 +286,8 @@ cachebody='{"model":"bench-model","temperature":0,"messages":[{"role":"user","co
 
 # cpu_us PID RATE CMD...: runs CMD and echoes its output, then the CPU time PID used per request at RATE while it ran
 # (user + system, in microseconds; the run's warm-up included, so divided by its whole wall time).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_ticks PID: user + system ticks of PID and its children (nginx's workers)
+cpu_ticks() { local t=0 p; for p in "$1" $(pgrep -P "$1" || true); do t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) )); done; echo "$t"; }
 cpu_us() {
   local pid=$1 rate=$2; shift 2
   local t0 c0 out t1 c1
@@ -260,7 +306,7 @@ to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /m
 # wrk URL BODY KEY CONNECTIONS -> "p50_ms p99_ms rps total non2xx"
 wrk_run() {
   local threads=2; [ "$4" -lt 2 ] && threads=1
-  local out; out=$(BODY="$2" KEY="$3" wrk -t"$threads" -c"$4" -d"$DURATION" --latency -s bench/chat.lua "$1" 2>&1)
+  local out; out=$(BODY="$2" KEY="$3" "${on_load[@]}" wrk -t"$threads" -c"$4" -d"$DURATION" --latency -s bench/chat.lua "$1" 2>&1)
   local p50 p99 rps total non2xx
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
@@ -272,7 +318,7 @@ wrk_run() {
 # loadgen ARGS... -> the key=value line (also kept in $work/loadgen.log)
 loadgen() {
   local out
-  out=$(dotnet "$loadgen" --connections "$CONNECTIONS" "$@" 2>>"$work/loadgen.err") || { echo "bench: the load generator failed" >&2; cat "$work/loadgen.err" >&2; exit 1; }
+  out=$("${on_load[@]}" dotnet "$loadgen" --connections "$CONNECTIONS" "$@" 2>>"$work/loadgen.err") || { echo "bench: the load generator failed" >&2; cat "$work/loadgen.err" >&2; exit 1; }
   echo "$out" >>"$work/loadgen.log"
   echo "$out"
 }
@@ -322,16 +368,29 @@ if [ "$main" = 1 ]; then
   echo "bench: closed loop (wrk), $DURATION per run..." >&2
   {
     echo
-    echo "Throughput, closed loop (wrk, $DURATION per run; ms)"
-    printf "%-6s | %10s %10s %9s | %10s %10s %9s | %10s %10s\n" conns "direct p50" "direct p99" "direct/s" "gw p50" "gw p99" "gw/s" "added p50" "added p99"
+    echo "Throughput, closed loop (wrk, $DURATION per run; ms; $([ "$PIN" = 1 ] && echo "each proxy pinned alone on core 1, the rest on core 0" || echo "unpinned")). p99s are this VM's noise more than the proxies'."
+    printf "%-5s | %8s %8s %8s | %8s %8s %8s | %8s %8s %8s | %8s %8s %8s | %s | %s\n" conns "direct/s" "p50" "p99" "null/s" "p50" "p99" \
+      "nginx/s" "p50" "p99" "gw/s" "p50" "p99" "gw/null gw/nginx req/s" "CPU us/req null nginx gw (gw/null)"
   } >>"$report"
   best_rps=0
+  # wrk_cpu PID URL BODY KEY CONNS -> "p50 p99 rps total non2xx cpu_us_per_request"
+  wrk_cpu() {
+    local pid=$1 c0 c1 out; shift
+    c0=$(cpu_ticks "$pid"); out=$(wrk_run "$@"); c1=$(cpu_ticks "$pid")
+    echo "$out $(awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v n="$(echo "$out" | awk '{print $4}')" 'BEGIN {printf "%.0f", (n > 0 ? c / hz / n * 1e6 : -1)}')"
+  }
+  declare -A closed
   for c in $CONCURRENCY; do
     read -r dp50 dp99 drps _ _ < <(wrk_run "$up_url" "$upbody" "" "$c")
-    read -r gp50 gp99 grps _ gnon < <(wrk_run "$gw_url" "$body" "$key" "$c")
+    read -r np50 np99 nrps _ _ ncpu < <(wrk_cpu "$np_pid" "$np_url" "$upbody" "" "$c")
+    read -r xp50 xp99 xrps _ _ xcpu < <(wrk_cpu "$ng_pid" "$ng_url" "$upbody" "" "$c")
+    read -r gp50 gp99 grps _ gnon gcpu < <(wrk_cpu "$gw_pid" "$gw_url" "$body" "$key" "$c")
     [ "$gnon" = 0 ] && [ "${grps:-0}" -gt "$best_rps" ] && best_rps=$grps
-    printf "%-6s | %10s %10s %9s | %10s %10s %9s | %10s %10s%s\n" "$c" "$dp50" "$dp99" "$drps" "$gp50" "$gp99" "$grps" \
-      "$(awk -v a="$gp50" -v b="$dp50" 'BEGIN{printf "%.3f", a-b}')" "$(awk -v a="$gp99" -v b="$dp99" 'BEGIN{printf "%.3f", a-b}')" \
+    closed[$c]="$dp50 $np50 $xp50 $gp50 $nrps $xrps $grps $ncpu $xcpu $gcpu"
+    printf "%-5s | %8s %8s %8s | %8s %8s %8s | %8s %8s %8s | %8s %8s %8s | %10s %10s | %5s %5s %5s (%s)%s\n" "$c" "$drps" "$dp50" "$dp99" \
+      "$nrps" "$np50" "$np99" "$xrps" "$xp50" "$xp99" "$grps" "$gp50" "$gp99" \
+      "$(awk -v a="$grps" -v b="$nrps" 'BEGIN{printf "%.2f", (b ? a/b : 0)}')" "$(awk -v a="$grps" -v b="$xrps" 'BEGIN{printf "%.2f", (b ? a/b : 0)}')" \
+      "$ncpu" "$xcpu" "$gcpu" "$(awk -v a="$gcpu" -v b="$ncpu" 'BEGIN{printf "%.2f", (b > 0 ? a/b : 0)}')" \
       "$([ "$gnon" = 0 ] || echo "  ($gnon non-2xx)")" >>"$report"
   done
 
@@ -487,11 +546,13 @@ if [ "$main" = 1 ]; then
   echo "bench: streaming at $STREAM_RATE/s..." >&2
   d=$(loadgen --url "$up_url" --body "$upstreambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-direct")
   g=$(loadgen --url "$gw_url" --key "$key" --body "$streambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-gw")
+  sn=$(loadgen --url "$np_url" --body "$upstreambody" --stream --rate "$STREAM_RATE" --duration "$RATE_DURATION" --warmup "$WARMUP" --label "stream-null")
+  stream_gw_ttft50=$(( $(field ttft_p50_us "$g") - $(field ttft_p50_us "$d") )); stream_null_ttft50=$(( $(field ttft_p50_us "$sn") - $(field ttft_p50_us "$d") ))
   {
     echo
     echo "Streaming at $STREAM_RATE/s, open loop (time to first token = first SSE event with non-empty delta content; ms)"
     printf "%-8s | %10s %10s | %10s %10s | %7s\n" "" "TTFT p50" "TTFT p99" "total p50" "total p99" failed
-    for row in "direct:$d" "gateway:$g"; do
+    for row in "direct:$d" "null:$sn" "gateway:$g"; do
       line=${row#*:}
       printf "%-8s | %10s %10s | %10s %10s | %7s\n" "${row%%:*}" "$(ms "$(field ttft_p50_us "$line")")" "$(ms "$(field ttft_p99_us "$line")")" \
         "$(ms "$(field p50_us "$line")")" "$(ms "$(field p99_us "$line")")" "$(( $(field non2xx "$line") + $(field errors "$line") ))"
@@ -616,6 +677,20 @@ after_rss=$(rss); peak_rss=$(hwm)
   echo
   # verdict TEXT AWK-CONDITION (a value that is "-", i.e. not measured, makes the condition invalid: not met)
   verdict() { if awk "BEGIN {exit !($2)}" 2>/dev/null; then echo "$1: met"; else echo "$1: NOT met"; fi; }
+  if [ "$main" = 1 ] && [ -n "${closed[64]:-}" ]; then
+    read -r dp50 np50 xp50 gp50 nrps xrps grps ncpu xcpu gcpu <<<"${closed[64]}"
+    echo "Goals (issue 21, $([ "$PIN" = 1 ] && echo pinned || echo unpinned), all features on):"
+    echo "  $(verdict "1. own work: CPU per request at 64 connections <= 1.5 x the null proxy's: $gcpu vs $ncpu us ($(awk -v a="$gcpu" -v b="$ncpu" 'BEGIN{printf "%.2f", a/b}')x)" "$gcpu <= 1.5 * $ncpu")"
+    echo "  $(verdict "2. throughput at 64 connections >= 0.7 x the null proxy and >= 0.5 x nginx: $grps vs $nrps and $xrps req/s ($(awk -v a="$grps" -v b="$nrps" -v x="$xrps" 'BEGIN{printf "%.2fx, %.2fx", a/b, a/x}'))" "$grps >= 0.7 * $nrps && $grps >= 0.5 * $xrps")"
+    if [ -n "${closed[1]:-}" ]; then
+      read -r dp50 np50 xp50 gp50 _ <<<"${closed[1]}"
+      ga=$(awk -v a="$gp50" -v b="$dp50" 'BEGIN{printf "%.0f", (a-b)*1000}'); na=$(awk -v a="$np50" -v b="$dp50" 'BEGIN{printf "%.0f", (a-b)*1000}')
+      echo "  $(verdict "3. one connection: added p50 <= 2 x the null proxy's and <= 100 us over direct: +$ga us (null proxy +$na us, nginx +$(awk -v a="$xp50" -v b="$dp50" 'BEGIN{printf "%.0f", (a-b)*1000}') us)" "$ga <= 2 * $na && $ga <= 100")"
+    fi
+    echo "  4. memory: see the soak (bench/run.sh --soak)"
+    echo "  $(verdict "5. streaming: added time to first token p50 <= 2 x the null proxy's: +${stream_gw_ttft50:--} us vs +${stream_null_ttft50:--} us" "${stream_gw_ttft50:--} <= 2 * ${stream_null_ttft50:--}")"
+    echo
+  fi
   echo "Floors (issue 8, this machine):"
   if [ "$main" = 1 ]; then
     echo "  $(verdict "added latency p99 <= 1 ms at 1,000 requests/s (${added_p99_1000:--} ms)" "${added_p99_1000:--} <= 1")"
